@@ -1,0 +1,49 @@
+"""The config schema: defaults fill gaps, and a bad field fails once, naming the field."""
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, validate_config
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture
+def schema(repo):
+    return repo / SCHEMA
+
+
+def test_embedded_default_is_valid_and_complete(repo, schema):
+    config = validate_config(yaml.safe_load((repo / "config.yaml").read_text()), schema)
+    assert config["models"]["rules"] == ["bp"]
+    assert config["compare"]["alpha"] == 1.0            # filled from the schema's default
+    assert config["datasets"]["synthetic_mouse"]["window"] == [0.0, 0.25]
+
+
+def test_empty_config_gets_every_default(schema):
+    config = validate_config({}, schema)
+    assert config["stimuli"] == {"name": "shapes", "size": 32, "train_per_class": 100,
+                                 "test_per_class": 20, "probe": 120, "seed": 0}
+    assert config["models"]["train"]["epochs"] == 5
+
+
+def test_validation_does_not_modify_its_input(schema):
+    raw = {"models": {"seeds": [3]}}
+    validate_config(raw, schema)
+    assert raw == {"models": {"seeds": [3]}}
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"models": {"train": {"epochs": 0}}}, "models.train.epochs"),
+    ({"models": {"train": {"epoch": 3}}}, "models.train.epoch"),
+    ({"modles": {}}, "modles"),
+    ({"compare": {"splits": "five"}}, "compare.splits"),
+    ({"models": {"rules": ["bp", "backprop"]}}, "models.rules.1"),
+    ({"device": "gpu"}, "device"),
+    ({"models": {"overrides": {"ventral_cnn-supervised-bp-s1": {"lr": -1}}}},
+     "models.overrides.ventral_cnn-supervised-bp-s1.lr"),
+])
+def test_bad_field_is_named(schema, bad, field):
+    with pytest.raises(ConfigError, match=f"'{field}'") as info:
+        validate_config(bad, schema, source="my.yaml")
+    assert str(info.value).startswith("my.yaml: ")
