@@ -1,0 +1,1 @@
+"""Neural and stimulus data sources, and the NeuralAssembly format they all produce."""

@@ -1,0 +1,284 @@
+"""Allen Brain Observatory Neuropixels sessions → NeuralAssembly (spec §2.1.1, §2.1.3, §2.1.4).
+
+Reads session NWB files in the Allen layout (DANDI 000021; synthetic sessions use the same
+layout) with h5py: the units table (ragged spike_times, quality, peak_channel_id), the
+electrodes table (id → location, the area acronym AllenSDK calls ecephys_structure_acronym)
+and ``intervals/natural_scenes_presentations``. Spikes are counted in 10-ms bins over 0–250 ms
+of every non-blank presentation, then units, specimens and per-specimen time windows are
+selected by split-half reliability per bin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import xarray as xr
+
+from pipeline.data.assembly import ALLEN_AREAS, split_half_reliability, validate_assembly
+
+log = logging.getLogger(__name__)
+
+PRESENTATIONS = "intervals/natural_scenes_presentations"
+ELECTRODES = "general/extracellular_ephys/electrodes"
+
+
+def _read(f: h5py.File, key: str, path) -> np.ndarray:
+    if key not in f:
+        raise ValueError(f"{path}: NWB field {key!r} missing; expected an Allen Neuropixels "
+                         f"session file (units, electrodes, {PRESENTATIONS})")
+    values = np.asarray(f[key][()])
+    if values.dtype.kind in "OS":
+        values = np.array([v.decode() if isinstance(v, bytes) else str(v)
+                           for v in np.atleast_1d(values)]).reshape(np.shape(values))
+    return values
+
+
+def _scalar_text(f: h5py.File, key: str, path) -> str:
+    return str(_read(f, key, path).item())
+
+
+def largest_run(mask: np.ndarray) -> tuple[int, int] | None:
+    """Start and stop (exclusive) of the longest run of True in `mask`; the earliest on ties.
+
+    Returns None when `mask` has no True entry.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    best = int(np.argmax(stops - starts))
+    return int(starts[best]), int(stops[best])
+
+
+def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
+                         window=(0.0, 0.25)) -> xr.DataArray:
+    """Spike counts per natural-scene presentation and time bin for one session.
+
+    Parameters
+    ----------
+    nwb_path : path-like
+        Allen session NWB file (not a ``_probe-`` file).
+    areas : sequence of str
+        Keep good-quality units whose peak channel lies in one of these areas.
+    bin_size : float
+        Bin width in seconds.
+    window : (float, float)
+        Counting window relative to presentation onset, in seconds.
+
+    Returns
+    -------
+    xarray.DataArray
+        Counts (float32, NaN = missing trial) with dims (stimulus, trial, time_bin, neuroid).
+        Coords: frame (int image index) on stimulus; time_bin (bin start, s); neuroid_id
+        ("{session_id}_{unit_id}"), unit_id, area, animal (subject id), session_id on neuroid.
+        Blank presentations (frame -1) are dropped; trials are in presentation order.
+    """
+    path = Path(nwb_path)
+    n_bins = int(round((window[1] - window[0]) / bin_size))
+    if n_bins < 1 or not math.isclose(window[0] + n_bins * bin_size, window[1], abs_tol=1e-9):
+        raise ValueError(f"session_spike_counts: window {window} must be a positive whole "
+                         f"number of bins of {bin_size} s")
+    with h5py.File(path, "r") as f:
+        session_id = _scalar_text(f, "general/session_id", path)
+        animal = _scalar_text(f, "general/subject/subject_id", path)
+        unit_id = _read(f, "units/id", path)
+        quality = _read(f, "units/quality", path)
+        peak = _read(f, "units/peak_channel_id", path)
+        index = _read(f, "units/spike_times_index", path).astype(np.int64)
+        channel = _read(f, f"{ELECTRODES}/id", path)
+        location = _read(f, f"{ELECTRODES}/location", path)
+        start = _read(f, f"{PRESENTATIONS}/start_time", path)
+        frame = _read(f, f"{PRESENTATIONS}/frame", path)
+        # Area via the peak channel, as AllenSDK builds ecephys_structure_acronym.
+        lookup = dict(zip(channel.tolist(), location.tolist()))
+        missing = sorted(set(peak.tolist()) - set(lookup))
+        if missing:
+            raise ValueError(f"{path}: units/peak_channel_id {missing[0]} (and {len(missing) - 1} "
+                             f"more) not among the {ELECTRODES} ids")
+        area = np.array([lookup[c] for c in peak.tolist()], dtype=object)
+        keep = np.flatnonzero((quality == "good") & np.isin(area, list(areas)))
+        bounds = np.concatenate([[0], index])
+        if "units/spike_times" not in f:
+            raise ValueError(f"{path}: NWB field 'units/spike_times' missing")
+        times = f["units/spike_times"]
+        spikes = [times[bounds[u]:bounds[u + 1]] for u in keep]
+    order = np.argsort(start[frame >= 0], kind="stable")
+    start, frame = start[frame >= 0][order], frame[frame >= 0][order].astype(np.int64)
+    if frame.size == 0:
+        raise ValueError(f"{path}: {PRESENTATIONS} has no non-blank presentation")
+    images, stim_index = np.unique(frame, return_inverse=True)
+    # Trial number = rank of each presentation among those of its image, in time order.
+    per_image = np.bincount(stim_index)
+    rank = np.empty(frame.size, dtype=np.int64)
+    by_image = np.argsort(stim_index, kind="stable")
+    rank[by_image] = np.arange(frame.size) - np.repeat(np.cumsum(per_image) - per_image, per_image)
+    edges = (start[:, None] + window[0] + bin_size * np.arange(n_bins + 1)).ravel()
+    counts = np.full((images.size, per_image.max(), n_bins, keep.size), np.nan, dtype=np.float32)
+    for j, t in enumerate(spikes):
+        t = np.sort(t)
+        cum = np.searchsorted(t, edges, side="left").reshape(frame.size, n_bins + 1)
+        counts[stim_index, rank, :, j] = np.diff(cum, axis=1)
+    log.info("%s: %d presentations of %d images, %d of %d units kept (good, in %s)", path.name,
+             frame.size, images.size, keep.size, unit_id.size, ",".join(areas))
+    return xr.DataArray(
+        counts, dims=("stimulus", "trial", "time_bin", "neuroid"), name="spike_count",
+        coords={"frame": ("stimulus", images),
+                "time_bin": window[0] + bin_size * np.arange(n_bins),
+                "neuroid_id": ("neuroid", [f"{session_id}_{u}" for u in unit_id[keep]]),
+                "unit_id": ("neuroid", unit_id[keep]),
+                "area": ("neuroid", area[keep].astype(str)),
+                "animal": ("neuroid", np.full(keep.size, animal)),
+                "session_id": ("neuroid", np.full(keep.size, session_id))},
+    )
+
+
+def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0.3, n_boot=100,
+                  seed=0) -> tuple[xr.DataArray, tuple[float, float]] | None:
+    """Reliable units and time window of one specimen in one area (spec §2.1.3 steps 1–4).
+
+    Parameters
+    ----------
+    rates : xarray.DataArray
+        (stimulus, trial, time_bin, neuroid) responses of one specimen's units in one area.
+    unit_threshold : float
+        Keep units whose per-bin SB split-half reliability reaches this in at least one bin.
+    median_threshold : float
+        The specimen needs the median reliability over kept units to reach this in some bin.
+    n_boot, seed : int
+        Split-half resamples and their seed.
+
+    Returns
+    -------
+    (xarray.DataArray, (float, float)) or None
+        Kept units averaged over the largest contiguous run of bins whose median reliability
+        is >= median_threshold, dims (stimulus, trial, neuroid), and the window (start, stop)
+        in seconds; None when no unit or no bin passes.
+    """
+    per_bin = split_half_reliability(rates, n_boot=n_boot, seed=seed)      # (time_bin, neuroid)
+    best = per_bin.fillna(-np.inf).max("time_bin")
+    kept = rates.isel(neuroid=np.flatnonzero((best >= unit_threshold).values))
+    if kept.sizes["neuroid"] == 0:
+        return None
+    median = per_bin.isel(neuroid=np.flatnonzero((best >= unit_threshold).values))
+    median = median.fillna(-np.inf).median("neuroid").values
+    run = largest_run(median >= median_threshold)
+    if run is None:
+        return None
+    time_bin = rates["time_bin"].values
+    bin_size = time_bin[1] - time_bin[0] if time_bin.size > 1 else 0.0
+    response = kept.isel(time_bin=slice(*run)).mean("time_bin", skipna=False)
+    return response, (float(time_bin[run[0]]), float(time_bin[run[1] - 1] + bin_size))
+
+
+def _specimen_quantile(units: dict[tuple[str, str], int], quantile: float) -> set:
+    """(animal, area) pairs whose unit count reaches ceil(quantile) of their area's counts."""
+    keep = set()
+    for area in {a for _, a in units}:
+        counts = {key: n for key, n in units.items() if key[1] == area}
+        threshold = math.ceil(np.quantile(list(counts.values()), quantile))
+        keep |= {key for key, n in counts.items() if n >= threshold}
+    return keep
+
+
+def _pad(da: xr.DataArray, n_stimulus_ids: int, n_trial: int) -> np.ndarray:
+    """(stimulus, trial, neuroid) values placed at frame positions, NaN-padded."""
+    out = np.full((n_stimulus_ids, n_trial, da.sizes["neuroid"]), np.nan, dtype=np.float32)
+    out[da["frame"].values, :da.sizes["trial"]] = da.transpose("stimulus", "trial", "neuroid")
+    return out
+
+
+def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.01,
+                     window=(0.0, 0.25), unit_threshold=0.5, median_threshold=0.3,
+                     specimen_quantile=None, n_boot=100, seed=0) -> xr.DataArray:
+    """NeuralAssembly (Hz) of Neuropixels sessions, with the spec's reliability selection.
+
+    Per session and area (spec §2.1.3): per-bin SB split-half reliability; keep units reaching
+    `unit_threshold` in some bin; keep the specimen if the median over kept units reaches
+    `median_threshold` in some bin; average over the largest contiguous run of such bins.
+    Then (spec §2.1.4, when `specimen_quantile` is given) keep, per area, the specimens whose
+    unit count is >= ceil(quantile of the per-specimen counts). Running modulation is not
+    filtered (it is computed outside the NWB files).
+
+    Parameters
+    ----------
+    nwb_paths : sequence of path-like
+        Session files, one per specimen.
+    stimulus_ids : sequence of str
+        stimulus_ids[frame] names image `frame`; fixes the stimulus dim of the result.
+    areas : sequence of str
+        Areas to assemble.
+    bin_size, window : float, (float, float)
+        Counting bins and window (s) relative to onset.
+    unit_threshold, median_threshold : float
+        The §2.1.3 thresholds.
+    specimen_quantile : float or None
+        The §2.1.4 quantile (0.75 in the thesis); None keeps every specimen.
+    n_boot, seed : int
+        Split-half resamples and seed, for the filters and the reported reliability.
+
+    Returns
+    -------
+    xarray.DataArray
+        "response" (stimulus, trial, neuroid) in Hz, NaN-padded; coords stimulus_id and frame
+        on stimulus; neuroid_id, animal, area, session_id, reliability (SB split-half of the
+        windowed response), window_start, window_stop (s) on neuroid.
+    """
+    stimulus_ids = np.asarray(stimulus_ids, dtype=str)
+    selected, units = [], {}
+    totals = {area: [0, 0] for area in areas}   # units before / after the unit filter
+    for path in nwb_paths:
+        counts = session_spike_counts(path, areas=areas, bin_size=bin_size, window=window)
+        if counts["frame"].values.max(initial=-1) >= stimulus_ids.size:
+            raise ValueError(f"{path}: frame {counts['frame'].values.max()} has no entry in "
+                             f"stimulus_ids ({stimulus_ids.size} given)")
+        rates = counts / bin_size
+        for area in areas:
+            in_area = rates.isel(neuroid=np.flatnonzero(rates["area"].values == area))
+            totals[area][0] += in_area.sizes["neuroid"]
+            if in_area.sizes["neuroid"] == 0:
+                continue
+            result = select_window(in_area, unit_threshold=unit_threshold,
+                                   median_threshold=median_threshold, n_boot=n_boot, seed=seed)
+            if result is None:
+                log.info("%s %s: no unit/bin passes the reliability thresholds; specimen dropped",
+                         Path(path).name, area)
+                continue
+            response, (start, stop) = result
+            totals[area][1] += response.sizes["neuroid"]
+            response = response.assign_coords(
+                window_start=("neuroid", np.full(response.sizes["neuroid"], start)),
+                window_stop=("neuroid", np.full(response.sizes["neuroid"], stop)))
+            key = (str(response["animal"].values[0]), area)
+            units[key] = units.get(key, 0) + response.sizes["neuroid"]
+            selected.append((key, response))
+    if specimen_quantile is not None and units:
+        keep = _specimen_quantile(units, specimen_quantile)
+        selected = [(key, r) for key, r in selected if key in keep]
+    for area in areas:
+        kept = [r.sizes["neuroid"] for key, r in selected if key[1] == area]
+        log.info("%s: %d units; %d pass the unit filter (>= %.2f in a bin); %d units in %d "
+                 "specimens after the median (>= %.2f) and specimen-count filters", area,
+                 totals[area][0], totals[area][1], unit_threshold, sum(kept), len(kept),
+                 median_threshold)
+    if not selected:
+        raise ValueError(f"assemble_ecephys: no unit in {list(map(str, nwb_paths))} passed the "
+                         f"reliability selection for areas {list(areas)}")
+    n_trial = max(r.sizes["trial"] for _, r in selected)
+    values = np.concatenate([_pad(r, stimulus_ids.size, n_trial) for _, r in selected], axis=-1)
+    coords = {name: ("neuroid", np.concatenate([r[name].values for _, r in selected]))
+              for name in ("neuroid_id", "animal", "area", "session_id", "window_start",
+                           "window_stop")}
+    assembly = xr.DataArray(values, dims=("stimulus", "trial", "neuroid"), name="response",
+                            coords={"stimulus_id": ("stimulus", stimulus_ids),
+                                    "frame": ("stimulus", np.arange(stimulus_ids.size)), **coords})
+    reliability = split_half_reliability(assembly, n_boot=n_boot, seed=seed)
+    assembly = assembly.assign_coords(reliability=("neuroid", reliability.values))
+    assembly.attrs = {"units": "Hz", "bin_size": bin_size, "window": list(window),
+                      "unit_threshold": unit_threshold, "median_threshold": median_threshold,
+                      "specimen_quantile": specimen_quantile}
+    return validate_assembly(assembly, "assemble_ecephys")

@@ -1,0 +1,185 @@
+"""Procedural hierarchical object images: the default stimulus sets.
+
+Three label levels: 2 superordinate classes (curved, angular) × 4 basic classes (the outline)
+× 4 subordinate classes (the surface pattern), 32 subordinate classes in all. Each image varies
+pose (rotation, scale, position), colours and clutter (a smooth noisy background and distractor
+blobs), so recognising the class needs some invariance but stays easy at 32 px. Rendering is
+numpy only: signed distances on coordinate grids, vectorised over all images of one class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import xarray as xr
+
+# Basic classes under each superordinate class, and the subordinate patterns shared by all.
+HIERARCHY = {
+    "curved": ("disc", "ring", "crescent", "ellipse"),
+    "angular": ("square", "triangle", "cross", "star"),
+}
+PATTERNS = ("plain", "striped", "checkered", "dotted")
+SETS = ("train", "test", "probe")
+PATTERN_PERIOD = 0.55  # pattern period in object units (object radius = 1)
+
+
+def class_table() -> list[tuple[str, str, str]]:
+    """All (superordinate, basic, subordinate) triples; subordinate names are unique paths."""
+    return [(sup, basic, f"{sup}/{basic}/{pattern}")
+            for sup, basics in HIERARCHY.items() for basic in basics for pattern in PATTERNS]
+
+
+def _box(u, v, half_u, half_v):
+    return np.maximum(np.abs(u) - half_u, np.abs(v) - half_v)
+
+
+def _shape_distance(basic: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance (negative inside, object units) of outline `basic` at object coords u, v."""
+    r = np.hypot(u, v)
+    if basic == "disc":
+        return r - 1.0
+    if basic == "ring":
+        return np.abs(r - 0.72) - 0.28
+    if basic == "crescent":
+        return np.maximum(r - 1.0, 0.8 - np.hypot(u - 0.55, v))
+    if basic == "ellipse":
+        return (np.hypot(u, v / 0.45) - 1.0) * 0.45
+    if basic == "square":
+        return _box(u, v, 0.78, 0.78)
+    if basic == "triangle":
+        angles = np.pi / 2 + 2 * np.pi * np.arange(3) / 3
+        return np.max([-(np.cos(a) * u + np.sin(a) * v) - 0.55 for a in angles], axis=0)
+    if basic == "cross":
+        return np.minimum(_box(u, v, 1.0, 0.3), _box(u, v, 0.3, 1.0))
+    if basic == "star":
+        phase = (np.arctan2(v, u) * 5 / (2 * np.pi)) % 1.0
+        return r - (0.42 + 0.62 * np.abs(1.0 - 2.0 * phase))
+    raise ValueError(f"unknown basic class {basic!r}; "
+                     f"expected one of {sum(HIERARCHY.values(), ())}")
+
+
+def _pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """1 where the object shows its second colour, in object coordinates (turns with the object)."""
+    a, b = u / PATTERN_PERIOD, v / PATTERN_PERIOD
+    if pattern == "plain":
+        return np.zeros_like(u)
+    if pattern == "striped":
+        return (a % 1.0 < 0.5).astype(float)
+    if pattern == "checkered":
+        return ((np.floor(a) + np.floor(b)) % 2).astype(float)
+    if pattern == "dotted":
+        return (np.hypot(a % 1.0 - 0.5, b % 1.0 - 0.5) < 0.3).astype(float)
+    raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
+
+
+def _background(rng, n: int, size: int) -> np.ndarray:
+    """Cluttered backgrounds (n, size, size, 3) in [0, 255]: smooth colour noise and blobs."""
+    base = rng.uniform(70, 185, (n, 1, 1, 1)) + rng.normal(0, 15, (n, 1, 1, 3))
+    coarse = rng.normal(0, 20, (n, 5, 5, 3))
+    # Bilinear upsampling of the coarse grid gives low-frequency clutter.
+    pos = np.linspace(0, 4, size)
+    i0 = np.minimum(np.floor(pos).astype(int), 3)
+    w = (pos - i0)[:, None]
+    rows = coarse[:, i0] * (1 - w)[None, :, :, None] + coarse[:, i0 + 1] * w[None, :, :, None]
+    smooth = rows[:, :, i0] * (1 - w)[None, None, :, :] + rows[:, :, i0 + 1] * w[None, None, :, :]
+    img = base + smooth + rng.normal(0, 6, (n, size, size, 3))
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    for _ in range(2):
+        present = rng.random(n) < 0.5
+        cy, cx = rng.uniform(0, size, (2, n, 1, 1))
+        sigma = rng.uniform(1.0, 2.5, (n, 1, 1))
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+        alpha = 0.8 * present[:, None, None] * blob
+        colour = rng.uniform(0, 255, (n, 1, 1, 3))
+        img = img * (1 - alpha[..., None]) + colour * alpha[..., None]
+    return img
+
+
+def _render(rng, labels: np.ndarray, size: int) -> np.ndarray:
+    """Render one image per subordinate label index; returns uint8 (n, size, size, 3)."""
+    table = class_table()
+    n = labels.size
+    img = _background(rng, n, size)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    radius = rng.uniform(0.24, 0.36, n) * size  # object radius in pixels
+    centre = size / 2 + rng.uniform(-0.16, 0.16, (2, n)) * size
+    colour1 = rng.uniform(0, 255, (n, 3))
+    colour2 = (colour1 + rng.uniform(90, 166, (n, 3))) % 256
+    yy, xx = np.mgrid[0:size, 0:size].astype(float) + 0.5
+    dy = (yy[None] - centre[0][:, None, None]) / radius[:, None, None]
+    dx = (xx[None] - centre[1][:, None, None]) / radius[:, None, None]
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        _, basic, sub = table[label]
+        dist = _shape_distance(basic, u[idx], v[idx])
+        # Anti-aliased coverage: one pixel of soft edge.
+        alpha = np.clip(0.5 - dist * radius[idx, None, None], 0.0, 1.0)[..., None]
+        second = _pattern_mask(sub.rsplit("/", 1)[1], u[idx], v[idx])[..., None]
+        surface = (colour1[idx, None, None] * (1 - second) + colour2[idx, None, None] * second)
+        img[idx] = img[idx] * (1 - alpha) + surface * alpha
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def stimulus_set_sha256(ds: xr.Dataset) -> str:
+    """Hex sha256 of a stimulus set's image bytes followed by its stimulus_ids (one per line)."""
+    digest = hashlib.sha256(np.ascontiguousarray(ds["image"].values).tobytes())
+    digest.update("\n".join(map(str, ds["stimulus_id"].values)).encode())
+    return digest.hexdigest()
+
+
+def _stimulus_set(rng, name: str, labels: np.ndarray, size: int) -> xr.Dataset:
+    table = np.array(class_table())
+    labels = rng.permutation(labels)
+    ds = xr.Dataset(
+        {"image": (("stimulus", "y", "x", "channel"), _render(rng, labels, size))},
+        coords={
+            "stimulus_id": ("stimulus", [f"{name}_{i:05d}" for i in range(labels.size)]),
+            "superordinate": ("stimulus", table[labels, 0].astype(str)),
+            "basic": ("stimulus", table[labels, 1].astype(str)),
+            "subordinate": ("stimulus", table[labels, 2].astype(str)),
+        },
+    )
+    ds.attrs["name"] = name
+    ds.attrs["sha256"] = stimulus_set_sha256(ds)
+    return ds
+
+
+def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=120,
+                       seed=0) -> dict[str, xr.Dataset]:
+    """Render the train, test and probe sets of hierarchical object images.
+
+    Parameters
+    ----------
+    size : int
+        Image height and width in pixels.
+    train_per_class, test_per_class : int
+        Images per subordinate class in the train and test sets.
+    probe : int
+        Images in the probe set (the stimuli shown to the animals), spread over the 32
+        subordinate classes as evenly as possible (counts differ by at most one).
+    seed : int
+        Seed; each set draws from its own child stream, so changing one size leaves the other
+        sets unchanged.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Keys "train", "test", "probe". Each has `image` (stimulus, y, x, channel) uint8 and
+        coords stimulus_id (unique across sets), superordinate, basic, subordinate; attrs
+        `name` ("shapes_<set>") and `sha256` (see `stimulus_set_sha256`).
+    """
+    for key, value in {"size": size, "train_per_class": train_per_class,
+                       "test_per_class": test_per_class, "probe": probe}.items():
+        if int(value) != value or value < (8 if key == "size" else 0):
+            raise ValueError(f"make_stimulus_sets: {key} must be an integer >= "
+                             f"{8 if key == 'size' else 0}; got {value!r}")
+    n_classes = len(class_table())
+    counts = {"train": np.repeat(np.arange(n_classes), train_per_class),
+              "test": np.repeat(np.arange(n_classes), test_per_class),
+              "probe": np.arange(probe) % n_classes}
+    streams = np.random.SeedSequence(seed).spawn(len(SETS))
+    return {key: _stimulus_set(np.random.default_rng(stream), f"shapes_{key}", counts[key], size)
+            for key, stream in zip(SETS, streams)}

@@ -1,0 +1,362 @@
+"""Virtual animals for Allen-style Neuropixels data, with known ground truth.
+
+A hidden generator network stands for the brain: a fixed random convolutional front end, then
+six successive random ReLU stages; stage k plays area ``ALLEN_AREAS[k]``. Each virtual animal is
+one recording session with units in all six areas. A unit reads out its area's stage through
+its own random weights, gain, offset and baseline (rate = baseline + gain · softplus(readout ·
+stage + offset), in Hz), with an area-dependent time course over 0–250 ms, and fires Poisson
+spikes in 10-ms bins on every presentation. Presentations follow the Allen natural-scenes
+protocol (each image `trials` times in random order, 250 ms, no gap, blanks as frame -1), and
+each session is written as an NWB file in the Allen session layout, so the real loader
+(`pipeline.data.allen_ecephys`) reads synthetic and real data alike. The noise-free rates are
+written beside the NWB files as ``truth.zarr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from hdmf.backends.hdf5 import H5DataIO
+from hdmf.common import VectorData, VectorIndex
+from numpy.lib.stride_tricks import sliding_window_view
+from pynwb import NWBHDF5IO, NWBFile
+from pynwb.epoch import TimeIntervals
+from pynwb.file import Subject
+from pynwb.misc import Units
+from tqdm import tqdm
+
+from pipeline.data.assembly import ALLEN_AREAS
+from pipeline.io import atomic_path, write_zarr
+
+log = logging.getLogger(__name__)
+
+BIN_SIZE = 0.01            # s, the time resolution of the simulated rates
+DURATION = 0.25            # s, one presentation (Allen natural scenes: 250 ms, no gap)
+LATENCY = dict(zip(ALLEN_AREAS, (0.040, 0.048, 0.052, 0.055, 0.062, 0.066)))  # s, onset
+AREA_DIM = 8              # dimension of each area's population code
+OTHER_AREA = "CA1"         # non-visual units the loader must leave out
+SESSION_START = 100.0      # s, first presentation onset
+
+
+def _layer_norm(h: np.ndarray) -> np.ndarray:
+    """Standardise each stimulus's feature vector (per image, so batches never interact)."""
+    h = h - h.mean(axis=1, keepdims=True)
+    return h / (h.std(axis=1, keepdims=True) + 1e-8)
+
+
+class Generator:
+    """The hidden network whose six stages play the six visual areas.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of every fixed random weight.
+    width : int
+        Features per stage.
+    threshold : float
+        ReLU threshold on the per-image standardised pre-activations; higher is sparser and
+        makes neighbouring stages less linearly related.
+    """
+
+    kernel_size = 5
+    n_filters = 32
+    pool = 4
+
+    def __init__(self, seed=0, width=96, threshold=0.5):
+        self.seed = seed
+        self.width = width
+        self.threshold = threshold
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E6E]))
+        filters = rng.normal(size=(self.kernel_size, self.kernel_size, 3, self.n_filters))
+        self.filters_ = filters - filters.mean(axis=(0, 1), keepdims=True)  # edge-like, no DC
+
+    def _front_end(self, images: np.ndarray) -> np.ndarray:
+        """Fixed random conv (valid, stride 1), ReLU, average pooling; (n, feature)."""
+        x = images.astype(np.float64) / 255.0
+        x = x - x.mean(axis=(1, 2, 3), keepdims=True)
+        patches = sliding_window_view(x, (self.kernel_size, self.kernel_size), axis=(1, 2))
+        h = np.maximum(np.einsum("nyxcij,ijcd->nyxd", patches, self.filters_, optimize=True), 0)
+        n, ny, nx, nc = h.shape
+        py, px = ny // self.pool, nx // self.pool
+        h = h[:, :py * self.pool, :px * self.pool]
+        h = h.reshape(n, py, self.pool, px, self.pool, nc).mean(axis=(2, 4))
+        return _layer_norm(h.reshape(n, -1))
+
+    def _weights(self, n_in: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x57A6, n_in]))
+        sizes = [n_in] + [self.width] * len(ALLEN_AREAS)
+        return [rng.normal(size=(a, b)) / np.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def features(self, images) -> dict[str, np.ndarray]:
+        """Stage features of `images`.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            uint8 (n_stimulus, y, x, channel) with 3 channels.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Area name → (n_stimulus, width) features; a deterministic function of each image.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"Generator.features: images must be (stimulus, y, x, 3); "
+                             f"got shape {images.shape}")
+        h = self._front_end(images)
+        out = {}
+        for area, weight in zip(ALLEN_AREAS, self._weights(h.shape[1])):
+            h = np.maximum(_layer_norm(h @ weight) - self.threshold, 0.0)
+            out[area] = h
+        return out
+
+
+def time_course(area: str, latency_jitter: float = 0.0) -> np.ndarray:
+    """Temporal profile (mean 1 over 0–250 ms) of the stimulus-driven rate, per 10-ms bin.
+
+    A transient peak ~15 ms after the area's onset latency, decaying to a sustained level.
+    """
+    t = (np.arange(round(DURATION / BIN_SIZE)) + 0.5) * BIN_SIZE
+    lag = t - (LATENCY[area] + latency_jitter)
+    rise = 1.0 / (1.0 + np.exp(-lag / 0.002))
+    profile = rise * (0.45 + 2.5 * np.exp(-np.clip(lag, 0, None) / 0.03))
+    return profile / profile.mean()
+
+
+def area_codes(stages: dict[str, np.ndarray], seed: int, dim: int = AREA_DIM) -> dict[str, np.ndarray]:
+    """Each area's population code: a fixed random `dim`-d projection of its generator stage.
+
+    Units of every animal read out the same low-dimensional code, as neurons of one area share
+    a representation; so pooled animals can predict each other, and the inter-animal ceiling is
+    high and well defined. The code is linear in the stage, so stage k still predicts area k best.
+    """
+    codes = {}
+    for k, (area, stage) in enumerate(stages.items()):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0DE, k]))
+        code = stage @ rng.normal(size=(stage.shape[1], dim))
+        codes[area] = (code - code.mean(0)) / (code.std(0) + 1e-8)
+    return codes
+
+
+def _sample_units(rng, code: np.ndarray, area: str, n_units: int) -> dict[str, np.ndarray]:
+    """One animal's units in one area: noise-free rates (stimulus, time_bin, unit) in Hz."""
+    z = code @ rng.normal(size=(code.shape[1], n_units))
+    z = (z - z.mean(0)) / (z.std(0) + 1e-8)  # calibrated once on the probe set
+    drive = np.logaddexp(0.0, rng.uniform(0.7, 2.0, n_units) * z + rng.normal(-0.5, 0.5, n_units))
+    drive /= drive.mean(0)
+    gain = np.exp(rng.uniform(np.log(0.4), np.log(10.0), n_units))      # Hz
+    baseline = rng.uniform(1.5, 6.0, n_units)                           # Hz
+    jitter = rng.uniform(-0.005, 0.005, n_units)
+    profiles = np.stack([time_course(area, j) for j in jitter], axis=-1)  # (time_bin, unit)
+    rate = baseline + gain * drive[:, None, :] * profiles[None]
+    return {"rate": rate, "gain": gain, "baseline": baseline}
+
+
+def _presentation_table(rng, n_images: int, trials: int):
+    """Allen-style schedule: every image and the blank (-1) `trials` times, random order."""
+    frames = rng.permutation(np.repeat(np.arange(-1, n_images), trials))
+    start = SESSION_START + DURATION * np.arange(frames.size)
+    return frames, start, start + DURATION
+
+
+def _spike_times(rng, rates: np.ndarray, start: np.ndarray) -> list[np.ndarray]:
+    """Inhomogeneous Poisson spikes; rates (presentation, time_bin, unit) in Hz."""
+    counts = rng.poisson(rates * BIN_SIZE)
+    bin_start = (start[:, None] + BIN_SIZE * np.arange(rates.shape[1])).ravel()
+    out = []
+    for unit in range(rates.shape[2]):
+        n = counts[:, :, unit].ravel()
+        t = np.repeat(bin_start, n) + BIN_SIZE * rng.random(n.sum())
+        out.append(np.sort(t))
+    return out
+
+
+def _nwb_file(subject: str, session: str, seed: int) -> NWBFile:
+    nwb = NWBFile(
+        session_description="synthetic virtual animal, Allen brain_observatory_1.1 layout",
+        identifier=str(uuid.UUID(int=int(np.random.default_rng([seed, int(session)])
+                                         .integers(2**63)))),
+        session_start_time=datetime(2019, 10, 3, tzinfo=timezone.utc),
+        session_id=session,
+        stimulus_notes="brain_observatory_1.1",
+        subject=Subject(subject_id=subject, species="Mus musculus", age="P100D", sex="U"),
+    )
+    for name, description in [("probe_id", "probe the channel is on"),
+                              ("local_index", "channel index on its probe"),
+                              ("probe_vertical_position", "depth along the probe (um)"),
+                              ("valid_data", "channel is usable")]:
+        nwb.add_electrode_column(name=name, description=description)
+    return nwb
+
+
+def _column(name: str, description: str, data) -> VectorData:
+    return VectorData(name=name, description=description, data=np.asarray(data))
+
+
+def _units_table(spikes: list[np.ndarray], columns: dict[str, np.ndarray], ids) -> Units:
+    """Allen-style units table built from whole arrays (row-wise adding is far slower)."""
+    times = VectorData(name="spike_times", description="spike times (s)",
+                       data=H5DataIO(np.concatenate(spikes), compression="gzip", shuffle=True))
+    index = VectorIndex(name="spike_times_index", target=times,
+                        data=np.cumsum([s.size for s in spikes]).astype(np.int64))
+    described = {"peak_channel_id": "electrode id with the largest waveform",
+                 "quality": "curation label; only 'good' units are analysed",
+                 "firing_rate": "mean firing rate over the session (Hz)",
+                 "snr": "waveform signal-to-noise ratio",
+                 "isi_violations": "refractory-period violation rate"}
+    return Units(name="units", description="sorted units", id=np.asarray(ids, dtype=np.int64),
+                 columns=[times, index] + [_column(k, described[k], v) for k, v in columns.items()])
+
+
+def _presentations(frames, start, stop) -> TimeIntervals:
+    return TimeIntervals(
+        name="natural_scenes_presentations",
+        description="Presentation times and frames of the natural scenes",
+        id=np.arange(frames.size),
+        columns=[_column("start_time", "onset (s)", start),
+                 _column("stop_time", "offset (s)", stop),
+                 _column("frame", "image index; -1 = blank", frames.astype(np.float64)),
+                 _column("stimulus_name", "stimulus name",
+                         np.full(frames.size, "natural_scenes", dtype=object))],
+    )
+
+
+def _write_nwb(path: Path, nwb: NWBFile) -> None:
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            # The temporary name does not end in .nwb; the final one does.
+            warnings.filterwarnings("ignore", message="The file path provided")
+            with NWBHDF5IO(str(tmp), "w") as io:
+                io.write(nwb)
+
+
+def synthesize_ecephys(probe: xr.Dataset, out_dir, *, animals_per_area=4, units_per_animal=40,
+                       trials=50, seed=0) -> list[Path]:
+    """Simulate Neuropixels sessions of virtual animals viewing the probe images.
+
+    Parameters
+    ----------
+    probe : xarray.Dataset
+        Stimulus set with `image` (stimulus, y, x, channel) uint8 and coord stimulus_id; frame
+        i of every session is probe stimulus i.
+    out_dir : path-like
+        Receives ``sub-{subject}/sub-{subject}_ses-{session}.nwb`` per animal and
+        ``truth.zarr`` (noise-free rates).
+    animals_per_area : int
+        Animals (sessions); each records from all six areas.
+    units_per_animal : int
+        Good units per area per animal. Each probe also records a few 'noise'-quality units
+        and a few units in a non-visual area (CA1), which analyses must drop.
+    trials : int
+        Presentations of each image (and of the blank).
+    seed : int
+        Seed of the generator network and of every animal.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The NWB session files, one per animal.
+    """
+    for key, value in {"animals_per_area": animals_per_area,
+                       "units_per_animal": units_per_animal, "trials": trials}.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"synthesize_ecephys: {key} must be a positive integer; got {value!r}")
+    if trials < 2:
+        raise ValueError(f"synthesize_ecephys: trials must be >= 2 for split halves; got {trials}")
+    out_dir = Path(out_dir)
+    images = probe["image"].values
+    stages = area_codes(Generator(seed).features(images), seed)
+    paths, truth = [], []
+    for animal in tqdm(range(animals_per_area), desc="synthesize ecephys", unit="animal",
+                       disable=None):
+        subject, session = str(700000 + 100 * seed + animal), str(800000 + 100 * seed + animal)
+        path = out_dir / f"sub-{subject}" / f"sub-{subject}_ses-{session}.nwb"
+        rng = np.random.default_rng(np.random.SeedSequence([seed, animal, 0xA11E]))
+        truth.append(_simulate_session(path, rng, stages, subject, session, seed,
+                                       units_per_animal, trials))
+        paths.append(path)
+    _write_truth(out_dir / "truth.zarr", probe, truth)
+    return paths
+
+
+def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: str,
+                      session: str, seed: int, units_per_animal: int, trials: int):
+    """Simulate and write one animal's session; returns its truth (rates, per-unit metadata)."""
+    n_images, n_bins = next(iter(stages.values())).shape[0], round(DURATION / BIN_SIZE)
+    n_extra = max(1, units_per_animal // 20)   # noise units, and CA1 units, per probe
+    frames, start, stop = _presentation_table(rng, n_images, trials)
+    nwb = _nwb_file(subject, session, seed)
+    spikes, ids, columns = [], [], {k: [] for k in ("peak_channel_id", "quality", "firing_rate",
+                                                    "snr", "isi_violations")}
+    truth_rates, meta = [], []
+    for p, area in enumerate(ALLEN_AREAS):
+        name = f"probe{'ABCDEF'[p]}"
+        device = nwb.create_device(name=name, description="Neuropixels 1.0")
+        group = nwb.create_electrode_group(name=name, device=device, description=f"probe in {area}",
+                                           location=area)
+        n_channel = units_per_animal + 2 * n_extra
+        probe_key = 10 * (int(session) - 800000) + p   # unique per (seed, animal, probe)
+        channel_id = 850000000 + 1000 * probe_key + np.arange(n_channel)
+        location = np.where(np.arange(n_channel) < 2 * n_extra, OTHER_AREA, area)
+        for local, (cid, loc) in enumerate(zip(channel_id, location)):
+            nwb.add_electrode(id=int(cid), location=str(loc), group=group, probe_id=p,
+                              local_index=local, probe_vertical_position=20 * local,
+                              valid_data=True)
+        units = _sample_units(rng, stages[area], area, units_per_animal)
+        truth_rates.append(units["rate"])
+        # Rates per presentation: the image's rates, or the baseline for blanks.
+        blank = np.broadcast_to(units["baseline"], (1, n_bins, units_per_animal))
+        rates = np.concatenate([units["rate"], blank])[frames]
+        extra_rate = np.broadcast_to(rng.uniform(1.0, 4.0, 2 * n_extra),
+                                     (frames.size, n_bins, 2 * n_extra))
+        probe_spikes = _spike_times(rng, rates, start) + _spike_times(rng, extra_rate, start)
+        quality = ["good"] * units_per_animal + ["noise"] * n_extra + ["good"] * n_extra
+        peak = np.concatenate([rng.choice(channel_id[2 * n_extra:], units_per_animal),
+                               rng.choice(channel_id, n_extra), channel_id[:n_extra]])
+        unit_id = 950000000 + 1000 * probe_key + np.arange(len(probe_spikes))
+        spikes += probe_spikes
+        ids += list(unit_id)
+        columns["peak_channel_id"] += list(peak)
+        columns["quality"] += quality
+        columns["firing_rate"] += [t.size / (stop[-1] - start[0]) for t in probe_spikes]
+        columns["snr"] += [rng.uniform(2, 6) if q == "good" else rng.uniform(0.2, 1)
+                           for q in quality]
+        columns["isi_violations"] += list(rng.uniform(0, 0.1, len(quality)))
+        meta += [(f"{session}_{unit_id[u]}", subject, area, p, units["gain"][u],
+                  units["baseline"][u]) for u in range(units_per_animal)]
+    columns["quality"] = np.array(columns["quality"], dtype=object)
+    nwb.units = _units_table(spikes, {k: np.asarray(v) if k != "quality" else v
+                                      for k, v in columns.items()}, ids)
+    nwb.add_time_intervals(_presentations(frames, start, stop))
+    _write_nwb(path, nwb)
+    log.info("wrote %s: %d presentations, %d units", path, frames.size, len(ids))
+    return np.concatenate(truth_rates, axis=-1), meta
+
+
+def _write_truth(path: Path, probe: xr.Dataset, truth) -> None:
+    """Noise-free rates per neuroid: `rate` (stimulus, time_bin, neuroid), `rate_mean`."""
+    rate = np.concatenate([r for r, _ in truth], axis=-1)
+    meta = [m for _, ms in truth for m in ms]
+    neuroid_id, animal, area, stage, gain, baseline = map(np.array, zip(*meta))
+    ds = xr.Dataset(
+        {"rate": (("stimulus", "time_bin", "neuroid"), rate),
+         "rate_mean": (("stimulus", "neuroid"), rate.mean(axis=1))},
+        coords={"stimulus_id": ("stimulus", probe["stimulus_id"].values.astype(str)),
+                "time_bin": BIN_SIZE * np.arange(rate.shape[1]),
+                "neuroid_id": ("neuroid", neuroid_id.astype(str)),
+                "animal": ("neuroid", animal.astype(str)),
+                "area": ("neuroid", area.astype(str)),
+                "stage": ("neuroid", stage.astype(int)),
+                "gain": ("neuroid", gain.astype(float)),
+                "baseline": ("neuroid", baseline.astype(float))},
+        attrs={"description": "noise-free rates (Hz) of the synthetic units; stage k = "
+                              "generator stage read out (area ALLEN_AREAS[k])"},
+    )
+    write_zarr(ds, path)

@@ -1,0 +1,111 @@
+"""Tests for pipeline.data.synthetic: the generator network and the simulated sessions."""
+
+import numpy as np
+import pytest
+from pynwb import NWBHDF5IO
+from sklearn.linear_model import Ridge
+
+from pipeline.data.assembly import ALLEN_AREAS
+from pipeline.data.stimuli import make_stimulus_sets
+from pipeline.data.synthetic import Generator, synthesize_ecephys, time_course
+from pipeline.io import read_zarr
+
+
+def test_features_are_deterministic_per_image(probe_small):
+    images = probe_small["image"].values
+    full = Generator(0).features(images)
+    part = Generator(0).features(images[5:9])
+    assert set(full) == set(ALLEN_AREAS)
+    for area in ALLEN_AREAS:
+        assert full[area].shape == (40, Generator(0).width)
+        np.testing.assert_allclose(part[area], full[area][5:9], atol=1e-10)
+    other = Generator(1).features(images[:4])
+    assert not np.allclose(other["VISp"], full["VISp"][:4])
+
+
+def test_features_reject_bad_images():
+    with pytest.raises(ValueError, match="stimulus, y, x, 3"):
+        Generator(0).features(np.zeros((2, 8, 8), dtype=np.uint8))
+
+
+def test_latency_orders_areas():
+    onset = {a: np.argmax(time_course(a) > 0.5) for a in ALLEN_AREAS}
+    assert onset["VISp"] == min(onset.values())
+    for area in ALLEN_AREAS:
+        assert time_course(area).mean() == pytest.approx(1.0)
+
+
+def test_session_layout(sessions):
+    out, paths = sessions
+    assert len(paths) == 3
+    for path in paths:
+        subject = path.parent.name.removeprefix("sub-")
+        assert path.name.startswith(f"sub-{subject}_ses-") and path.suffix == ".nwb"
+        with NWBHDF5IO(str(path), "r") as io:
+            nwb = io.read()
+            units = nwb.units.to_dataframe()
+            electrodes = nwb.electrodes.to_dataframe()
+            table = nwb.intervals["natural_scenes_presentations"].to_dataframe()
+            assert nwb.subject.subject_id == subject
+            assert path.name == f"sub-{subject}_ses-{nwb.session_id}.nwb"
+        assert {"spike_times", "peak_channel_id", "quality", "firing_rate", "snr",
+                "isi_violations"} <= set(units.columns)
+        assert set(units.peak_channel_id) <= set(electrodes.index)
+        assert set(electrodes.location) == set(ALLEN_AREAS) | {"CA1"}
+        assert (units.quality != "good").sum() > 0
+        assert set(table.stimulus_name) == {"natural_scenes"}
+        assert table.frame.dtype == np.float64
+        counts = table.frame.value_counts()
+        assert counts.loc[-1.0] == 20 and (counts == 20).all() and counts.size == 41
+        np.testing.assert_allclose(table.stop_time - table.start_time, 0.25)
+        np.testing.assert_allclose(table.start_time.values[1:], table.stop_time.values[:-1])
+        assert all(np.all(np.diff(t) >= 0) for t in units.spike_times)
+    assert (out / "truth.zarr").exists()
+
+
+def test_truth_store(sessions, probe_small):
+    out, _ = sessions
+    truth = read_zarr(out / "truth.zarr").load()
+    assert truth["rate"].dims == ("stimulus", "time_bin", "neuroid")
+    assert truth.sizes == {"stimulus": 40, "time_bin": 25, "neuroid": 3 * 6 * 10}
+    np.testing.assert_array_equal(truth.stimulus_id.values, probe_small.stimulus_id.values)
+    np.testing.assert_allclose(truth["rate_mean"], truth["rate"].mean("time_bin"))
+    assert np.unique(truth.neuroid_id).size == truth.sizes["neuroid"]
+    np.testing.assert_array_equal(truth.stage.values,
+                                  [ALLEN_AREAS.index(a) for a in truth.area.values])
+    mean_rate = truth["rate_mean"].mean("stimulus")
+    assert 3 < float(mean_rate.median()) < 25
+
+
+def test_same_seed_same_spikes(tmp_path, probe_small):
+    probe = probe_small.isel(stimulus=slice(0, 4))
+    a = synthesize_ecephys(probe, tmp_path / "a", animals_per_area=1, units_per_animal=2, trials=2)
+    b = synthesize_ecephys(probe, tmp_path / "b", animals_per_area=1, units_per_animal=2, trials=2)
+    with NWBHDF5IO(str(a[0]), "r") as io_a, NWBHDF5IO(str(b[0]), "r") as io_b:
+        np.testing.assert_array_equal(io_a.read().units.spike_times.data[:],
+                                      io_b.read().units.spike_times.data[:])
+    assert not list(tmp_path.glob("**/.*tmp*"))   # no temporary left behind
+
+
+def test_bad_arguments(tmp_path, probe_small):
+    with pytest.raises(ValueError, match="trials"):
+        synthesize_ecephys(probe_small, tmp_path, trials=1)
+
+
+def test_stage_features_peak_at_generating_stage(tmp_path):
+    """Ridge (alpha 1, z-scored features, 50/50 split) from each stage to each area's units."""
+    probe = make_stimulus_sets(train_per_class=0, test_per_class=0, probe=120, seed=0)["probe"]
+    synthesize_ecephys(probe, tmp_path, animals_per_area=1, units_per_animal=30, trials=2)
+    truth = read_zarr(tmp_path / "truth.zarr").load()
+    features = Generator(0).features(probe["image"].values)
+    train, test = np.split(np.random.default_rng(0).permutation(120), 2)
+    score = np.zeros((6, 6))
+    for j, stage in enumerate(ALLEN_AREAS):
+        x = features[stage]
+        x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+        for k, area in enumerate(ALLEN_AREAS):
+            y = truth["rate_mean"].values[:, truth.area.values == area]
+            pred = Ridge(alpha=1.0).fit(x[train], y[train]).predict(x[test])
+            score[j, k] = np.median([np.corrcoef(p, t)[0, 1] for p, t in zip(pred.T, y[test].T)])
+    np.testing.assert_array_equal(score.argmax(axis=0), np.arange(6))
+    assert (np.diag(score) - np.sort(score, axis=0)[-2] > 0.1).all()
