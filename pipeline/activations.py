@@ -1,0 +1,193 @@
+"""Model × stimulus set → activations of every layer at every checkpoint, in one Zarr store.
+
+Each layer is one variable (epoch, stimulus, unit_{layer}) float32, chunked along stimulus.
+Layers differ in width, and one xarray Dataset cannot give a dimension two lengths, so the unit
+dimension carries the layer name in the store; `read_layer` returns it renamed to `unit`.
+attrs["content_key"] records the sha256 of every checkpoint file, the preprocessing, the
+stimulus set's sha256 and the layers, so a store is reused only for identical inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from pipeline.io import read_zarr, write_zarr
+from pipeline.models import build_model, layer_outputs
+from pipeline.runtime import resolve_device
+from pipeline.train import preprocess, read_stimuli, stimulus_sha256, to_tensor
+
+log = logging.getLogger(__name__)
+
+# Stimuli per Zarr chunk along `stimulus`.
+CHUNK = 256
+
+
+def _sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _header(checkpoint: dict) -> tuple:
+    return checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"]
+
+
+def unit_dim(layer: str) -> str:
+    """Name of a layer's unit dimension in the activations store."""
+    return f"unit_{layer}"
+
+
+def content_key(checkpoints, stimuli_path) -> dict:
+    """What an activations store depends on: checkpoint bytes, preprocessing, stimuli, layers.
+
+    Parameters
+    ----------
+    checkpoints : list of path-like
+        Checkpoints written by `pipeline.train.train`, all of one model.
+    stimuli_path : path-like
+        Stimulus-set Zarr store.
+
+    Returns
+    -------
+    dict
+        Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers.
+    """
+    if not checkpoints:
+        raise ValueError("content_key needs at least one checkpoint; got none")
+    first = _load(checkpoints[0])
+    for path in checkpoints[1:]:
+        other = _load(path)
+        if _header(other) != _header(first) or other["preprocessing"] != first["preprocessing"]:
+            raise ValueError(
+                f"{path}: arch/n_classes/input_size/preprocessing differ from {checkpoints[0]}; "
+                "one activations store holds checkpoints of one model"
+            )
+    layers = list(build_model(*_header(first)).layer_names)
+    return {
+        "weights_sha256": [_sha256_file(p) for p in checkpoints],
+        "preprocessing": first["preprocessing"],
+        "stimulus_sha256": stimulus_sha256(read_zarr(stimuli_path)),
+        "layers": layers,
+    }
+
+
+def _stored_key(out_path: Path):
+    """The content key of an existing store, or None when absent or unreadable."""
+    if not out_path.exists():
+        return None
+    try:
+        return json.loads(read_zarr(out_path).attrs["content_key"])
+    except (OSError, KeyError, ValueError) as err:
+        log.warning("%s: cannot read its content key (%s); recomputing", out_path, err)
+        return None
+
+
+@torch.no_grad()
+def _forward_all(model, images, preprocessing, batch_size, device, bar) -> dict[str, np.ndarray]:
+    """Flattened outputs (stimulus, unit) of every layer for all images."""
+    size = preprocessing["input_size"]
+    chunks = {name: [] for name in model.layer_names}
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start:start + batch_size].to(device), preprocessing)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        for name, out in layer_outputs(model, x).items():
+            chunks[name].append(out.flatten(1).float().cpu().numpy())
+        bar.update(1)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
+            batch_size: int = 256) -> None:
+    """Write the activations of every layer of every checkpoint to one Zarr store.
+
+    Parameters
+    ----------
+    checkpoints : list of path-like
+        One model's checkpoints, in epoch order.
+    stimuli_path : path-like
+        Stimulus-set Zarr store (stimulus, y, x, channel) uint8.
+    out_path : path-like
+        Output store: one var per layer, dims (epoch, stimulus, unit_{layer}) float32, coords
+        epoch (int) and stimulus_id; attrs["content_key"] as `content_key` returns. Skipped
+        when it exists with the same content key; recomputed when the key differs.
+    device : str
+        "auto", "cpu" or "cuda".
+    batch_size : int
+        Stimuli per forward pass.
+    """
+    checkpoints = [Path(p) for p in checkpoints]
+    out_path = Path(out_path)
+    key = content_key(checkpoints, stimuli_path)
+    stored = _stored_key(out_path)
+    if stored == key:
+        log.info("%s is up to date (same checkpoints, preprocessing and stimuli); skipping",
+                 out_path)
+        return
+    if stored is not None:
+        log.info("%s is stale (content key differs); recomputing", out_path)
+
+    device = resolve_device(device)
+    stimuli = read_stimuli(stimuli_path)
+    images = to_tensor(stimuli["image"].values)
+    size = key["preprocessing"]["input_size"]
+    if images.shape[-2:] != (size, size):
+        log.info("resizing stimuli from %s to the model's input size %d×%d (bilinear, antialiased)",
+                 tuple(images.shape[-2:]), size, size)
+    n_batches = -(-len(images) // batch_size)
+    epochs, per_layer = [], {layer: [] for layer in key["layers"]}
+    with logging_redirect_tqdm(), tqdm(total=len(checkpoints) * n_batches, unit="batch",
+                                       desc=f"extract {out_path.parent.name}/{out_path.stem}",
+                                       disable=None) as bar:
+        for path in checkpoints:
+            checkpoint = _load(path)
+            model = build_model(*_header(checkpoint))
+            model.load_state_dict(checkpoint["state_dict"])
+            model.to(device).eval()
+            outputs = _forward_all(model, images, checkpoint["preprocessing"], batch_size,
+                                   device, bar)
+            for layer in key["layers"]:
+                per_layer[layer].append(outputs[layer])
+            epochs.append(int(checkpoint["epoch"]))
+
+    n_stimuli = len(images)
+    data_vars = {}
+    for layer, arrays in per_layer.items():
+        values = np.stack(arrays).astype(np.float32, copy=False)
+        var = xr.Variable(("epoch", "stimulus", unit_dim(layer)), values)
+        var.encoding["chunks"] = (len(epochs), min(CHUNK, n_stimuli), values.shape[-1])
+        data_vars[layer] = var
+    ds = xr.Dataset(
+        data_vars,
+        coords={"epoch": ("epoch", np.array(epochs, dtype=np.int64)),
+                "stimulus_id": ("stimulus", stimuli["stimulus_id"].values.astype(str))},
+        attrs={"content_key": key},
+    )
+    write_zarr(ds, out_path)
+    log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs), n_stimuli,
+             ", ".join(f"{k} ({v.shape[-1]} units)" for k, v in data_vars.items()))
+
+
+def read_layer(path, layer: str) -> xr.DataArray:
+    """One layer's activations (epoch, stimulus, unit), loaded, with coords epoch and stimulus_id."""
+    ds = read_zarr(path)
+    if layer not in ds:
+        raise KeyError(f"{path}: no layer {layer!r}; layers: {', '.join(map(str, ds.data_vars))}")
+    return ds[layer].rename({unit_dim(layer): "unit"}).load()

@@ -1,0 +1,71 @@
+"""Model architectures, their construction by name, and access to their layer outputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.names import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
+from pipeline.models.ventral_cnn import VentralCNN
+
+__all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_outputs",
+           "parse_model_name"]
+
+# Architecture name -> constructor(n_classes, input_size); every name in ARCHS has one.
+_BUILDERS = {
+    "ventral_cnn": VentralCNN,
+}
+
+
+def build_model(arch: str, n_classes: int, input_size: int) -> nn.Module:
+    """Construct an untrained model.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture name, one of `ARCHS`.
+    n_classes : int
+        Size of the readout.
+    input_size : int
+        Height = width of the input images.
+
+    Returns
+    -------
+    torch.nn.Module
+        With a `layer_names` attribute listing the modules exposed by `layer_outputs`.
+    """
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(ARCHS)}")
+    return _BUILDERS[arch](n_classes, input_size)
+
+
+def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run `model` on `x` and return the output of every module in `model.layer_names`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model from `build_model` (anything with `layer_names`).
+    x : torch.Tensor
+        Input batch (batch, channel, y, x), already preprocessed.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Layer name -> output (batch, ...), in `layer_names` order.
+    """
+    outputs = {}
+
+    def keep(name):
+        def hook(_module, _inputs, output):
+            outputs[name] = output
+        return hook
+
+    handles = [model.get_submodule(name).register_forward_hook(keep(name))
+               for name in model.layer_names]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: outputs[name] for name in model.layer_names}

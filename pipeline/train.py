@@ -1,0 +1,307 @@
+"""One training run: a named model on a stimulus set → a checkpoint per epoch and metrics.csv.
+
+`train("ventral_cnn-supervised-bp-s0", train.zarr, test.zarr, out_dir)` writes
+`epoch_000.pt` (initial weights) … `epoch_{epochs:03d}.pt` and `metrics.csv`. Every checkpoint
+holds only tensors and primitives, so `torch.load(path, weights_only=True)` reads it, and it
+carries everything needed to continue: optimizer state, the data-order generator's state and
+the run's settings. A rerun with the same model name and settings resumes after the last
+intact checkpoint and gives the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from pipeline.io import atomic_path, read_zarr, write_csv
+from pipeline.models import build_model, parse_model_name
+from pipeline.runtime import resolve_device, seed_everything, set_num_threads
+
+log = logging.getLogger(__name__)
+
+LABEL_LEVELS = ("superordinate", "basic", "subordinate")
+METRICS = ("epoch", "loss", "train_acc", "test_acc", "seconds")
+
+
+def read_stimuli(path, label_level: str | None = None):
+    """Load a stimulus set into memory and check its layout.
+
+    Parameters
+    ----------
+    path : path-like
+        Zarr store with var `image` (stimulus, y, x, channel) uint8 and coord `stimulus_id`.
+    label_level : str, optional
+        Label coord that must be present too.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    ds = read_zarr(path).load()
+    if "image" not in ds:
+        raise ValueError(f"{path}: stimulus set needs data var 'image'; found {list(ds.data_vars)}")
+    dims = ("stimulus", "y", "x", "channel")
+    if ds["image"].dims != dims or ds["image"].dtype != np.uint8:
+        raise ValueError(
+            f"{path}: 'image' must be uint8 with dims {dims}; "
+            f"found {ds['image'].dtype} with dims {ds['image'].dims}"
+        )
+    needed = ["stimulus_id"] + ([label_level] if label_level else [])
+    missing = [c for c in needed if c not in ds.coords]
+    if missing:
+        raise ValueError(f"{path}: stimulus set lacks coord(s) {missing}; found {list(ds.coords)}")
+    return ds
+
+
+def stimulus_sha256(ds) -> str:
+    """The stimulus set's `sha256` attr, or the digest of its image bytes and stimulus_ids."""
+    if "sha256" in ds.attrs:
+        return str(ds.attrs["sha256"])
+    digest = hashlib.sha256(np.ascontiguousarray(ds["image"].values).tobytes())
+    digest.update("\n".join(map(str, ds["stimulus_id"].values)).encode())
+    return digest.hexdigest()
+
+
+def to_tensor(images) -> torch.Tensor:
+    """uint8 images (stimulus, y, x, channel) → uint8 tensor (stimulus, channel, y, x)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+
+
+def preprocess(batch: torch.Tensor, preprocessing: dict) -> torch.Tensor:
+    """uint8 (batch, channel, y, x) → float32 scaled to [0, 1] and standardised per channel."""
+    mean = torch.tensor(preprocessing["mean"], device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], device=batch.device).view(1, -1, 1, 1)
+    return (batch.float() / 255 - mean) / std
+
+
+def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (stimulus, y, x, channel) scaled to [0, 1]."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+    std = pixels.std(axis=0)
+    return pixels.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def _labels(ds, level: str, classes: list[str], path) -> torch.Tensor:
+    names = ds[level].values.astype(str)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - index.keys())
+    if unknown:
+        raise ValueError(
+            f"{path}: {len(unknown)} {level} class(es) absent from the training set "
+            f"(first: {unknown[0]!r})"
+        )
+    return torch.tensor([index[n] for n in names], dtype=torch.long)
+
+
+@torch.no_grad()
+def _evaluate(model, images, labels, preprocessing, batch_size, device):
+    """Mean cross-entropy and accuracy of `model` in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start:start + batch_size].to(device), preprocessing)
+        y = labels[start:start + batch_size].to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return loss / len(images), correct / len(images)
+
+
+def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2 (mask drawn on CPU for determinism)."""
+    mask = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def _train_epoch(model, optimizer, images, labels, preprocessing, batch_size, generator,
+                 device, bar):
+    """One pass of SGD over shuffled, flipped batches; returns running mean loss and accuracy."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    order = torch.randperm(len(images), generator=generator)
+    for start in range(0, len(images), batch_size):
+        idx = order[start:start + batch_size]
+        x = _flip(preprocess(images[idx].to(device), preprocessing), generator)
+        y = labels[idx].to(device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.update(1)
+    return loss_sum / len(images), correct / len(images)
+
+
+def _checkpoint_path(out_dir: Path, epoch: int) -> Path:
+    return out_dir / f"epoch_{epoch:03d}.pt"
+
+
+def _save_checkpoint(path, model, optimizer, generator, *, header, epoch, metrics):
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    checkpoint = {**header, "state_dict": state, "epoch": epoch, "metrics": metrics,
+                  "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def _resumable(out_dir: Path, header: dict, epochs: int) -> list[dict]:
+    """Intact checkpoints epoch_000, epoch_001, … written for the same model and settings.
+
+    Stops at the first missing, unreadable or mismatching file (or after `epochs`).
+    """
+    found = []
+    for epoch in range(epochs + 1):
+        path = _checkpoint_path(out_dir, epoch)
+        if not path.exists():
+            break
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or corrupt file: retrain from the one before
+            log.warning("%s unreadable (%s); training resumes before it", path, err)
+            break
+        same = all(checkpoint.get(k) == v for k, v in header.items())
+        if not same or checkpoint.get("epoch") != epoch:
+            log.info("%s was written with other settings; training starts afresh", path)
+            return []
+        found.append(checkpoint)
+    return found
+
+
+def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
+          batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9,
+          weight_decay: float = 5e-4, label_level: str = "subordinate", device: str = "auto",
+          num_threads: int | None = None) -> pd.DataFrame:
+    """Train a named model with supervised cross-entropy and SGD; checkpoint every epoch.
+
+    Parameters
+    ----------
+    model_name : str
+        `{arch}-{objective}-{rule}-s{seed}`; the seed fixes initialisation, data order and flips.
+    train_path, test_path : path-like
+        Stimulus-set Zarr stores (stimulus, y, x, channel) uint8 with label coords.
+    out_dir : path-like
+        Receives `epoch_{e:03d}.pt` for e = 0 … epochs and `metrics.csv`.
+    epochs, batch_size, lr, momentum, weight_decay : numbers
+        SGD settings.
+    label_level : str
+        Label coord used as classes ("superordinate", "basic" or "subordinate"); classes are
+        the sorted unique names in the training set.
+    device : str
+        "auto", "cpu" or "cuda".
+    num_threads : int, optional
+        Pin torch and BLAS threads.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns epoch, loss, train_acc, test_acc, seconds; one row per epoch, row 0 the
+        untrained model (loss and train_acc evaluated on the training set). Later rows hold
+        the running mean loss and accuracy over the epoch's training batches.
+    """
+    spec = parse_model_name(model_name)
+    if spec.objective != "supervised" or spec.rule != "bp":
+        raise ValueError(
+            f"model {model_name!r}: train() implements objective 'supervised' with rule 'bp'; "
+            f"got objective {spec.objective!r}, rule {spec.rule!r}"
+        )
+    if label_level not in LABEL_LEVELS:
+        raise ValueError(f"label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+    if num_threads is not None:
+        set_num_threads(num_threads)
+    device = resolve_device(device)
+    out_dir = Path(out_dir)
+
+    train_ds = read_stimuli(train_path, label_level)
+    test_ds = read_stimuli(test_path, label_level)
+    size_y, size_x = train_ds.sizes["y"], train_ds.sizes["x"]
+    if size_y != size_x:
+        raise ValueError(f"{train_path}: images must be square; found {size_y}×{size_x}")
+    if (test_ds.sizes["y"], test_ds.sizes["x"]) != (size_y, size_x):
+        raise ValueError(
+            f"{test_path}: images are {test_ds.sizes['y']}×{test_ds.sizes['x']}, "
+            f"the training set {train_path} has {size_y}×{size_x}"
+        )
+    classes = sorted(set(train_ds[label_level].values.astype(str).tolist()))
+    mean, std = _channel_stats(train_ds["image"].values)
+    preprocessing = {"mean": mean, "std": std, "input_size": int(size_y)}
+    log.info("%s: %d train / %d test stimuli, %d %s classes, %d×%d images, channel mean %s std %s",
+             model_name, train_ds.sizes["stimulus"], test_ds.sizes["stimulus"], len(classes),
+             label_level, size_y, size_x, np.round(mean, 3).tolist(), np.round(std, 3).tolist())
+
+    header = {
+        "model_name": model_name, "arch": spec.arch, "n_classes": len(classes),
+        "input_size": int(size_y), "classes": classes, "label_level": label_level,
+        "preprocessing": preprocessing,
+        "settings": {"batch_size": batch_size, "lr": lr, "momentum": momentum,
+                     "weight_decay": weight_decay,
+                     "train_sha256": stimulus_sha256(train_ds),
+                     "test_sha256": stimulus_sha256(test_ds)},
+    }
+    images, labels = to_tensor(train_ds["image"].values), _labels(train_ds, label_level, classes,
+                                                                  train_path)
+    test_images = to_tensor(test_ds["image"].values)
+    test_labels = _labels(test_ds, label_level, classes, test_path)
+    if device.type == "cuda":
+        images, labels = images.to(device), labels.to(device)
+        test_images, test_labels = test_images.to(device), test_labels.to(device)
+
+    seed_everything(spec.seed)
+    model = build_model(spec.arch, len(classes), int(size_y)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(spec.seed)
+
+    done = _resumable(out_dir, header, epochs)
+    if done:
+        last = done[-1]
+        model.load_state_dict(last["state_dict"])
+        optimizer.load_state_dict(last["optimizer"])
+        generator.set_state(last["generator"])
+        log.info("%s: resuming from %s", model_name, _checkpoint_path(out_dir, last["epoch"]))
+    rows = [{"epoch": c["epoch"], **c["metrics"]} for c in done]
+
+    if not done:
+        start = time.perf_counter()
+        loss, train_acc = _evaluate(model, images, labels, preprocessing, batch_size, device)
+        _, test_acc = _evaluate(model, test_images, test_labels, preprocessing, batch_size, device)
+        metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
+                   "seconds": time.perf_counter() - start}
+        _save_checkpoint(_checkpoint_path(out_dir, 0), model, optimizer, generator,
+                         header=header, epoch=0, metrics=metrics)
+        rows.append({"epoch": 0, **metrics})
+
+    first = rows[-1]["epoch"] + 1
+    n_batches = -(-len(images) // batch_size)
+    with logging_redirect_tqdm(), tqdm(total=(epochs - first + 1) * n_batches, unit="batch",
+                                       desc=f"train {model_name}", disable=None) as bar:
+        for epoch in range(first, epochs + 1):
+            start = time.perf_counter()
+            loss, train_acc = _train_epoch(model, optimizer, images, labels, preprocessing,
+                                           batch_size, generator, device, bar)
+            _, test_acc = _evaluate(model, test_images, test_labels, preprocessing,
+                                    batch_size, device)
+            metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
+                       "seconds": time.perf_counter() - start}
+            _save_checkpoint(_checkpoint_path(out_dir, epoch), model, optimizer, generator,
+                             header=header, epoch=epoch, metrics=metrics)
+            rows.append({"epoch": epoch, **metrics})
+            bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.3f}")
+            log.info("%s epoch %d: loss %.4f train_acc %.3f test_acc %.3f (%.1f s)",
+                     model_name, epoch, loss, train_acc, test_acc, metrics["seconds"])
+
+    table = pd.DataFrame(rows, columns=list(METRICS))
+    write_csv(table, out_dir / "metrics.csv")
+    return table

@@ -1,0 +1,47 @@
+import pytest
+
+from pipeline.models import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
+
+
+def test_parse_and_format_round_trip():
+    spec = parse_model_name("ventral_cnn-supervised-bp-s12")
+    assert spec == ModelSpec("ventral_cnn", "supervised", "bp", 12)
+    assert spec.name == "ventral_cnn-supervised-bp-s12"
+    assert parse_model_name(spec.name) == spec
+
+
+def test_every_registered_combination_round_trips():
+    for arch in ARCHS:
+        for objective in OBJECTIVES:
+            for rule in RULES:
+                spec = ModelSpec(arch, objective, rule, 0)
+                assert parse_model_name(spec.name) == spec
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ventral_cnn-supervised-bp", "4 '-'-separated parts"),
+    ("ventral-cnn-supervised-bp-s0", "4 '-'-separated parts"),
+    ("ventral_cnn-supervised-bp-0", "seed part"),
+    ("ventral_cnn-supervised-bp-sX", "seed part"),
+    ("resnet99-supervised-bp-s0", "unknown model arch 'resnet99'; known archs: ventral_cnn"),
+    ("ventral_cnn-magic-bp-s0", "unknown model objective 'magic'; known objectives: supervised"),
+    ("ventral_cnn-supervised-zz-s0", "unknown model rule 'zz'; known rules: bp"),
+    ("Ventral_cnn-supervised-bp-s0", "lower-case letters"),
+])
+def test_bad_names_name_the_bad_part(name, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")) as err:
+        parse_model_name(name)
+    assert repr(name) in str(err.value)
+
+
+def test_spec_rejects_hyphen_and_negative_seed():
+    with pytest.raises(ValueError, match="never '-'"):
+        ModelSpec("ventral-cnn", "supervised", "bp", 0)
+    with pytest.raises(ValueError, match="non-negative int"):
+        ModelSpec("ventral_cnn", "supervised", "bp", -1)
+
+
+def test_spec_is_frozen():
+    spec = ModelSpec("ventral_cnn", "supervised", "bp", 0)
+    with pytest.raises(AttributeError):
+        spec.seed = 1

@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import pipeline.activations
+from pipeline.activations import content_key, extract, read_layer
+from pipeline.io import read_zarr, write_zarr
+from pipeline.models import build_model, layer_outputs
+from pipeline.train import train
+
+LAYERS = ["area1", "area2", "area3", "area4", "readout"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose much when cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_stimuli(path, n, seed, prefix, size=16):
+    """Random stimulus set in the layout of pipeline/data/stimuli.py."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    ds = xr.Dataset(
+        {"image": (("stimulus", "y", "x", "channel"),
+                   rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))},
+        coords={"stimulus_id": ("stimulus", [f"{prefix}{i:03d}" for i in range(n)]),
+                "superordinate": ("stimulus", [f"sup{c % 2}" for c in label]),
+                "basic": ("stimulus", [f"basic{c}" for c in label]),
+                "subordinate": ("stimulus", [f"basic{c}/sub{c}" for c in label])},
+        attrs={"sha256": f"sha-{prefix}-{seed}"},
+    )
+    write_zarr(ds, path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    write_stimuli(root / "train.zarr", 30, 0, "train")
+    write_stimuli(root / "test.zarr", 9, 1, "test")
+    write_stimuli(root / "probe.zarr", 21, 2, "probe")
+    train("ventral_cnn-supervised-bp-s0", root / "train.zarr", root / "test.zarr",
+          root / "model", epochs=2, batch_size=8, device="cpu")
+    checkpoints = sorted((root / "model").glob("epoch_*.pt"))
+    return root, checkpoints
+
+
+def direct_forward(checkpoint_path, images):
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    model = build_model(checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    pre = checkpoint["preprocessing"]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(pre["mean"]).view(1, 3, 1, 1)) / torch.tensor(pre["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return {k: v.flatten(1).numpy() for k, v in layer_outputs(model, x).items()}
+
+
+def test_store_layout_and_values(setup, tmp_path):
+    root, checkpoints = setup
+    out = tmp_path / "probe.zarr"
+    extract(checkpoints, root / "probe.zarr", out, device="cpu", batch_size=8)
+    ds = read_zarr(out)
+    assert sorted(ds.data_vars) == sorted(LAYERS)
+    assert ds["epoch"].values.tolist() == [0, 1, 2]
+    probe = read_zarr(root / "probe.zarr").load()
+    assert ds["stimulus_id"].values.tolist() == probe["stimulus_id"].values.tolist()
+    assert ds["area1"].dims == ("epoch", "stimulus", "unit_area1")
+    assert ds["area1"].shape == (3, 21, 16 * 8 * 8)
+    assert ds["readout"].shape == (3, 21, 3)
+    assert all(ds[layer].dtype == np.float32 for layer in LAYERS)
+    assert ds["area1"].encoding["chunks"] == (3, 21, 16 * 8 * 8)
+    key = json.loads(ds.attrs["content_key"])
+    assert key == content_key(checkpoints, root / "probe.zarr")
+    assert key["stimulus_sha256"] == "sha-probe-2" and key["layers"] == LAYERS
+    assert len(key["weights_sha256"]) == 3 and len(set(key["weights_sha256"])) == 3
+    for epoch, path in enumerate(checkpoints):
+        expected = direct_forward(path, probe["image"].values)
+        for layer in LAYERS:
+            np.testing.assert_allclose(ds[layer].isel(epoch=epoch).values, expected[layer],
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_read_layer_names_the_unit_dim(setup, tmp_path):
+    root, checkpoints = setup
+    out = tmp_path / "probe.zarr"
+    extract(checkpoints[:1], root / "probe.zarr", out, device="cpu")
+    layer = read_layer(out, "area4")
+    assert layer.dims == ("epoch", "stimulus", "unit") and layer.shape == (1, 21, 128)
+    assert "stimulus_id" in layer.coords
+    with pytest.raises(KeyError, match="no layer 'area9'"):
+        read_layer(out, "area9")
+
+
+def test_cache_reused_for_same_key_and_recomputed_when_stale(setup, tmp_path, monkeypatch):
+    root, checkpoints = setup
+    mine = []
+    for path in checkpoints[:2]:
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        mine.append(copy)
+    out = tmp_path / "probe.zarr"
+    extract(mine, root / "probe.zarr", out, device="cpu")
+    before = read_layer(out, "readout")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("store rewritten although its content key is unchanged")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline.activations, "write_zarr", fail)
+        extract(mine, root / "probe.zarr", out, device="cpu")
+
+    checkpoint = torch.load(mine[1], weights_only=True)
+    checkpoint["state_dict"]["readout.bias"] += 1.0
+    torch.save(checkpoint, mine[1])
+    extract(mine, root / "probe.zarr", out, device="cpu")
+    after = read_layer(out, "readout")
+    np.testing.assert_allclose(after.isel(epoch=1), before.isel(epoch=1) + 1.0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(after.isel(epoch=0), before.isel(epoch=0))
+    stored = json.loads(read_zarr(out).attrs["content_key"])
+    assert stored == content_key(mine, root / "probe.zarr")
+
+
+def test_stimulus_sha_recomputed_when_attr_missing(setup, tmp_path):
+    root, checkpoints = setup
+    ds = read_zarr(root / "probe.zarr").load()
+    ds.attrs = {}
+    write_zarr(ds, tmp_path / "bare.zarr")
+    key = content_key(checkpoints[:1], tmp_path / "bare.zarr")
+    assert len(key["stimulus_sha256"]) == 64
+    ds["image"].values[0, 0, 0, 0] ^= 1
+    write_zarr(ds, tmp_path / "bare2.zarr")
+    assert content_key(checkpoints[:1], tmp_path / "bare2.zarr")["stimulus_sha256"] != key["stimulus_sha256"]
+
+
+def test_checkpoints_of_different_models_rejected(setup, tmp_path):
+    root, checkpoints = setup
+    checkpoint = torch.load(checkpoints[1], weights_only=True)
+    checkpoint["preprocessing"] = {**checkpoint["preprocessing"], "mean": [0.0, 0.0, 0.0]}
+    torch.save(checkpoint, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: arch/n_classes/input_size/preprocessing differ"):
+        content_key([checkpoints[0], tmp_path / "other.pt"], root / "probe.zarr")
+
+
+def test_stimuli_of_another_size_are_resized(setup, tmp_path, caplog):
+    root, checkpoints = setup
+    write_stimuli(tmp_path / "big.zarr", 5, 3, "big", size=32)
+    with caplog.at_level("INFO", logger="pipeline.activations"):
+        extract(checkpoints[:1], tmp_path / "big.zarr", tmp_path / "big_act.zarr", device="cpu")
+    assert "resizing stimuli from (32, 32) to the model's input size 16×16" in caplog.text
+    assert read_layer(tmp_path / "big_act.zarr", "area1").shape == (1, 5, 16 * 8 * 8)

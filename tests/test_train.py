@@ -1,0 +1,198 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from pipeline.io import write_zarr
+from pipeline.runtime import resolve_device, seed_everything, set_num_threads
+from pipeline.train import train
+
+MODEL = "ventral_cnn-supervised-bp-s0"
+# Four classes told apart by colour; (superordinate, basic, subordinate) per class.
+CLASSES = [("warm", "red", "red/a"), ("cool", "green", "green/a"), ("cool", "blue", "blue/a"),
+           ("warm", "gray", "gray/a")]
+COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [120, 120, 120]])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose much when cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_stimuli(path, per_class, seed, size=16, prefix=""):
+    """Tiny stimulus set in the layout of pipeline/data/stimuli.py, colours plus noise."""
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(len(CLASSES)), per_class)
+    noise = rng.integers(-50, 50, (label.size, size, size, 3))
+    image = np.clip(COLOURS[label][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    ds = xr.Dataset(
+        {"image": (("stimulus", "y", "x", "channel"), image)},
+        coords={"stimulus_id": ("stimulus", [f"{prefix}{i:04d}" for i in range(label.size)]),
+                **{level: ("stimulus", [CLASSES[c][k] for c in label])
+                   for k, level in enumerate(("superordinate", "basic", "subordinate"))}},
+        attrs={"sha256": f"{prefix}{seed}", "name": prefix},
+    )
+    write_zarr(ds, path)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def stimuli(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stimuli")
+    write_stimuli(root / "train.zarr", 24, seed=0, prefix="train")
+    write_stimuli(root / "test.zarr", 8, seed=1, prefix="test")
+    return root / "train.zarr", root / "test.zarr"
+
+
+KW = dict(epochs=3, batch_size=16, lr=0.05, device="cpu")
+
+
+def run(stimuli, out, model=MODEL, **kw):
+    return train(model, *stimuli, out, **{**KW, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(stimuli, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    return out, run(stimuli, out)
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_writes_every_checkpoint_and_metrics(trained):
+    out, metrics = trained
+    assert sorted(p.name for p in out.glob("*.pt")) == [f"epoch_{e:03d}.pt" for e in range(4)]
+    on_disk = pd.read_csv(out / "metrics.csv")
+    assert list(on_disk.columns) == ["epoch", "loss", "train_acc", "test_acc", "seconds"]
+    assert on_disk["epoch"].tolist() == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(on_disk, metrics, check_dtype=False)
+
+
+def test_learns_above_chance(trained):
+    _, metrics = trained
+    assert metrics["test_acc"].iloc[-1] >= 0.75          # chance is 0.25
+    assert metrics["loss"].iloc[-1] < metrics["loss"].iloc[0]
+
+
+def test_checkpoints_load_with_weights_only(trained, stimuli):
+    out, _ = trained
+    checkpoint = load(out / "epoch_002.pt")
+    assert checkpoint["model_name"] == MODEL and checkpoint["arch"] == "ventral_cnn"
+    assert checkpoint["epoch"] == 2 and checkpoint["n_classes"] == 4
+    assert checkpoint["classes"] == ["blue/a", "gray/a", "green/a", "red/a"]
+    assert checkpoint["label_level"] == "subordinate" and checkpoint["input_size"] == 16
+    images = xr.open_zarr(stimuli[0])["image"].values / 255
+    np.testing.assert_allclose(checkpoint["preprocessing"]["mean"], images.mean((0, 1, 2)))
+    np.testing.assert_allclose(checkpoint["preprocessing"]["std"], images.std((0, 1, 2)))
+    assert checkpoint["preprocessing"]["input_size"] == 16
+    assert all(isinstance(t, torch.Tensor) for t in checkpoint["state_dict"].values())
+
+
+def test_epoch_0_holds_the_initial_weights(trained):
+    out, _ = trained
+    torch.manual_seed(0)
+    from pipeline.models import build_model
+
+    initial = build_model("ventral_cnn", 4, 16).state_dict()
+    assert_same_weights(load(out / "epoch_000.pt")["state_dict"], initial)
+
+
+def test_same_seed_same_weights_other_seed_differs(trained, stimuli, tmp_path):
+    out, _ = trained
+    run(stimuli, tmp_path / "again", epochs=1)
+    assert_same_weights(load(tmp_path / "again" / "epoch_001.pt")["state_dict"],
+                        load(out / "epoch_001.pt")["state_dict"])
+    run(stimuli, tmp_path / "s1", model="ventral_cnn-supervised-bp-s1", epochs=1)
+    other = load(tmp_path / "s1" / "epoch_001.pt")["state_dict"]
+    assert not torch.equal(other["readout.weight"], load(out / "epoch_001.pt")["state_dict"]["readout.weight"])
+
+
+def test_resume_continues_to_the_same_weights(trained, stimuli, tmp_path):
+    out, metrics = trained
+    run(stimuli, tmp_path, epochs=1)
+    first = (tmp_path / "epoch_001.pt").stat().st_mtime_ns
+    resumed = run(stimuli, tmp_path)
+    assert (tmp_path / "epoch_001.pt").stat().st_mtime_ns == first       # not retrained
+    assert_same_weights(load(tmp_path / "epoch_003.pt")["state_dict"],
+                        load(out / "epoch_003.pt")["state_dict"])
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), metrics.drop(columns="seconds"))
+
+
+def test_resume_skips_a_corrupt_checkpoint(trained, stimuli, tmp_path):
+    out, _ = trained
+    run(stimuli, tmp_path)
+    path = tmp_path / "epoch_002.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    run(stimuli, tmp_path)
+    assert_same_weights(load(tmp_path / "epoch_003.pt")["state_dict"],
+                        load(out / "epoch_003.pt")["state_dict"])
+
+
+def test_changed_settings_start_afresh(stimuli, tmp_path):
+    run(stimuli, tmp_path, epochs=1)
+    run(stimuli, tmp_path, epochs=1, lr=0.01)
+    assert load(tmp_path / "epoch_001.pt")["settings"]["lr"] == 0.01
+
+
+def test_label_level_picks_the_classes(stimuli, tmp_path):
+    metrics = run(stimuli, tmp_path, epochs=0, label_level="superordinate")
+    assert load(tmp_path / "epoch_000.pt")["classes"] == ["cool", "warm"]
+    assert metrics["epoch"].tolist() == [0]
+
+
+def test_bad_inputs_raise(stimuli, tmp_path):
+    with pytest.raises(ValueError, match="label_level must be one of"):
+        run(stimuli, tmp_path, label_level="species")
+    train_path, _ = stimuli
+    odd = tmp_path / "odd.zarr"
+    ds = write_stimuli(odd, 2, seed=3, prefix="odd")
+    write_zarr(ds.assign_coords(subordinate=("stimulus", ["new/x"] * ds.sizes["stimulus"])), odd)
+    with pytest.raises(ValueError, match=r"odd.zarr: 1 subordinate class\(es\) absent"):
+        train(MODEL, train_path, odd, tmp_path / "m", epochs=0)
+    with pytest.raises(ValueError, match="unknown model rule"):
+        run(stimuli, tmp_path, model="ventral_cnn-supervised-xx-s0")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda; got 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device 'cuda' was requested but torch finds no"):
+            resolve_device("cuda")
+
+
+def test_set_num_threads_pins_torch_and_blas():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=None):          # restores the BLAS pools afterwards
+        try:
+            set_num_threads(1)
+            assert torch.get_num_threads() == 1
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        finally:
+            torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="positive int; got 0"):
+        set_num_threads(0)
+
+
+def test_seed_everything_repeats_draws():
+    seed_everything(3)
+    first = torch.rand(3), np.random.rand()
+    seed_everything(3)
+    assert torch.equal(first[0], torch.rand(3)) and first[1] == np.random.rand()
