@@ -1,0 +1,1 @@
+"""Model-to-brain and animal-to-animal comparison: splits, mappings and the noise-corrected score."""

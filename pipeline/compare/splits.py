@@ -1,0 +1,81 @@
+"""Random train/test splits of the stimuli and sync split-halves of the trials (spec §1.1, §1.3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def stimulus_splits(n_stimuli, n_splits=10, train_frac=0.5, seed=0):
+    """Random train/test splits of the stimuli.
+
+    Follows mouse-vision's ``generate_train_test_img_splits``: split ``s`` permutes the
+    stimuli with ``RandomState(seed + s)`` and takes the first ``ceil(train_frac * n_stimuli)``
+    as training stimuli (59 of the 118 Allen natural scenes at ``train_frac=0.5``).
+
+    Parameters
+    ----------
+    n_stimuli : int
+        Number of stimuli.
+    n_splits : int
+        Number of splits.
+    train_frac : float
+        Fraction of stimuli used for fitting, in (0, 1).
+    seed : int
+        Seed of the first split.
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        ``(train_idx, test_idx)`` per split, each sorted.
+    """
+    if not 0 < train_frac < 1:
+        raise ValueError(f"train_frac must be in (0, 1); got {train_frac!r}.")
+    n_train = math.ceil(train_frac * n_stimuli)
+    if not 2 <= n_train <= n_stimuli - 2:
+        raise ValueError(
+            f"train_frac={train_frac} of {n_stimuli} stimuli leaves {n_train} training and "
+            f"{n_stimuli - n_train} test stimuli; each side needs at least 2."
+        )
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be a positive integer; got {n_splits!r}.")
+    splits = []
+    for s in range(n_splits):
+        order = np.random.RandomState(seed + s).permutation(n_stimuli)
+        splits.append((np.sort(order[:n_train]), np.sort(order[n_train:])))
+    return splits
+
+
+def trial_halves(n_trials, n_halves, seed=0):
+    """Sync split-halves of the trials: one permutation per half-split, shared by all stimuli.
+
+    As mouse-vision's ``splithalf_sync``. With an odd number of trials the last trial of the
+    permutation is left out, so both halves hold ``n_trials // 2`` trials and the
+    Spearman-Brown step (which assumes equal halves) applies.
+
+    Parameters
+    ----------
+    n_trials : int
+        Length of the trial dimension.
+    n_halves : int
+        Number of split-halves.
+    seed : int
+        Seed of ``RandomState``, drawn from once per split-half.
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        ``(first, second)`` trial indices per split-half, each sorted.
+    """
+    if n_trials < 2:
+        raise ValueError(f"split-halves need at least 2 trials; got {n_trials}.")
+    if n_halves < 1:
+        raise ValueError(f"n_halves must be a positive integer; got {n_halves!r}.")
+    rng = np.random.RandomState(seed)
+    half = n_trials // 2
+    halves = []
+    for _ in range(n_halves):
+        order = rng.permutation(n_trials)
+        halves.append((np.sort(order[:half]), np.sort(order[half:2 * half])))
+    return halves

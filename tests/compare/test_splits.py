@@ -1,0 +1,58 @@
+"""Stimulus train/test splits and sync trial split-halves."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.compare.splits import stimulus_splits, trial_halves
+
+
+@pytest.mark.parametrize("n_stimuli,train_frac", [(118, 0.5), (117, 0.5), (40, 0.2)])
+def test_stimulus_splits_partition_the_stimuli(n_stimuli, train_frac):
+    splits = stimulus_splits(n_stimuli, n_splits=4, train_frac=train_frac, seed=3)
+    assert len(splits) == 4
+    for train, test in splits:
+        assert train.size == math.ceil(train_frac * n_stimuli)
+        assert np.intersect1d(train, test).size == 0
+        np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(n_stimuli))
+
+
+def test_stimulus_splits_follow_the_reference_seeding():
+    # mouse-vision: split s permutes with RandomState(seed=s) and takes the first ceil(frac * n).
+    splits = stimulus_splits(118, n_splits=3, train_frac=0.5, seed=0)
+    for s, (train, test) in enumerate(splits):
+        order = np.random.RandomState(s).permutation(118)
+        np.testing.assert_array_equal(train, np.sort(order[:59]))
+        np.testing.assert_array_equal(test, np.sort(order[59:]))
+    later = stimulus_splits(118, n_splits=2, train_frac=0.5, seed=1)
+    np.testing.assert_array_equal(later[0][0], splits[1][0])
+
+
+def test_stimulus_splits_reject_degenerate_fractions():
+    with pytest.raises(ValueError, match="train_frac"):
+        stimulus_splits(10, train_frac=1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        stimulus_splits(10, train_frac=0.95)
+
+
+@pytest.mark.parametrize("n_trials", [50, 51, 2])
+def test_trial_halves_are_disjoint_equal_halves(n_trials):
+    halves = trial_halves(n_trials, n_halves=5, seed=0)
+    assert len(halves) == 5
+    for first, second in halves:
+        assert first.size == second.size == n_trials // 2
+        assert np.intersect1d(first, second).size == 0
+
+
+def test_trial_halves_are_deterministic_and_vary_across_resamples():
+    a, b = trial_halves(50, 6, seed=1), trial_halves(50, 6, seed=1)
+    for (a1, a2), (b1, b2) in zip(a, b):
+        np.testing.assert_array_equal(a1, b1)
+        np.testing.assert_array_equal(a2, b2)
+    assert len({tuple(first) for first, _ in a}) == 6
+
+
+def test_trial_halves_need_two_trials():
+    with pytest.raises(ValueError, match="at least 2 trials"):
+        trial_halves(1, 3)
