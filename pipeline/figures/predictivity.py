@@ -1,0 +1,69 @@
+"""Predictivity by layer for each area and mapping, with the inter-animal ceiling drawn in."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.compare.consistency import best_layer, summarize
+from pipeline.figures.style import plt, save
+from pipeline.io import write_csv
+
+
+def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """Per area and mapping: the ceiling, and each model's best layer at its final epoch.
+
+    Parameters
+    ----------
+    ceiling : pandas.DataFrame
+        `interanimal` scores of one dataset.
+    scores : pandas.DataFrame
+        `predictivity` scores of any number of models on the same dataset.
+    """
+    ceiling = summarize(ceiling)
+    final = scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
+    best = best_layer(summarize(final))
+    merged = best.merge(ceiling[["dataset", "area", "mapping", "score", "score_sem"]],
+                        on=["dataset", "area", "mapping"], suffixes=("", "_ceiling"))
+    merged["fraction_of_ceiling"] = merged["score"] / merged["score_ceiling"]
+    return merged
+
+
+def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *, dpi=150) -> None:
+    """Median noise-corrected score per layer (final epoch), one panel per mapping × area.
+
+    Also writes `summary_out` (CSV): the ceiling and each model's best layer per area.
+    """
+    ceiling = pd.read_parquet(interanimal_path)
+    scores = pd.concat([pd.read_parquet(p) for p in predictivity_paths], ignore_index=True)
+    layers = list(dict.fromkeys(scores["layer"]))          # network order, as extracted
+    final = scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
+    by_layer = summarize(final)
+    by_area = summarize(ceiling)
+    areas = list(dict.fromkeys(ceiling["area"]))
+    mappings = list(dict.fromkeys(ceiling["mapping"]))
+    fig, axes = plt.subplots(len(mappings), len(areas), figsize=(2.4 * len(areas), 2.2 * len(mappings)),
+                             sharex=True, sharey="row", squeeze=False)
+    for i, mapping in enumerate(mappings):
+        for j, area in enumerate(areas):
+            ax = axes[i][j]
+            ceil = by_area[(by_area["area"] == area) & (by_area["mapping"] == mapping)]
+            if len(ceil):
+                mid, sem = ceil["score"].iloc[0], ceil["score_sem"].fillna(0).iloc[0]
+                ax.axhspan(mid - sem, mid + sem, color="0.85", zorder=0)
+                ax.axhline(mid, color="0.5", lw=1, zorder=0)
+            sub = by_layer[(by_layer["area"] == area) & (by_layer["mapping"] == mapping)]
+            for model, rows in sub.groupby("model", sort=True):
+                rows = rows.set_index("layer").reindex(layers)
+                ax.plot(range(len(layers)), rows["score"], marker="o", ms=3, lw=1, label=model)
+            if i == 0:
+                ax.set_title(area)
+            if j == 0:
+                ax.set_ylabel(f"{mapping}\nmedian score")
+    for ax in axes[-1]:
+        ax.set_xticks(range(len(layers)), layers, rotation=60, fontsize=7)
+    axes[0][-1].legend(fontsize=6, frameon=False, loc="lower right")
+    fig.suptitle("Noise-corrected predictivity by layer; grey: inter-animal ceiling (median ± s.e.m.)",
+                 fontsize=9)
+    fig.tight_layout()
+    save(fig, out, dpi=dpi)
+    write_csv(summary_table(ceiling, scores), summary_out)

@@ -1,0 +1,99 @@
+"""End to end: the real Snakefile on a tiny config, then rerun planning, bad config, profiles."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+TINY = Path(__file__).with_name("config_tiny.yaml")
+MODELS = ["ventral_cnn-supervised-bp-s0", "ventral_cnn-supervised-bp-s1"]
+SCORE_COLUMNS = {"dataset", "area", "animal", "neuroid_id", "mapping", "split", "r", "r_mapping",
+                 "r_target", "score", "score_full", "score_thesis"}
+
+
+def snakemake(workdir, *args, timeout=900):
+    """Run the repository's Snakefile in `workdir` with this interpreter's environment."""
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(repo))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
+         "--directory", str(workdir), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    shutil.copy(TINY, workdir / "config.yaml")
+    done = snakemake(workdir, "--cores", "2", "--configfile", workdir / "config.yaml")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir
+
+
+def planned_outputs(dry_run_log: str) -> list[str]:
+    return re.findall(r"^\s+output: (.+)$", dry_run_log, flags=re.M)
+
+
+def test_tiny_run_leaves_scores_figures_and_report(tiny_run):
+    results = tiny_run / "results"
+    assert (results / "report.html").stat().st_size > 10_000
+    for name in ["learning_curves.png", "predictivity_synthetic_mouse.png",
+                 *[f"rdms/{m}/synthetic_mouse.png" for m in MODELS]]:
+        assert (results / "figures" / name).stat().st_size > 1_000, name
+    ceiling = pd.read_parquet(results / "scores/interanimal/synthetic_mouse.parquet")
+    assert SCORE_COLUMNS <= set(ceiling.columns)
+    assert set(ceiling["mapping"]) == {"ridge", "pls", "rsa"}
+    for model in MODELS:
+        scores = pd.read_parquet(results / f"scores/predictivity/{model}/synthetic_mouse.parquet")
+        assert SCORE_COLUMNS | {"model", "arch", "objective", "rule", "seed", "epoch", "layer"} \
+            <= set(scores.columns)
+        assert set(scores["epoch"]) == {0, 1}
+        assert scores["score"].notna().any()
+        checkpoints = sorted(p.name for p in (results / "models" / model).glob("epoch_*.pt"))
+        assert checkpoints == ["epoch_000.pt", "epoch_001.pt"]
+
+
+def test_nothing_left_to_do_after_a_complete_run(tiny_run):
+    dry = snakemake(tiny_run, "-n", "--configfile", tiny_run / "config.yaml")
+    assert dry.returncode == 0, dry.stderr
+    assert planned_outputs(dry.stdout + dry.stderr) == []
+
+
+def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["models"]["overrides"] = {MODELS[1]: {"lr": 0.05}}
+    (tiny_run / "edited.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(tiny_run, "-n", "--configfile", tiny_run / "edited.yaml")
+    assert dry.returncode == 0, dry.stderr
+    outputs = planned_outputs(dry.stdout + dry.stderr)
+    assert f"results/models/{MODELS[1]}" in outputs
+    shared = {"results/figures/learning_curves.png",
+              "results/figures/predictivity_synthetic_mouse.png, results/scores/summary/synthetic_mouse.csv"}
+    assert all(MODELS[1] in out or out in shared for out in outputs), outputs
+    assert not any(MODELS[0] in out for out in outputs)
+
+
+def test_bad_config_field_stops_the_run_with_its_name(tmp_path):
+    (tmp_path / "bad.yaml").write_text("models:\n  train:\n    epochs: -2\n")
+    dry = snakemake(tmp_path, "-n", "--configfile", tmp_path / "bad.yaml")
+    assert dry.returncode != 0
+    assert "'models.train.epochs'" in dry.stdout + dry.stderr
+
+
+def test_slurm_profile_dry_run_asks_a_gpu_for_training(tmp_path, repo):
+    shutil.copy(TINY, tmp_path / "config.yaml")
+    dry = snakemake(tmp_path, "-n", "--profile", str(repo / "profiles/slurm"),
+                    "--configfile", tmp_path / "config.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["set-resources"]["train"]["gres"] == "gpu:1"
+    assert "results/models/ventral_cnn-supervised-bp-s0" in planned_outputs(dry.stdout + dry.stderr)

@@ -1,0 +1,21 @@
+# Activations of every layer at every epoch on a stimulus set.
+
+
+rule extract:
+    input:
+        model="results/models/{model}",
+        stimuli="results/stimuli/{stimulus_set}.zarr",
+    output:
+        directory("results/activations/{model}/{stimulus_set}.zarr"),
+    params:
+        device=config["device"],
+    log:
+        "logs/extract/{model}/{stimulus_set}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}/{stimulus_set}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "python -m pipeline extract {input.model:q} {input.stimuli:q} {output:q}"
+        " --device {params.device} --threads {threads} 2> {log:q}"
