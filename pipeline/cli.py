@@ -29,12 +29,9 @@ def _stimuli(args):
     from pipeline.data.stimuli import make_stimulus_sets
     from pipeline.io import write_zarr
 
-    settings = dict(args.settings)
-    name = settings.pop("name")
-    sets = make_stimulus_sets(**settings)
-    for split, dataset in sets.items():
-        path = Path(args.out_dir) / f"{name}_{split}.zarr"
-        write_zarr(dataset.assign_attrs(name=f"{name}_{split}"), path)
+    for dataset in make_stimulus_sets(**args.settings).values():
+        path = Path(args.out_dir) / f"{dataset.attrs['name']}.zarr"
+        write_zarr(dataset, path)
         log.info("wrote %s (%d images)", path, dataset.sizes["stimulus"])
 
 

@@ -14,13 +14,7 @@ from pipeline.train import train
 LAYERS = ["area1", "area2", "area3", "area4", "readout"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose much when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def write_stimuli(path, n, seed, prefix, size=16):

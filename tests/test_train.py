@@ -15,13 +15,7 @@ CLASSES = [("warm", "red", "red/a"), ("cool", "green", "green/a"), ("cool", "blu
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [120, 120, 120]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose much when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def write_stimuli(path, per_class, seed, size=16, prefix=""):

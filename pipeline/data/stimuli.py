@@ -148,7 +148,7 @@ def _stimulus_set(rng, name: str, labels: np.ndarray, size: int) -> xr.Dataset:
 
 
 def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=120,
-                       seed=0) -> dict[str, xr.Dataset]:
+                       seed=0, name="shapes") -> dict[str, xr.Dataset]:
     """Render the train, test and probe sets of hierarchical object images.
 
     Parameters
@@ -163,13 +163,15 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
     seed : int
         Seed; each set draws from its own child stream, so changing one size leaves the other
         sets unchanged.
+    name : str
+        Prefix of the set names and stimulus ids ("{name}_probe", "{name}_probe_00000").
 
     Returns
     -------
     dict of str to xarray.Dataset
         Keys "train", "test", "probe". Each has `image` (stimulus, y, x, channel) uint8 and
         coords stimulus_id (unique across sets), superordinate, basic, subordinate; attrs
-        `name` ("shapes_<set>") and `sha256` (see `stimulus_set_sha256`).
+        `name` ("{name}_<set>") and `sha256` (see `stimulus_set_sha256`).
     """
     for key, value in {"size": size, "train_per_class": train_per_class,
                        "test_per_class": test_per_class, "probe": probe}.items():
@@ -181,5 +183,5 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
               "test": np.repeat(np.arange(n_classes), test_per_class),
               "probe": np.arange(probe) % n_classes}
     streams = np.random.SeedSequence(seed).spawn(len(SETS))
-    return {key: _stimulus_set(np.random.default_rng(stream), f"shapes_{key}", counts[key], size)
+    return {key: _stimulus_set(np.random.default_rng(stream), f"{name}_{key}", counts[key], size)
             for key, stream in zip(SETS, streams)}

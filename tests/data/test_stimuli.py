@@ -104,3 +104,9 @@ def test_subordinate_classes_are_learnable():
 def test_bad_size_raises():
     with pytest.raises(ValueError, match="train_per_class"):
         make_stimulus_sets(train_per_class=-1)
+
+
+def test_name_prefixes_set_names_and_ids():
+    probe = make_stimulus_sets(train_per_class=0, test_per_class=0, probe=4, name="dots")["probe"]
+    assert probe.attrs["name"] == "dots_probe"
+    assert all(str(i).startswith("dots_probe_") for i in probe["stimulus_id"].values)

@@ -97,3 +97,19 @@ def test_slurm_profile_dry_run_asks_a_gpu_for_training(tmp_path, repo):
     assert profile["executor"] == "slurm"
     assert profile["set-resources"]["train"]["gres"] == "gpu:1"
     assert "results/models/ventral_cnn-supervised-bp-s0" in planned_outputs(dry.stdout + dry.stderr)
+
+
+@pytest.mark.slow
+def test_embedded_default_runs_end_to_end(tmp_path, repo):
+    """`snakemake --cores 2` on config.yaml as shipped: every output, within the time budget."""
+    shutil.copy(repo / "config.yaml", tmp_path / "config.yaml")
+    done = snakemake(tmp_path, "--cores", "2", "--configfile", tmp_path / "config.yaml",
+                     timeout=15 * 60)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = tmp_path / "results"
+    assert (results / "report.html").stat().st_size > 10_000
+    summary = pd.read_csv(results / "scores/summary/synthetic_mouse.csv")
+    assert set(summary["area"]) == {"VISp", "VISl", "VISal", "VISrl", "VISam", "VISpm"}
+    assert summary["score_ceiling"].between(0.3, 1.2).all(), summary
+    metrics = pd.read_csv(results / "models/ventral_cnn-supervised-bp-s0/metrics.csv")
+    assert metrics["test_acc"].iloc[-1] > 3 / 32          # above chance on 32 classes
