@@ -20,20 +20,14 @@ split-half. Fits are batched over split-halves and splits, with all target units
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import dask
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
-from tqdm.dask import TqdmCallback
 
 from pipeline.compare.mappings import MAPPINGS, center_kernel, compare_rdms, pearson, rdm_from_gram
+from pipeline.compare.parallel import compute
 from pipeline.compare.splits import stimulus_splits, trial_halves
 from pipeline.data.assembly import validate_assembly
 
@@ -287,47 +281,6 @@ def _groups(assembly):
     return {key: np.asarray(idx) for key, idx in keys.groupby(["area", "animal"], sort=False).indices.items()}
 
 
-def _pin_blas(n_threads):
-    threadpool_limits(limits=n_threads)
-
-
-def _compute(tasks, scheduler, n_workers, desc):
-    """Run delayed tasks on a local scheduler or on a dask.distributed scheduler at `scheduler`.
-
-    `scheduler=None` means threads for one worker and a pool of `n_workers` processes
-    otherwise: the work is many small array operations that hold the GIL between them, so
-    threads do not scale. BLAS gets one thread per worker: extra BLAS threads slow these
-    small batched products down, and a fixed count keeps results identical for any
-    `n_workers`.
-    """
-    if not tasks:
-        return []
-    if scheduler is None:
-        scheduler = "threads" if n_workers == 1 else "processes"
-    with logging_redirect_tqdm():
-        if scheduler in ("threads", "processes", "synchronous"):
-            log.info("%s: %d tasks on the local %s scheduler, %d workers, 1 BLAS thread each",
-                     desc, len(tasks), scheduler, n_workers)
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(threadpool_limits(limits=1))
-                options = {"num_workers": n_workers}
-                if scheduler == "processes":
-                    options = {"pool": stack.enter_context(ProcessPoolExecutor(
-                        n_workers, mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_pin_blas, initargs=(1,)))}
-                stack.enter_context(TqdmCallback(desc=desc, disable=None, tqdm_class=tqdm))
-                return list(dask.compute(*tasks, scheduler=scheduler, **options))
-        from distributed import Client, as_completed
-
-        log.info("%s: %d tasks on the dask scheduler at %s, 1 BLAS thread per worker", desc, len(tasks), scheduler)
-        with Client(scheduler) as client:          # closing the client leaves the cluster running
-            client.run(_pin_blas, 1)
-            futures = client.compute(tasks)
-            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="task", disable=None):
-                pass
-            return client.gather(futures)
-
-
 def _columns(extra=()):
     return ["area", "animal", "neuroid_id", "mapping", "split", *extra, *QUANTITIES]
 
@@ -392,7 +345,7 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
     log.info("interanimal: %d target animals, %d neuroids, %d stimuli; mappings %s; "
              "%d split-halves x %d splits (train_frac %g, seed %d)", len(tasks), R.shape[2], R.shape[0],
              list(maps), n_halves, n_splits, train_frac, seed)
-    frames = _compute(tasks, scheduler, n_workers, "interanimal")
+    frames = compute(tasks, scheduler, n_workers, "interanimal")
     if not frames:
         return pd.DataFrame(columns=_columns())
     return pd.concat(frames, ignore_index=True)[_columns()]
@@ -460,74 +413,8 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
              "%d stimuli; mappings %s; %d split-halves x %d splits (train_frac %g, seed %d)",
              len(activations.data_vars), len(epochs), len(groups), R.shape[2], R.shape[0], list(maps),
              n_halves, n_splits, train_frac, seed)
-    frames = _compute(tasks, scheduler, n_workers, "predictivity")
+    frames = compute(tasks, scheduler, n_workers, "predictivity")
     columns = _columns(("layer", "epoch"))
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
-
-
-def _default_by(frame, candidates):
-    return [c for c in candidates if c in frame.columns]
-
-
-def summarize(scores, by=None):
-    """Median and s.e.m. over units of the per-unit split-averaged scores (spec §1.3).
-
-    Each unit (animal, neuroid_id) is first nan-averaged over splits; RSA rows are one "unit"
-    per animal, so RSA is summarised over animals. NaN units are left out of the median and
-    s.e.m. and counted in `n_nan`.
-
-    Parameters
-    ----------
-    scores : pandas.DataFrame
-        Output of `interanimal` or `predictivity` (optionally with dataset/model columns).
-    by : sequence of str, optional
-        Grouping columns; default those of dataset, model, area, mapping, layer, epoch present.
-
-    Returns
-    -------
-    pandas.DataFrame
-        `by` columns, then for each score `<score>` (median) and `<score>_sem`, `n_units`, `n_nan`.
-    """
-    by = list(by) if by is not None else _default_by(scores, ("dataset", "model", "area", "mapping", "layer", "epoch"))
-    per_unit = scores.groupby(by + ["animal", "neuroid_id"], sort=True)[list(SCORES)].mean()
-    grouped = per_unit.groupby(level=by, sort=True)
-    out = pd.DataFrame(index=grouped.size().index)
-    for name in SCORES:
-        out[name] = grouped[name].median()
-        out[f"{name}_sem"] = grouped[name].sem()
-    out["n_units"] = grouped.size()
-    out["n_nan"] = grouped["score"].apply(lambda s: int(s.isna().sum()))
-    return out.reset_index()
-
-
-def best_layer(summary, metric="score", by=None):
-    """The layer with the highest median `metric` per area (spec §1.3, "max over layers").
-
-    The choice uses the same held-out-stimulus medians it reports, as the thesis does; with
-    hundreds of units per area the optimism of a max over a handful of layers is small, but
-    it is not zero. Groups whose medians are all NaN are dropped (logged).
-
-    Parameters
-    ----------
-    summary : pandas.DataFrame
-        Output of `summarize` with a `layer` column.
-    metric : str
-        Column to maximise.
-    by : sequence of str, optional
-        Groups in which a layer is chosen; default dataset, model, area, mapping, epoch present.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row of `summary` per group.
-    """
-    if "layer" not in summary.columns:
-        raise ValueError(f"best_layer needs a 'layer' column; found {list(summary.columns)}.")
-    by = list(by) if by is not None else _default_by(summary, ("dataset", "model", "area", "mapping", "epoch"))
-    finite = summary[summary[metric].notna()]
-    dropped = summary.groupby(by).ngroups - finite.groupby(by).ngroups
-    if dropped:
-        log.warning("best_layer: %d groups have no finite %s; dropped", dropped, metric)
-    return finite.loc[finite.groupby(by, sort=True)[metric].idxmax()].reset_index(drop=True)

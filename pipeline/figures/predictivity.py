@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.compare.consistency import best_layer, summarize
+from pipeline.compare.aggregate import best_layer, summarize
 from pipeline.figures.style import plt, save
 from pipeline.io import write_csv
 

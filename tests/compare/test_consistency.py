@@ -8,13 +8,8 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import Ridge
 
-from pipeline.compare.consistency import (
-    best_layer,
-    interanimal,
-    predictivity,
-    spearman_brown,
-    summarize,
-)
+from pipeline.compare.aggregate import summarize
+from pipeline.compare.consistency import interanimal, predictivity, spearman_brown
 from pipeline.compare.mappings import PLSMap, RidgeMap, pearson
 from pipeline.compare.splits import stimulus_splits, trial_halves
 
@@ -166,20 +161,6 @@ def test_unknown_mapping_names_are_rejected(simulate):
     assembly, _ = simulate(n_animals=2, units_per_animal=5, n_trials=4, seed=9)
     with pytest.raises(ValueError, match=r"unknown mappings \['lasso'\]"):
         interanimal(assembly, mappings=("lasso",))
-
-
-def test_best_layer_picks_the_generating_layer(simulate, to_activations):
-    assembly, rates = simulate(n_animals=2, units_per_animal=15, n_trials=10, seed=10)
-    ids = assembly["stimulus_id"].values
-    noise = np.random.default_rng(0).standard_normal(rates.shape)
-    activations = to_activations(rates, ids, layer="good")
-    activations["bad"] = to_activations(noise, ids, layer="bad")["bad"]
-    scores = predictivity(activations, assembly, mappings=("ridge",), n_halves=3, n_splits=2)
-    summary = summarize(scores)
-    assert set(summary["layer"]) == {"good", "bad"}
-    chosen = best_layer(summary)
-    assert list(chosen["layer"]) == ["good"]
-    assert chosen["score"].iloc[0] > 0.9
 
 
 def test_a_distributed_scheduler_gives_the_local_result(simulate):

@@ -11,7 +11,8 @@ from sklearn.base import clone
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import Ridge
 
-from pipeline.compare.consistency import best_layer, interanimal, predictivity, summarize
+from pipeline.compare.aggregate import best_layer, summarize
+from pipeline.compare.consistency import interanimal, predictivity
 from pipeline.compare.splits import stimulus_splits
 from pipeline.data.allen_ecephys import assemble_ecephys
 from pipeline.data.assembly import ALLEN_AREAS

@@ -1,0 +1,57 @@
+"""Run the consistency grid's tasks on a local pool or an existing dask scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import dask
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+from tqdm.dask import TqdmCallback
+
+log = logging.getLogger(__name__)
+
+
+def _pin_blas(n_threads):
+    threadpool_limits(limits=n_threads)
+
+
+def compute(tasks, scheduler, n_workers, desc):
+    """Run delayed tasks on a local scheduler or on a dask.distributed scheduler at `scheduler`.
+
+    `scheduler=None` means threads for one worker and a pool of `n_workers` processes
+    otherwise: the work is many small array operations that hold the GIL between them, so
+    threads do not scale. BLAS gets one thread per worker: extra BLAS threads slow these
+    small batched products down, and a fixed count keeps results identical for any
+    `n_workers`.
+    """
+    if not tasks:
+        return []
+    if scheduler is None:
+        scheduler = "threads" if n_workers == 1 else "processes"
+    with logging_redirect_tqdm():
+        if scheduler in ("threads", "processes", "synchronous"):
+            log.info("%s: %d tasks on the local %s scheduler, %d workers, 1 BLAS thread each",
+                     desc, len(tasks), scheduler, n_workers)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(threadpool_limits(limits=1))
+                options = {"num_workers": n_workers}
+                if scheduler == "processes":
+                    options = {"pool": stack.enter_context(ProcessPoolExecutor(
+                        n_workers, mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_pin_blas, initargs=(1,)))}
+                stack.enter_context(TqdmCallback(desc=desc, disable=None, tqdm_class=tqdm))
+                return list(dask.compute(*tasks, scheduler=scheduler, **options))
+        from distributed import Client, as_completed
+
+        log.info("%s: %d tasks on the dask scheduler at %s, 1 BLAS thread per worker", desc, len(tasks), scheduler)
+        with Client(scheduler) as client:          # closing the client leaves the cluster running
+            client.run(_pin_blas, 1)
+            futures = client.compute(tasks)
+            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="task", disable=None):
+                pass
+            return client.gather(futures)
