@@ -12,11 +12,15 @@ config = validate_config(
 )
 
 
-# Used with --software-deployment-method conda; the README's pip install is the default.
-conda: "envs/pipeline.yaml"
-
-
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    model=r"[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+-s\d+",
+    dataset=r"[a-z0-9_]+",
+    stimulus_set=r"[a-z0-9_]+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"

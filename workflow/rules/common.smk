@@ -21,11 +21,6 @@ DATASETS = list(config["datasets"])
 FIG = config["figures"]["format"]
 
 
-wildcard_constraints:
-    model=r"[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+-s\d+",
-    dataset=r"[a-z0-9_]+",
-    stimulus_set=r"[a-z0-9_]+",
-
 
 def config_block(*keys):
     """The config sub-tree one rule reads, as canonical JSON: editing it reruns that rule only."""

@@ -9,6 +9,8 @@ rule interanimal:
     params:
         settings=config_block("compare"),
         dask=config_block("dask"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/interanimal/{dataset}.log",
     benchmark:
@@ -30,6 +32,8 @@ rule predictivity:
     params:
         settings=config_block("compare"),
         dask=config_block("dask"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/predictivity/{model}/{dataset}.log",
     benchmark:

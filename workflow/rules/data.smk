@@ -8,6 +8,8 @@ rule stimuli:
         probe=directory("results/stimuli/{name}_probe.zarr"),
     params:
         settings=config_block("stimuli"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/stimuli/{name}.log",
     wildcard_constraints:
@@ -23,6 +25,8 @@ rule synthesize_ecephys:
         directory("data/raw/{dataset}"),
     params:
         settings=lambda wc: config_block("datasets", wc.dataset),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/synthesize_ecephys/{dataset}.log",
     wildcard_constraints:
@@ -40,6 +44,8 @@ rule assemble_ecephys:
         directory("results/neural/{dataset}.zarr"),
     params:
         settings=lambda wc: config_block("datasets", wc.dataset),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/assemble_ecephys/{dataset}.log",
     shell:

@@ -9,6 +9,8 @@ rule extract:
         directory("results/activations/{model}/{stimulus_set}.zarr"),
     params:
         device=config["device"],
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/extract/{model}/{stimulus_set}.log",
     benchmark:

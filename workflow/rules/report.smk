@@ -12,6 +12,8 @@ rule learning_curves:
         ),
     params:
         style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/learning_curves/learning_curves.log",
     shell:
@@ -38,6 +40,8 @@ rule predictivity_figure:
         ),
     params:
         style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/predictivity_figure/{dataset}.log",
     shell:
@@ -59,6 +63,8 @@ rule rdm_figure:
         ),
     params:
         style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/rdm_figure/{model}/{dataset}.log",
     shell:

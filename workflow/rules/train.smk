@@ -10,6 +10,8 @@ rule train:
     params:
         settings=train_settings,
         device=config["device"],
+    conda:
+        "../../envs/pipeline.yaml"
     log:
         "logs/train/{model}.log",
     benchmark:
