@@ -178,15 +178,16 @@ def _deflate(K, t, tt):
     return K
 
 
-def _first_direction(Kk, Yk, start, alive, max_iter, tol):
-    """sklearn's power iteration for the first PLS weights, evaluated in closed form.
+def _first_direction(Kk, Yk, start, alive, max_iter, tol, n_direct=128):
+    """sklearn's power iteration for the first PLS weights, run in the target space.
 
     sklearn (``_get_first_singular_vectors_power_method``, mode A) starts from the first
     non-constant y column and iterates u ← y_k y_kᵀ K_k u, with x_weights w ∝ X_kᵀ u, until
-    ‖w_i − w_{i−1}‖² < tol. Every iterate stays in the span of y_k: u_i = y_k S^i e_j with
-    S = y_kᵀ K_k y_k (target × target) and j the start column. With S = V Λ Vᵀ and a = Vᵀ e_j,
-    ‖w_i‖² ∝ Σ a² λ^{2i+1} and w_i·w_{i−1} ∝ Σ a² λ^{2i}, so the stopping iteration and the
-    weights it stops at follow from one `eigh` instead of up to `max_iter` matrix products.
+    ‖w_i − w_{i−1}‖² < tol. Every iterate stays in the span of y_k: u_i = y_k z_i with
+    z_i ∝ S^i e_j, S = y_kᵀ K_k y_k (target × target) and j the start column, and
+    ‖w_i‖² ∝ z_iᵀ S z_i, w_i·w_{i−1} ∝ z_iᵀ S z_{i−1}. The first `n_direct` iterations run
+    directly on S (most fits stop there); fits still running are finished in closed form
+    from S = V Λ Vᵀ (`_stopping_iteration`), instead of up to `max_iter` products.
 
     Returns
     -------
@@ -198,29 +199,48 @@ def _first_direction(Kk, Yk, start, alive, max_iter, tol):
     n_batch, n, q = Yk.shape
     S = np.swapaxes(Yk, 1, 2) @ Kk @ Yk
     S[~alive] = np.eye(q)
-    lam, V = np.linalg.eigh(S)
-    lam = np.clip(lam, 0.0, None)
-    top = lam[:, -1:]
-    lam = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)   # largest is 1
-    a = np.take_along_axis(V, start[:, None, None], axis=1)[:, 0]      # row j of V = Vᵀ e_j
-    stop = np.zeros(n_batch, int) if q == 1 else _stopping_iteration(a**2, lam, max_iter, tol)
-    z = (V @ (a * lam ** stop[:, None])[..., None])[..., 0]
+    z = np.zeros((n_batch, q))
+    z[np.arange(n_batch), start] = 1.0
+    n_capped = 0
+    if q > 1:                                       # sklearn stops after one iteration if q = 1
+        Sz = _matvec(S, z)
+        zSz = (z * Sz).sum(1)
+        running = np.ones(n_batch, bool)
+        for _ in range(1, min(n_direct, max_iter)):
+            z_new = np.where(running[:, None], Sz / np.linalg.norm(Sz, axis=1, keepdims=True), z)
+            Sz_new = _matvec(S, z_new)
+            zSz_new = (z_new * Sz_new).sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cosine = (z_new * Sz).sum(1) / np.sqrt(zSz_new * zSz)
+            running &= 2.0 - 2.0 * cosine >= tol      # NaN (degenerate) counts as converged
+            z, Sz, zSz = z_new, Sz_new, zSz_new
+            if not running.any():
+                break
+        slow = np.flatnonzero(running & alive)
+        if slow.size and n_direct < max_iter:
+            lam, V = np.linalg.eigh(S[slow])
+            lam = np.clip(lam, 0.0, None)
+            top = lam[:, -1:]
+            lam = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)   # largest is 1
+            a = np.take_along_axis(V, start[slow, None, None], axis=1)[:, 0]  # Vᵀ e_j
+            stop = _stopping_iteration(a**2, lam, max_iter, tol, first=n_direct)
+            z[slow] = (V @ (a * lam ** stop[:, None])[..., None])[..., 0]
+            n_capped = int((stop == max_iter - 1).sum())
     u = _matvec(Yk, z)
     norm = np.sqrt(np.maximum((u * _matvec(Kk, u)).sum(1, keepdims=True), 0.0))
     c = np.where(alive[:, None] & (norm > 0), u / np.where(norm > 0, norm, 1.0), 0.0)
-    n_capped = int(((stop == max_iter - 1) & alive).sum()) if q > 1 else 0
     return c, n_capped
 
 
-def _stopping_iteration(a2, lam, max_iter, tol):
-    """First iteration i ≥ 1 with ‖w_i − w_{i−1}‖² = 2 − 2 cos_i < tol (else max_iter − 1).
+def _stopping_iteration(a2, lam, max_iter, tol, first=1):
+    """First iteration i ≥ `first` with ‖w_i − w_{i−1}‖² = 2 − 2 cos_i < tol (else max_iter − 1).
 
     cos_i = P(2i) / sqrt(P(2i+1) P(2i−1)) with P(m) = Σ a² λ^m. Iterations are scanned in
-    growing blocks and finished fits leave the batch, since most converge within a few.
+    growing blocks and finished fits leave the batch.
     """
     stop = np.full(len(a2), max_iter - 1)
     pending = np.arange(len(a2))
-    lo = 1
+    lo = first
     while pending.size and lo < max_iter:
         hi = min(max_iter, max(16, 4 * lo))
         i = np.arange(lo, hi)

@@ -141,3 +141,19 @@ def test_rsa_is_invariant_to_reordering_stimuli_and_units(seed):
 def test_compare_rdms_rejects_unknown_methods():
     with pytest.raises(ValueError, match="'pearson' or 'spearman'"):
         compare_rdms(np.eye(3), np.eye(3), "kendall")
+
+
+@pytest.mark.parametrize("n_direct", [1, 2, 16])
+def test_pls_power_iteration_in_closed_form_equals_iterating(n_direct):
+    """Fits finished from the eigendecomposition stop where plain iteration stops, with the same weights."""
+    from pipeline.compare.mappings import _first_direction
+
+    rng = np.random.default_rng(n_direct)
+    X = rng.standard_normal((30, 40, 200))
+    X -= X.mean(1, keepdims=True)
+    K = X @ np.swapaxes(X, 1, 2)
+    Y = X[..., :6] @ rng.standard_normal((6, 12)) + 3.0 * rng.standard_normal((30, 40, 12))
+    start, alive = np.zeros(30, int), np.ones(30, bool)
+    iterated, _ = _first_direction(K, Y, start, alive, 500, 1e-6, n_direct=500)
+    closed, _ = _first_direction(K, Y, start, alive, 500, 1e-6, n_direct=n_direct)
+    np.testing.assert_allclose(closed, iterated, atol=1e-8)
