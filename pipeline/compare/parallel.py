@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def _pin_blas(n_threads):
+    """Limit BLAS to `n_threads` in this process; numpy is imported first so its BLAS is loaded."""
+    import numpy  # noqa: F401  (a worker may not have loaded BLAS yet; the limit needs it)
+
     threadpool_limits(limits=n_threads)
 
 
