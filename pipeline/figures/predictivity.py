@@ -9,6 +9,11 @@ from pipeline.figures.style import plt, save
 from pipeline.io import write_csv
 
 
+def final_epoch(scores: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each model's last epoch."""
+    return scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
+
+
 def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Per area and mapping: the ceiling, and each model's best layer at its final epoch.
 
@@ -20,8 +25,7 @@ def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         `predictivity` scores of any number of models on the same dataset.
     """
     ceiling = summarize(ceiling)
-    final = scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
-    best = best_layer(summarize(final))
+    best = best_layer(summarize(final_epoch(scores)))
     merged = best.merge(ceiling[["dataset", "area", "mapping", "score", "score_sem"]],
                         on=["dataset", "area", "mapping"], suffixes=("", "_ceiling"))
     merged["fraction_of_ceiling"] = merged["score"] / merged["score_ceiling"]
@@ -36,8 +40,7 @@ def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *,
     ceiling = pd.read_parquet(interanimal_path)
     scores = pd.concat([pd.read_parquet(p) for p in predictivity_paths], ignore_index=True)
     layers = list(dict.fromkeys(scores["layer"]))          # network order, as extracted
-    final = scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
-    by_layer = summarize(final)
+    by_layer = summarize(final_epoch(scores))
     by_area = summarize(ceiling)
     areas = list(dict.fromkeys(ceiling["area"]))
     mappings = list(dict.fromkeys(ceiling["mapping"]))
