@@ -10,7 +10,6 @@ intact checkpoint and gives the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pipeline.data.stimuli import stimulus_set_sha256
 from pipeline.io import atomic_path, read_zarr, write_csv
 from pipeline.models import build_model, parse_model_name
 from pipeline.runtime import resolve_device, seed_everything, set_num_threads
@@ -66,9 +66,7 @@ def stimulus_sha256(ds) -> str:
     """The stimulus set's `sha256` attr, or the digest of its image bytes and stimulus_ids."""
     if "sha256" in ds.attrs:
         return str(ds.attrs["sha256"])
-    digest = hashlib.sha256(np.ascontiguousarray(ds["image"].values).tobytes())
-    digest.update("\n".join(map(str, ds["stimulus_id"].values)).encode())
-    return digest.hexdigest()
+    return stimulus_set_sha256(ds)
 
 
 def to_tensor(images) -> torch.Tensor:
