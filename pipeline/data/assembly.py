@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from pipeline.compare.splits import trial_halves
 from pipeline.io import read_zarr, write_zarr
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,10 @@ def split_half_masks(n_trial: int, n_boot: int, seed: int) -> np.ndarray:
     One permutation per resample, shared by all stimuli ("sync" splits, spec §1.1); halves
     hold n_trial // 2 trials each (an odd last trial is left out).
     """
-    rng = np.random.default_rng(seed)
-    half = n_trial // 2
     masks = np.zeros((2, n_boot, n_trial))
-    for b in range(n_boot):
-        order = rng.permutation(n_trial)
-        masks[0, b, order[:half]] = 1.0
-        masks[1, b, order[half:2 * half]] = 1.0
+    for b, (first, second) in enumerate(trial_halves(n_trial, n_boot, seed)):
+        masks[0, b, first] = 1.0
+        masks[1, b, second] = 1.0
     return masks
 
 
