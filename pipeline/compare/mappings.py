@@ -1,10 +1,12 @@
-"""Mappings from a source (model layer or pooled animals) to target neuroids, and RSA (spec §1.5).
+"""Mappings from a source (model layer or pooled animals) to target neuroids (spec §1.5).
 
 The numeric cores work on linear kernels G = X Xᵀ over stimuli (stimulus × stimulus), so
 their cost does not grow with the number of source units, and they are batched: every
 leading axis of the kernels and targets is a separate fit (split-half, train/test split),
 and all target units of one fit are solved at once. The estimator classes wrap the same
-cores with scikit-learn conventions.
+cores with scikit-learn conventions. The one-to-one map needs the features themselves
+(`pipeline.compare.one_to_one`); RSA and CKA fit nothing (`pipeline.compare.rsa`,
+`pipeline.compare.cka`); `rdm`, `rdm_from_gram` and `compare_rdms` are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,12 +14,25 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, RegressorMixin
+
+from pipeline.compare.one_to_one import OneToOneMap
+from pipeline.compare.rsa import compare_rdms, rdm, rdm_from_gram
+
+__all__ = [
+    "FEATURE_MAPPINGS", "MAPPINGS", "OneToOneMap", "PLSMap", "RIDGE_CV_ALPHAS", "RidgeCVMap", "RidgeMap",
+    "center_kernel", "clip_components", "compare_rdms", "pearson", "pls_predict_kernel", "rdm",
+    "rdm_from_gram", "ridge_cv_predict_kernel", "ridge_predict_kernel",
+]
 
 log = logging.getLogger(__name__)
 
 _EPS = np.finfo(np.float64).eps
+
+RIDGE_CV_ALPHAS = tuple(10.0 ** np.arange(-3.0, 7.5, 0.5))
+"""Default `RidgeCVMap` grid: 1e-3 to 1e7 in half decades. Kernel eigenvalues grow with the
+number of source units times their variance (about 10⁶ for a 10⁵-unit layer of unit-variance
+features), so the grid reaches far above sklearn's usual (0.1, 1, 10)."""
 
 
 def pearson(a, b, axis=-1):
@@ -79,6 +94,89 @@ def ridge_predict_kernel(K_train, K_cross, Y_train, alpha):
     # K + αI is symmetric, so (K_cross (K + αI)⁻¹)ᵀ = (K + αI)⁻¹ K_crossᵀ.
     op = np.linalg.solve(K_train + alpha * np.eye(n), np.swapaxes(K_cross, -1, -2))
     return np.swapaxes(op, -1, -2) @ (Y_train - y_mean) + y_mean
+
+
+def _check_alphas(alphas, owner):
+    grid = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if grid.ndim != 1 or grid.size == 0 or not (np.isfinite(grid).all() and (grid > 0).all()):
+        raise ValueError(f"The 'alphas' parameter of {owner} must be a non-empty 1-D sequence of "
+                         f"finite floats > 0. Got {alphas!r} instead.")
+    return grid
+
+
+def _ridge_cv_dual(K_train, Y_train, alphas):
+    """Dual coefficients of ridge with the penalty chosen per target by efficient leave-one-out.
+
+    sklearn ``RidgeCV(alphas, alpha_per_target=True, fit_intercept=True)`` in its "gram"
+    mode (``_RidgeGCV._solve_eigen_gram``): with K = Q Λ Qᵀ (centred) and G = K + αI,
+    c = G⁻¹ y₀ and the leave-one-out residuals are c_i / d_i with
+    d_i = (G⁻¹)_ii - (G⁻¹ 1)_i / n, the last term accounting for the unpenalised intercept.
+    The score of α is minus the mean squared residual; a target keeps the first α of the
+    grid order until a later one scores strictly higher, as in sklearn.
+
+    Parameters
+    ----------
+    K_train : ndarray, shape (..., n_train, n_train)
+        Centred training kernels; one eigendecomposition each, shared by every α and by
+        all targets that broadcast against it.
+    Y_train : ndarray, shape (..., n_train, target)
+    alphas : ndarray, shape (alpha,)
+
+    Returns
+    -------
+    c : ndarray, shape (..., n_train, target)
+        Dual coefficients at each target's chosen α (β = X₀ᵀ c).
+    alpha : ndarray, shape (..., target)
+    y_mean : ndarray, shape (..., 1, target)
+    """
+    n = K_train.shape[-1]
+    lam, Q = np.linalg.eigh(K_train)
+    y_mean = Y_train.mean(-2, keepdims=True)
+    QtY = np.swapaxes(Q, -1, -2) @ (Y_train - y_mean)
+    Qt1 = Q.sum(-2)
+    Q2 = Q * Q
+    best_c = best_score = best_alpha = None
+    for alpha in alphas:
+        D = 1.0 / (lam + alpha)
+        c = Q @ (D[..., :, None] * QtY)
+        d = (Q2 @ D[..., None])[..., 0] - (Q @ (D * Qt1)[..., None])[..., 0] / n
+        score = -((c / d[..., None]) ** 2).mean(-2)
+        if best_c is None:
+            best_c, best_score, best_alpha = c, score, np.full(score.shape, alpha)
+            continue
+        better = score > best_score
+        best_c = np.where(better[..., None, :], c, best_c)
+        best_score = np.where(better, score, best_score)
+        best_alpha = np.where(better, alpha, best_alpha)
+    return best_c, best_alpha, y_mean
+
+
+def ridge_cv_predict_kernel(K_train, K_cross, Y_train, alphas):
+    """Ridge predictions with α chosen per target by leave-one-out on the training stimuli.
+
+    Equals sklearn ``RidgeCV(alphas, alpha_per_target=True, fit_intercept=True).fit(X_train,
+    Y_train).predict(X_test)`` (see `_ridge_cv_dual`); only training stimuli choose α.
+
+    Parameters
+    ----------
+    K_train : ndarray, shape (..., n_train, n_train)
+    K_cross : ndarray, shape (..., n_test, n_train)
+        Centred kernels, as from `center_kernel`.
+    Y_train : ndarray, shape (..., n_train, target)
+        Leading axes broadcast against those of the kernels.
+    alphas : sequence of float
+        Candidate penalties, > 0.
+
+    Returns
+    -------
+    prediction : ndarray, shape (..., n_test, target)
+    alpha : ndarray, shape (..., target)
+        The α chosen for each fit and target.
+    """
+    grid = _check_alphas(alphas, "ridge_cv_predict_kernel")
+    c, alpha, y_mean = _ridge_cv_dual(np.asarray(K_train, dtype=np.float64),
+                                      np.asarray(Y_train, dtype=np.float64), grid)
+    return np.asarray(K_cross, dtype=np.float64) @ c + y_mean, alpha
 
 
 def clip_components(n_components, n_features, n_train):
@@ -334,6 +432,45 @@ class RidgeMap(BaseEstimator, RegressorMixin):
         return ridge_predict_kernel(K_train, K_cross, Y_train, self.alpha)
 
 
+class RidgeCVMap(BaseEstimator, RegressorMixin):
+    """Ridge regression with the penalty chosen per target by leave-one-out on the training stimuli.
+
+    sklearn ``RidgeCV(alphas, alpha_per_target=True, fit_intercept=True)``, in dual (kernel)
+    form: one eigendecomposition per fit serves every α and every target.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        Candidate penalties, > 0; `RIDGE_CV_ALPHAS` by default.
+    """
+
+    def __init__(self, alphas=RIDGE_CV_ALPHAS):
+        self.alphas = alphas
+
+    def fit(self, X, Y):
+        """Fit on X (stimulus, feature) and Y (stimulus, target); sets `coef_`, `intercept_`, `alpha_`."""
+        grid = _check_alphas(self.alphas, "RidgeCVMap")
+        X, Y = _check_pair(X, Y)
+        x_mean = X.mean(0)
+        X0 = X - x_mean
+        c, alpha, y_mean = _ridge_cv_dual(X0 @ X0.T, Y, grid)
+        self.coef_ = (X0.T @ c).T
+        self.intercept_ = y_mean[0] - x_mean @ self.coef_.T
+        self.alpha_ = alpha
+        n_edge = int(np.isin(alpha, grid[[0, -1]]).sum()) if grid.size > 1 else 0
+        log.info("RidgeCVMap: alpha chosen per target from %d candidates, median %g; %d of %d "
+                 "targets at an end of the grid", grid.size, np.median(alpha), n_edge, alpha.size)
+        return self
+
+    def predict(self, X):
+        """Predicted targets (stimulus, target)."""
+        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def predict_from_kernel(self, K_train, K_cross, Y_train, n_features):
+        """Batched test predictions from centred kernels; see `ridge_cv_predict_kernel`."""
+        return ridge_cv_predict_kernel(K_train, K_cross, Y_train, self.alphas)[0]
+
+
 class PLSMap(BaseEstimator, RegressorMixin):
     """Multi-output PLS regression (sklearn ``PLSRegression(n_components, scale=False)``).
 
@@ -384,66 +521,10 @@ class PLSMap(BaseEstimator, RegressorMixin):
         return pls_predict_kernel(K_train, K_cross, Y_train, n_used, self.max_iter, self.tol)
 
 
-MAPPINGS = {"ridge": RidgeMap, "pls": PLSMap}
-"""Fitted mappings by name; "rsa" (nothing fitted) is handled by `rdm` and `compare_rdms`."""
+MAPPINGS = {"ridge": RidgeMap, "ridge_cv": RidgeCVMap, "pls": PLSMap}
+"""Kernel-form mappings by name: each has ``predict_from_kernel(K_train, K_cross, Y_train,
+n_features)``. Feature-space mappings are in `FEATURE_MAPPINGS`; "rsa" and "cka" fit nothing."""
 
-
-def rdm(X):
-    """Representational dissimilarity matrix: 1 - Pearson correlation between stimuli.
-
-    Parameters
-    ----------
-    X : ndarray, shape (..., stimulus, unit)
-
-    Returns
-    -------
-    ndarray, shape (..., stimulus, stimulus)
-    """
-    X = np.asarray(X, dtype=np.float64)
-    return rdm_from_gram(X @ np.swapaxes(X, -1, -2), X.sum(-1), X.shape[-1])
-
-
-def rdm_from_gram(G, s, n_units):
-    """RDM from sufficient statistics, so that pooled populations need no concatenation.
-
-    Parameters
-    ----------
-    G : ndarray, shape (..., stimulus, stimulus)
-        X Xᵀ summed over units.
-    s : ndarray, shape (..., stimulus)
-        Sum over units of each stimulus's responses.
-    n_units : int or ndarray
-        Number of units.
-
-    Returns
-    -------
-    ndarray, shape (..., stimulus, stimulus)
-    """
-    mean = s / np.asarray(n_units, dtype=np.float64)[..., None]
-    cov = G / np.asarray(n_units, dtype=np.float64)[..., None, None] - mean[..., :, None] * mean[..., None, :]
-    sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 1.0 - cov / (sd[..., :, None] * sd[..., None, :])
-
-
-def compare_rdms(a, b, method="pearson"):
-    """Correlation of two RDMs over the upper triangle, diagonal excluded (spec §1.5).
-
-    Parameters
-    ----------
-    a, b : ndarray, shape (..., stimulus, stimulus)
-        Broadcast against each other.
-    method : {"pearson", "spearman"}
-
-    Returns
-    -------
-    float or ndarray, shape (...)
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    iu = np.triu_indices(a.shape[-1], k=1)
-    x, y = a[..., iu[0], iu[1]], b[..., iu[0], iu[1]]
-    if method == "spearman":
-        x, y = rankdata(x, axis=-1), rankdata(y, axis=-1)
-    elif method != "pearson":
-        raise ValueError(f"compare_rdms method must be 'pearson' or 'spearman'; got {method!r}.")
-    return pearson(x, y, axis=-1)
+FEATURE_MAPPINGS = {"one_to_one": OneToOneMap}
+"""Mappings that need the source features themselves: each has
+``predict_from_features(X_train, X_test, Y_train)``."""

@@ -1,24 +1,24 @@
-"""Mappings against scikit-learn and scipy peers, and RSA axioms."""
+"""Mappings against scikit-learn peers: ridge, ridge with leave-one-out alpha, PLS, and the registries."""
 
 import logging
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import pdist, squareform
-from scipy.stats import pearsonr, spearmanr
 from sklearn.base import clone
 from sklearn.cross_decomposition import PLSRegression
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import Ridge, RidgeCV
 
+from pipeline.compare import mappings, one_to_one, rsa
 from pipeline.compare.mappings import (
+    FEATURE_MAPPINGS,
     MAPPINGS,
+    RIDGE_CV_ALPHAS,
     PLSMap,
+    RidgeCVMap,
     RidgeMap,
     center_kernel,
-    compare_rdms,
     pls_predict_kernel,
-    rdm,
-    rdm_from_gram,
+    ridge_cv_predict_kernel,
     ridge_predict_kernel,
 )
 
@@ -82,6 +82,33 @@ def test_batched_kernel_predictions_equal_separate_fits(name):
         np.testing.assert_allclose(batched[b], separate, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", sorted(FEATURE_MAPPINGS))
+def test_batched_feature_predictions_equal_separate_fits(name):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3, 80, 200))
+    Y = X[..., :6] @ rng.standard_normal((6, 5)) + rng.standard_normal((3, 80, 5))
+    train, test = np.arange(40), np.arange(40, 80)
+    mapping = FEATURE_MAPPINGS[name]()
+    batched = mapping.predict_from_features(X[:, train], X[:, test], Y[:, train])
+    for b in range(3):
+        separate = clone(mapping).fit(X[b, train], Y[b, train]).predict(X[b, test])
+        np.testing.assert_allclose(batched[b], separate, atol=1e-8)
+
+
+def test_registries_are_disjoint_and_expose_their_interface():
+    # Like sklearn's test_common registry: a mapping added to one registry must have its method.
+    assert not set(MAPPINGS) & set(FEATURE_MAPPINGS)
+    assert {"ridge", "ridge_cv", "pls"} <= set(MAPPINGS) and "one_to_one" in FEATURE_MAPPINGS
+    assert all(hasattr(cls, "predict_from_kernel") for cls in MAPPINGS.values())
+    assert all(hasattr(cls, "predict_from_features") for cls in FEATURE_MAPPINGS.values())
+    assert FEATURE_MAPPINGS["one_to_one"] is one_to_one.OneToOneMap
+
+
+def test_rsa_functions_stay_importable_from_mappings():
+    assert (mappings.rdm, mappings.rdm_from_gram, mappings.compare_rdms) == (
+        rsa.rdm, rsa.rdm_from_gram, rsa.compare_rdms)
+
+
 def test_kernel_cores_broadcast_a_shared_kernel():
     rng = np.random.default_rng(5)
     X = rng.standard_normal((50, 300))
@@ -89,11 +116,71 @@ def test_kernel_cores_broadcast_a_shared_kernel():
     train, test = np.arange(25), np.arange(25, 50)
     K_train, K_test = center_kernel(X @ X.T, train, test)
     for predict in (lambda Kt, Kx, Yt: ridge_predict_kernel(Kt, Kx, Yt, 1.0),
-                    lambda Kt, Kx, Yt: pls_predict_kernel(Kt, Kx, Yt, 5)):
+                    lambda Kt, Kx, Yt: pls_predict_kernel(Kt, Kx, Yt, 5),
+                    lambda Kt, Kx, Yt: ridge_cv_predict_kernel(Kt, Kx, Yt, RIDGE_CV_ALPHAS)[0]):
         shared = predict(K_train, K_test, Y[:, train])
         tiled = predict(np.broadcast_to(K_train, (4,) + K_train.shape),
                         np.broadcast_to(K_test, (4,) + K_test.shape), Y[:, train])
         np.testing.assert_allclose(shared, tiled, atol=1e-10)
+
+
+ALPHAS = np.logspace(-3, 5, 17)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ridge_cv_map_matches_sklearn_ridgecv(shape, seed):
+    # Targets of different noise levels want different alphas: alpha_per_target matters.
+    X, Y, X_test = _problem(*shape, seed=seed)
+    Y = Y * np.linspace(0.2, 5.0, shape[2]) + np.random.default_rng(seed).standard_normal(Y.shape) * np.linspace(
+        0.1, 3.0, shape[2])
+    ours = RidgeCVMap(alphas=ALPHAS).fit(X, Y)
+    theirs = RidgeCV(alphas=ALPHAS, alpha_per_target=True, fit_intercept=True).fit(X, Y)
+    np.testing.assert_array_equal(ours.alpha_, np.atleast_1d(theirs.alpha_))
+    np.testing.assert_allclose(ours.predict(X_test), theirs.predict(X_test).reshape(-1, shape[2]), atol=1e-5)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_.reshape(shape[2], -1), atol=1e-5)
+    if shape[2] > 2:
+        assert np.unique(ours.alpha_).size > 1           # the test exercises per-target choice
+
+
+def test_ridge_cv_kernel_batch_matches_sklearn_per_fit():
+    # Three fits (split-halves) with their own kernels and targets, features >> stimuli, one call.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3, 70, 1500)) + 2.0
+    Y = X[..., :8] @ rng.standard_normal((8, 6)) + rng.standard_normal((3, 70, 6)) * np.linspace(0.1, 4.0, 6)
+    train, test = np.arange(45), np.arange(45, 70)
+    K_train, K_test = center_kernel(X @ np.swapaxes(X, 1, 2), train, test)
+    predictions, alphas = ridge_cv_predict_kernel(K_train, K_test, Y[:, train], ALPHAS)
+    assert predictions.shape == (3, 25, 6) and alphas.shape == (3, 6)
+    for b in range(3):
+        theirs = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(X[b, train], Y[b, train])
+        np.testing.assert_array_equal(alphas[b], theirs.alpha_)
+        np.testing.assert_allclose(predictions[b], theirs.predict(X[b, test]), atol=1e-5)
+
+
+def test_ridge_cv_with_one_alpha_is_ridge():
+    X, Y, X_test = _problem(40, 300, 5, seed=6)
+    ours = RidgeCVMap(alphas=[7.0]).fit(X, Y)
+    np.testing.assert_allclose(ours.predict(X_test), RidgeMap(7.0).fit(X, Y).predict(X_test), atol=1e-8)
+    np.testing.assert_array_equal(ours.alpha_, 7.0)
+
+
+def test_ridge_cv_alpha_depends_on_training_stimuli_only():
+    # The test stimuli's responses never reach the kernel core; their features change only
+    # K_cross, so the chosen alphas stay put when the test features change.
+    X, Y, X_test = _problem(40, 300, 5, seed=7)
+    train, test = np.arange(40), np.arange(40, 40 + len(X_test))
+    for X_other in (X_test, 10.0 * X_test[::-1]):
+        Z = np.concatenate([X, X_other])
+        K_train, K_test = center_kernel(Z @ Z.T, train, test)
+        alphas = ridge_cv_predict_kernel(K_train, K_test, Y, ALPHAS)[1]
+        np.testing.assert_array_equal(alphas, RidgeCVMap(ALPHAS).fit(X, Y).alpha_)
+
+
+@pytest.mark.parametrize("alphas", [[], [1.0, 0.0], [np.inf], [[1.0, 2.0]]])
+def test_ridge_cv_rejects_bad_alphas(alphas):
+    with pytest.raises(ValueError, match="'alphas' parameter of RidgeCVMap must be a non-empty 1-D"):
+        RidgeCVMap(alphas=alphas).fit(np.ones((5, 2)), np.ones((5, 1)))
 
 
 def test_ridge_map_rejects_a_non_positive_alpha():
@@ -104,43 +191,6 @@ def test_ridge_map_rejects_a_non_positive_alpha():
 def test_maps_reject_mismatched_stimuli():
     with pytest.raises(ValueError, match="same number of stimuli"):
         PLSMap(2).fit(np.ones((5, 3)), np.ones((4, 1)))
-
-
-def test_rdm_matches_scipy_correlation_distance():
-    X = np.random.default_rng(6).standard_normal((30, 12))
-    np.testing.assert_allclose(rdm(X), squareform(pdist(X, metric="correlation")), atol=1e-12)
-
-
-def test_rdm_from_gram_of_a_pooled_population_equals_rdm_of_the_concatenation():
-    rng = np.random.default_rng(7)
-    parts = [rng.standard_normal((20, k)) for k in (5, 9, 3)]
-    G = sum(P @ P.T for P in parts)
-    s = sum(P.sum(1) for P in parts)
-    np.testing.assert_allclose(rdm_from_gram(G, s, 17), rdm(np.concatenate(parts, axis=1)), atol=1e-12)
-
-
-@pytest.mark.parametrize("method,peer", [("pearson", pearsonr), ("spearman", spearmanr)])
-def test_compare_rdms_matches_scipy_on_upper_triangles(method, peer):
-    rng = np.random.default_rng(8)
-    a, b = rdm(rng.standard_normal((25, 10))), rdm(rng.standard_normal((25, 10)))
-    iu = np.triu_indices(25, k=1)
-    assert compare_rdms(a, b, method) == pytest.approx(peer(a[iu], b[iu])[0], abs=1e-12)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_rsa_is_invariant_to_reordering_stimuli_and_units(seed):
-    # Re-sorting conditions must leave the comparison unchanged (catches index mix-ups).
-    rng = np.random.default_rng(seed)
-    X, Y = rng.standard_normal((30, 8)), rng.standard_normal((30, 11))
-    order, units = rng.permutation(30), rng.permutation(11)
-    expected = compare_rdms(rdm(X), rdm(Y))
-    assert compare_rdms(rdm(X[order]), rdm(Y[order][:, units])) == pytest.approx(expected, abs=1e-12)
-    assert compare_rdms(rdm(X), rdm(X)) == pytest.approx(1.0, abs=1e-12)
-
-
-def test_compare_rdms_rejects_unknown_methods():
-    with pytest.raises(ValueError, match="'pearson' or 'spearman'"):
-        compare_rdms(np.eye(3), np.eye(3), "kendall")
 
 
 @pytest.mark.parametrize("n_direct", [1, 2, 16])
