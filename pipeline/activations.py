@@ -45,7 +45,9 @@ def _load(path) -> dict:
 
 
 def _header(checkpoint: dict) -> tuple:
-    return checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"]
+    """build_model's arguments: arch, n_classes, input_size and the rule (bp before rules)."""
+    return (checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"],
+            checkpoint.get("rule", "bp"))
 
 
 def unit_dim(layer: str) -> str:
@@ -75,7 +77,8 @@ def content_key(checkpoints, stimuli_path) -> dict:
         other = _load(path)
         if _header(other) != _header(first) or other["preprocessing"] != first["preprocessing"]:
             raise ValueError(
-                f"{path}: arch/n_classes/input_size/preprocessing differ from {checkpoints[0]}; "
+                f"{path}: arch/n_classes/input_size/rule/preprocessing differ from "
+                f"{checkpoints[0]}; "
                 "one activations store holds checkpoints of one model"
             )
     layers = list(build_model(*_header(first)).layer_names)

@@ -1,11 +1,13 @@
 """One training run: a named model on a stimulus set → a checkpoint per epoch and metrics.csv.
 
-`train("ventral_cnn-supervised-bp-s0", train.zarr, test.zarr, out_dir)` writes
-`epoch_000.pt` (initial weights) … `epoch_{epochs:03d}.pt` and `metrics.csv`. Every checkpoint
-holds only tensors and primitives, so `torch.load(path, weights_only=True)` reads it, and it
-carries everything needed to continue: optimizer state, the data-order generator's state and
-the run's settings. A rerun with the same model name and settings resumes after the last
-intact checkpoint and gives the same weights as an uninterrupted run.
+`train("ventral_cnn-supervised-fa-s0", train.zarr, test.zarr, out_dir)` writes
+`epoch_000.pt` (initial weights) … `epoch_{epochs:03d}.pt`, `metrics.csv` and
+`alignment.csv`. The `{rule}` part of the name picks the learning rule (pipeline.learning).
+Every checkpoint holds only tensors and primitives, so `torch.load(path, weights_only=True)`
+reads it, and it carries everything needed to continue: both optimizers' state, the
+data-order and alignment-noise generators' states and the run's settings, the rule's resolved
+hyperparameters included. A rerun with the same model name and settings resumes after the
+last intact checkpoint and gives the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.data.stimuli import stimulus_set_sha256
 from pipeline.io import atomic_path, read_zarr, write_csv
+from pipeline.learning import alignment_table, make_rule
+from pipeline.learning.diagnostics import COLUMNS as ALIGNMENT_COLUMNS
 from pipeline.models import build_model, parse_model_name
 from pipeline.runtime import resolve_device, seed_everything, set_num_threads
 
@@ -120,9 +124,10 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def _train_epoch(model, optimizer, images, labels, preprocessing, batch_size, generator,
-                 device, bar):
-    """One pass of SGD over shuffled, flipped batches; returns running mean loss and accuracy."""
+def _train_epoch(model, rule, optimizers, images, labels, preprocessing, batch_size, generator,
+                 noise, device, bar):
+    """One pass of the rule's steps over shuffled, flipped batches; returns running mean loss
+    and accuracy. `noise` draws the alignment losses' input noise."""
     model.train()
     loss_sum, correct = 0.0, 0
     order = torch.randperm(len(images), generator=generator)
@@ -130,11 +135,7 @@ def _train_epoch(model, optimizer, images, labels, preprocessing, batch_size, ge
         idx = order[start:start + batch_size]
         x = _flip(preprocess(images[idx].to(device), preprocessing), generator)
         y = labels[idx].to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = rule.step(model, x, y, optimizers, noise)
         loss_sum += loss.item() * len(idx)
         correct += (logits.argmax(1) == y).sum().item()
         bar.update(1)
@@ -145,10 +146,15 @@ def _checkpoint_path(out_dir: Path, epoch: int) -> Path:
     return out_dir / f"epoch_{epoch:03d}.pt"
 
 
-def _save_checkpoint(path, model, optimizer, generator, *, header, epoch, metrics):
+def _save_checkpoint(path, model, optimizers, generators, *, header, epoch, metrics,
+                     alignment):
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    task, align = optimizers
     checkpoint = {**header, "state_dict": state, "epoch": epoch, "metrics": metrics,
-                  "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
+                  "alignment": alignment, "optimizer": task.state_dict(),
+                  "alignment_optimizer": None if align is None else align.state_dict(),
+                  "generator": generators[0].get_state(),
+                  "noise_generator": generators[1].get_state().cpu()}
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
 
@@ -176,25 +182,37 @@ def _resumable(out_dir: Path, header: dict, epochs: int) -> list[dict]:
     return found
 
 
+def _alignment_rows(model, batch, epoch):
+    """alignment.csv rows of one epoch (pipeline.learning.alignment_table on the fixed batch)."""
+    return [{"epoch": epoch, **row} for row in alignment_table(model, *batch)]
+
+
 def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
           batch_size: int = 128, lr: float = 0.01, momentum: float = 0.9,
-          weight_decay: float = 5e-4, label_level: str = "subordinate", device: str = "auto",
+          weight_decay: float = 5e-4, label_level: str = "subordinate",
+          rule_settings: dict | None = None, device: str = "auto",
           num_threads: int | None = None) -> pd.DataFrame:
-    """Train a named model with supervised cross-entropy and SGD; checkpoint every epoch.
+    """Train a named model with supervised cross-entropy under its learning rule.
 
     Parameters
     ----------
     model_name : str
-        `{arch}-{objective}-{rule}-s{seed}`; the seed fixes initialisation, data order and flips.
+        `{arch}-{objective}-{rule}-s{seed}`; the seed fixes initialisation (W, then B), data
+        order, flips and the alignment losses' input noise.
     train_path, test_path : path-like
         Stimulus-set Zarr stores (stimulus, y, x, channel) uint8 with label coords.
     out_dir : path-like
-        Receives `epoch_{e:03d}.pt` for e = 0 … epochs and `metrics.csv`.
+        Receives `epoch_{e:03d}.pt` for e = 0 … epochs, `metrics.csv` and `alignment.csv`.
     epochs, batch_size, lr, momentum, weight_decay : numbers
-        SGD settings.
+        Settings of the task optimizer (SGD on W, biases and BatchNorm; for `hebb` on the
+        linear layers only).
     label_level : str
         Label coord used as classes ("superordinate", "basic" or "subordinate"); classes are
         the sorted unique names in the training set.
+    rule_settings : dict, optional
+        Hyperparameters of the rule, overriding `pipeline.learning.RULE_DEFAULTS[rule]` key by
+        key; None uses the defaults. Unknown keys raise ValueError. The resolved dict is part
+        of the checkpoint settings, so changing it retrains from scratch.
     device : str
         "auto", "cpu" or "cuda".
     num_threads : int, optional
@@ -206,13 +224,27 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
         Columns epoch, loss, train_acc, test_acc, seconds; one row per epoch, row 0 the
         untrained model (loss and train_acc evaluated on the training set). Later rows hold
         the running mean loss and accuracy over the epoch's training batches.
+
+    Notes
+    -----
+    `alignment.csv` has columns epoch, layer, weight_angle, norm_ratio, gradient_angle: one
+    row per epoch 0 … epochs and weight layer (module path, e.g. `area1.0`, `readout`),
+    measured by `pipeline.learning.alignment_table` on a fixed batch (`batch_size` evenly
+    spaced training images, unflipped) in eval mode. Angles are in degrees, between vec(W) and
+    vec(B) and between the downward signals Bᵀδ and Wᵀδ. Layers that train by exact
+    gradients (all of `bp`, the readout of `hebb`) show 0°, 1, 0°; Hebbian conv layers have no
+    B and show NaN, as does gradient_angle wherever no gradient reaches a layer.
     """
     spec = parse_model_name(model_name)
-    if spec.objective != "supervised" or spec.rule != "bp":
+    if spec.objective != "supervised":
         raise ValueError(
-            f"model {model_name!r}: train() implements objective 'supervised' with rule 'bp'; "
-            f"got objective {spec.objective!r}, rule {spec.rule!r}"
+            f"model {model_name!r}: train() implements objective 'supervised'; "
+            f"got {spec.objective!r}"
         )
+    try:
+        rule = make_rule(spec.rule, rule_settings, weight_decay=weight_decay)
+    except ValueError as err:
+        raise ValueError(f"model {model_name!r}: {err}") from err
     if label_level not in LABEL_LEVELS:
         raise ValueError(f"label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -240,11 +272,11 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
              label_level, size_y, size_x, np.round(mean, 3).tolist(), np.round(std, 3).tolist())
 
     header = {
-        "model_name": model_name, "arch": spec.arch, "n_classes": len(classes),
-        "input_size": int(size_y), "classes": classes, "label_level": label_level,
-        "preprocessing": preprocessing,
+        "model_name": model_name, "arch": spec.arch, "rule": spec.rule,
+        "n_classes": len(classes), "input_size": int(size_y), "classes": classes,
+        "label_level": label_level, "preprocessing": preprocessing,
         "settings": {"batch_size": batch_size, "lr": lr, "momentum": momentum,
-                     "weight_decay": weight_decay,
+                     "weight_decay": weight_decay, "rule_settings": rule.settings,
                      "train_sha256": stimulus_sha256(train_ds),
                      "test_sha256": stimulus_sha256(test_ds)},
     }
@@ -257,19 +289,28 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
         test_images, test_labels = test_images.to(device), test_labels.to(device)
 
     seed_everything(spec.seed)
-    model = build_model(spec.arch, len(classes), int(size_y)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
+    model = rule.convert(build_model(spec.arch, len(classes), int(size_y))).to(device)
+    optimizers = rule.optimizers(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(spec.seed)
+    noise = torch.Generator(device=device).manual_seed(spec.seed)
+    # Fixed diagnostic batch for alignment.csv: evenly spaced training images, so every
+    # class is present even when the stored order is sorted by class.
+    probe_idx = torch.arange(0, len(images), max(1, len(images) // batch_size))[:batch_size]
+    probe = (preprocess(images[probe_idx].to(device), preprocessing),
+             labels[probe_idx].to(device))
 
     done = _resumable(out_dir, header, epochs)
     if done:
         last = done[-1]
         model.load_state_dict(last["state_dict"])
-        optimizer.load_state_dict(last["optimizer"])
+        optimizers[0].load_state_dict(last["optimizer"])
+        if optimizers[1] is not None:
+            optimizers[1].load_state_dict(last["alignment_optimizer"])
         generator.set_state(last["generator"])
+        noise.set_state(last["noise_generator"])
         log.info("%s: resuming from %s", model_name, _checkpoint_path(out_dir, last["epoch"]))
     rows = [{"epoch": c["epoch"], **c["metrics"]} for c in done]
+    alignment = [row for c in done for row in c["alignment"]]
 
     if not done:
         start = time.perf_counter()
@@ -277,9 +318,11 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
         _, test_acc = _evaluate(model, test_images, test_labels, preprocessing, batch_size, device)
         metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
                    "seconds": time.perf_counter() - start}
-        _save_checkpoint(_checkpoint_path(out_dir, 0), model, optimizer, generator,
-                         header=header, epoch=0, metrics=metrics)
+        epoch_rows = _alignment_rows(model, probe, 0)
+        _save_checkpoint(_checkpoint_path(out_dir, 0), model, optimizers, (generator, noise),
+                         header=header, epoch=0, metrics=metrics, alignment=epoch_rows)
         rows.append({"epoch": 0, **metrics})
+        alignment += epoch_rows
 
     first = rows[-1]["epoch"] + 1
     n_batches = -(-len(images) // batch_size)
@@ -287,19 +330,24 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
                                        desc=f"train {model_name}", disable=None) as bar:
         for epoch in range(first, epochs + 1):
             start = time.perf_counter()
-            loss, train_acc = _train_epoch(model, optimizer, images, labels, preprocessing,
-                                           batch_size, generator, device, bar)
+            loss, train_acc = _train_epoch(model, rule, optimizers, images, labels,
+                                           preprocessing, batch_size, generator, noise, device,
+                                           bar)
             _, test_acc = _evaluate(model, test_images, test_labels, preprocessing,
                                     batch_size, device)
             metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
                        "seconds": time.perf_counter() - start}
-            _save_checkpoint(_checkpoint_path(out_dir, epoch), model, optimizer, generator,
-                             header=header, epoch=epoch, metrics=metrics)
+            epoch_rows = _alignment_rows(model, probe, epoch)
+            _save_checkpoint(_checkpoint_path(out_dir, epoch), model, optimizers,
+                             (generator, noise), header=header, epoch=epoch, metrics=metrics,
+                             alignment=epoch_rows)
             rows.append({"epoch": epoch, **metrics})
+            alignment += epoch_rows
             bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.3f}")
             log.info("%s epoch %d: loss %.4f train_acc %.3f test_acc %.3f (%.1f s)",
                      model_name, epoch, loss, train_acc, test_acc, metrics["seconds"])
 
     table = pd.DataFrame(rows, columns=list(METRICS))
     write_csv(table, out_dir / "metrics.csv")
+    write_csv(pd.DataFrame(alignment, columns=list(ALIGNMENT_COLUMNS)), out_dir / "alignment.csv")
     return table

@@ -47,7 +47,8 @@ def setup(tmp_path_factory):
 
 def direct_forward(checkpoint_path, images):
     checkpoint = torch.load(checkpoint_path, weights_only=True)
-    model = build_model(checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"])
+    model = build_model(checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"],
+                        checkpoint["rule"])
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     pre = checkpoint["preprocessing"]
@@ -139,7 +140,7 @@ def test_checkpoints_of_different_models_rejected(setup, tmp_path):
     checkpoint = torch.load(checkpoints[1], weights_only=True)
     checkpoint["preprocessing"] = {**checkpoint["preprocessing"], "mean": [0.0, 0.0, 0.0]}
     torch.save(checkpoint, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="other.pt: arch/n_classes/input_size/preprocessing differ"):
+    with pytest.raises(ValueError, match="other.pt: arch/n_classes/input_size/rule/preprocessing differ"):
         content_key([checkpoints[0], tmp_path / "other.pt"], root / "probe.zarr")
 
 
@@ -150,3 +151,20 @@ def test_stimuli_of_another_size_are_resized(setup, tmp_path, caplog):
         extract(checkpoints[:1], tmp_path / "big.zarr", tmp_path / "big_act.zarr", device="cpu")
     assert "resizing stimuli from (32, 32) to the model's input size 16×16" in caplog.text
     assert read_layer(tmp_path / "big_act.zarr", "area1").shape == (1, 5, 16 * 8 * 8)
+
+
+@pytest.mark.parametrize("rule", ["kp", "hebb"])
+def test_models_of_other_rules_are_rebuilt_with_their_layers(setup, tmp_path, rule):
+    """The checkpoint names its rule; extraction converts the layers to load B (weight_fb)."""
+    root, _ = setup
+    train(f"ventral_cnn-supervised-{rule}-s0", root / "train.zarr", root / "test.zarr",
+          tmp_path / "model", epochs=1, batch_size=8, device="cpu")
+    checkpoints = sorted((tmp_path / "model").glob("epoch_*.pt"))
+    extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu")
+    ds = read_zarr(tmp_path / "probe.zarr")
+    assert json.loads(ds.attrs["content_key"])["layers"] == LAYERS
+    probe = read_zarr(root / "probe.zarr").load()
+    expected = direct_forward(checkpoints[-1], probe["image"].values)
+    for layer in LAYERS:
+        np.testing.assert_allclose(ds[layer].isel(epoch=-1).values, expected[layer],
+                                   rtol=1e-5, atol=1e-5)

@@ -75,6 +75,18 @@ def test_writes_every_checkpoint_and_metrics(trained):
     pd.testing.assert_frame_equal(on_disk, metrics, check_dtype=False)
 
 
+def test_alignment_csv_has_a_row_per_epoch_and_layer(trained):
+    out, _ = trained
+    table = pd.read_csv(out / "alignment.csv")
+    assert list(table.columns) == ["epoch", "layer", "weight_angle", "norm_ratio",
+                                   "gradient_angle"]
+    layers = [f"area{a}.{i}" for a in range(1, 5) for i in (0, 3)] + ["readout"]
+    assert table["epoch"].tolist() == [e for e in range(4) for _ in layers]
+    assert table["layer"].tolist() == layers * 4
+    assert (table[["weight_angle", "gradient_angle"]] == 0).all().all()   # bp: B is W
+    assert (table["norm_ratio"] == 1).all()
+
+
 def test_learns_above_chance(trained):
     _, metrics = trained
     assert metrics["test_acc"].iloc[-1] >= 0.75          # chance is 0.25
@@ -85,6 +97,8 @@ def test_checkpoints_load_with_weights_only(trained, stimuli):
     out, _ = trained
     checkpoint = load(out / "epoch_002.pt")
     assert checkpoint["model_name"] == MODEL and checkpoint["arch"] == "ventral_cnn"
+    assert checkpoint["rule"] == "bp" and checkpoint["settings"]["rule_settings"] == {}
+    assert checkpoint["alignment_optimizer"] is None and len(checkpoint["alignment"]) == 9
     assert checkpoint["epoch"] == 2 and checkpoint["n_classes"] == 4
     assert checkpoint["classes"] == ["blue/a", "gray/a", "green/a", "red/a"]
     assert checkpoint["label_level"] == "subordinate" and checkpoint["input_size"] == 16
@@ -139,6 +153,67 @@ def test_changed_settings_start_afresh(stimuli, tmp_path):
     run(stimuli, tmp_path, epochs=1)
     run(stimuli, tmp_path, epochs=1, lr=0.01)
     assert load(tmp_path / "epoch_001.pt")["settings"]["lr"] == 0.01
+
+
+def test_resume_of_a_feedback_rule_continues_to_the_same_weights(stimuli, tmp_path):
+    """Weight mirror: B, the Adam state of the alignment optimizer and the noise generator
+    all travel in the checkpoint."""
+    model = "ventral_cnn-supervised-wm-s0"
+    whole = run(stimuli, tmp_path / "whole", model=model)
+    run(stimuli, tmp_path / "parts", model=model, epochs=1)
+    resumed = run(stimuli, tmp_path / "parts", model=model)
+    final = load(tmp_path / "whole" / "epoch_003.pt")
+    assert_same_weights(load(tmp_path / "parts" / "epoch_003.pt")["state_dict"],
+                        final["state_dict"])
+    assert sum(k.endswith("weight_fb") for k in final["state_dict"]) == 9
+    assert final["alignment_optimizer"]["state"]                 # Adam moments saved
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "parts" / "alignment.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "alignment.csv"))
+    first = load(tmp_path / "whole" / "epoch_000.pt")["state_dict"]
+    assert not torch.equal(first["area2.0.weight_fb"], final["state_dict"]["area2.0.weight_fb"])
+
+
+def test_feedback_rule_starts_from_build_model_and_records_alignment(stimuli, tmp_path):
+    run(stimuli, tmp_path, model="ventral_cnn-supervised-fa-s0", epochs=1)
+    torch.manual_seed(0)
+    from pipeline.models import build_model
+
+    initial = build_model("ventral_cnn", 4, 16, rule="fa").state_dict()
+    checkpoint = load(tmp_path / "epoch_000.pt")
+    assert_same_weights(checkpoint["state_dict"], initial)
+    assert checkpoint["rule"] == "fa" and checkpoint["settings"]["rule_settings"] == {}
+    table = pd.read_csv(tmp_path / "alignment.csv")
+    assert len(table) == 2 * 9 and table["weight_angle"].between(60, 120).all()
+    fb = [k for k in initial if k.endswith("weight_fb")]
+    assert_same_weights({k: load(tmp_path / "epoch_001.pt")["state_dict"][k] for k in fb},
+                        {k: initial[k] for k in fb})                    # FA: B is fixed
+
+
+def test_hebbian_rule_records_nan_angles_for_its_conv_layers(stimuli, tmp_path):
+    run(stimuli, tmp_path, model="ventral_cnn-supervised-hebb-s0", epochs=1)
+    table = pd.read_csv(tmp_path / "alignment.csv")
+    hebbian = table[table["layer"] != "readout"]
+    assert len(hebbian) == 2 * 8 and hebbian.drop(columns=["epoch", "layer"]).isna().all().all()
+    readout = table[table["layer"] == "readout"]
+    assert (readout["weight_angle"] == 0).all() and (readout["norm_ratio"] == 1).all()
+
+
+def test_changed_rule_settings_start_afresh(stimuli, tmp_path):
+    model = "ventral_cnn-supervised-sa-s0"
+    run(stimuli, tmp_path, model=model, epochs=1)
+    first = (tmp_path / "epoch_001.pt").stat().st_mtime_ns
+    run(stimuli, tmp_path, model=model, epochs=1, rule_settings={"lr": 0.01})
+    checkpoint = load(tmp_path / "epoch_001.pt")
+    assert checkpoint["settings"]["rule_settings"] == {"self": 2e-3, "decay": 1e-3,
+                                                       "optimizer": "adam", "lr": 0.01}
+    assert (tmp_path / "epoch_001.pt").stat().st_mtime_ns != first
+
+
+def test_unknown_rule_settings_raise(stimuli, tmp_path):
+    with pytest.raises(ValueError, match=r"model 'ventral_cnn-supervised-kp-s0': rule_settings "
+                                         r"for rule 'kp' have unknown key\(s\) \['lr'\]"):
+        run(stimuli, tmp_path, model="ventral_cnn-supervised-kp-s0", rule_settings={"lr": 1.0})
 
 
 def test_label_level_picks_the_classes(stimuli, tmp_path):

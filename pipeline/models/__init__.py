@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.learning import make_rule
+from pipeline.models.lenet import LeNet
 from pipeline.models.names import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
+from pipeline.models.resnet import ResNet18
 from pipeline.models.ventral_cnn import VentralCNN
 
 __all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_outputs",
@@ -14,11 +17,13 @@ __all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_ou
 # Architecture name -> constructor(n_classes, input_size); every name in ARCHS has one.
 _BUILDERS = {
     "ventral_cnn": VentralCNN,
+    "lenet": LeNet,
+    "resnet18": ResNet18,
 }
 
 
-def build_model(arch: str, n_classes: int, input_size: int) -> nn.Module:
-    """Construct an untrained model.
+def build_model(arch: str, n_classes: int, input_size: int, rule: str = "bp") -> nn.Module:
+    """Construct an untrained model, its layers converted for a learning rule.
 
     Parameters
     ----------
@@ -28,6 +33,12 @@ def build_model(arch: str, n_classes: int, input_size: int) -> nn.Module:
         Size of the readout.
     input_size : int
         Height = width of the input images.
+    rule : str
+        Learning rule, one of `RULES`. Rules other than bp swap the Linear and Conv2d layers
+        for feedback (or Hebbian) layers at the same module paths, with the rule's default
+        hyperparameters (`pipeline.learning.make_rule`); feedback layers add their backward
+        weight `weight_fb` to the state dict. Forward weights are drawn first, so one seed
+        gives every rule the same W.
 
     Returns
     -------
@@ -36,7 +47,9 @@ def build_model(arch: str, n_classes: int, input_size: int) -> nn.Module:
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(ARCHS)}")
-    return _BUILDERS[arch](n_classes, input_size)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; known rules: {', '.join(RULES)}")
+    return make_rule(rule).convert(_BUILDERS[arch](n_classes, input_size))
 
 
 def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ARCHS = ("ventral_cnn",)
+ARCHS = ("ventral_cnn", "lenet", "resnet18")
 OBJECTIVES = ("supervised",)
-RULES = ("bp",)
+# bp backprop, fa feedback alignment, ss sign symmetry, wm weight mirror, ia information
+# alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
+# soft winner-take-all conv layers under an SGD readout (pipeline.learning).
+RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp", "hebb")
 
 _PART = re.compile(r"^[a-z0-9_]+$")
 _SEED = re.compile(r"^s(\d+)$")

@@ -1,0 +1,111 @@
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy.stats import binom
+
+from pipeline.learning import (RULE_DEFAULTS, RULE_FACTORIES, feedback_layers, make_rule,
+                               resolve_rule_settings)
+from pipeline.models import RULES, build_model
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_every_registered_rule_has_defaults_and_a_factory():
+    assert list(RULE_DEFAULTS) == list(RULES)
+    assert list(RULE_FACTORIES) == list(RULES)
+    for rule in RULES:
+        assert make_rule(rule).name == rule
+
+
+def test_schema_defaults_equal_rule_defaults():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    block = schema["properties"]["models"]["properties"]["rule_settings"]
+    assert block["additionalProperties"] is False
+    assert list(block["properties"]) == list(RULES)
+    for rule, sub in block["properties"].items():
+        assert sub["additionalProperties"] is False and sub["default"] == {}
+        assert {k: v["default"] for k, v in sub["properties"].items()} == RULE_DEFAULTS[rule]
+        assert all(v.get("description") for v in sub["properties"].values())
+
+
+def test_settings_override_defaults_key_by_key():
+    assert resolve_rule_settings("wm") == RULE_DEFAULTS["wm"]
+    assert resolve_rule_settings("wm") is not RULE_DEFAULTS["wm"]
+    resolved = resolve_rule_settings("wm", {"lr": 0.1})
+    assert resolved == {**RULE_DEFAULTS["wm"], "lr": 0.1}
+    assert RULE_DEFAULTS["wm"]["lr"] == 0.0053                  # defaults left alone
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(ValueError, match=r"rule 'sa' have unknown key\(s\) \['alpha', 'beta'\]; "
+                                         r"the rule's hyperparameters are: self, decay"):
+        resolve_rule_settings("sa", {"alpha": 1, "beta": 2, "decay": 0.1})
+    with pytest.raises(ValueError, match="hyperparameters are: none"):
+        resolve_rule_settings("fa", {"lr": 1})
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd; got 'rmsprop'"):
+        resolve_rule_settings("aa", {"optimizer": "rmsprop"})
+    with pytest.raises(ValueError, match="unknown learning rule 'zz'"):
+        resolve_rule_settings("zz")
+
+
+def test_kolen_pollack_decay_defaults_to_half_the_weight_decay():
+    assert make_rule("kp", weight_decay=0.02).alignment.decay == 0.01
+    assert make_rule("kp", {"decay": 0.3}, weight_decay=0.02).alignment.decay == 0.3
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_one_step_of_every_rule(rule):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,))
+    r = make_rule(rule)
+    model = r.convert(build_model("ventral_cnn", 3, 16)).train()
+    before = copy.deepcopy(model.state_dict())
+    task, alignment = r.optimizers(model, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    learns_b = rule in ("wm", "ia", "sa", "aa", "kp")
+    assert (alignment is not None) == learns_b
+    fb = {id(layer.weight_fb) for _, layer in feedback_layers(model)}
+    assert not fb & {id(p) for group in task.param_groups for p in group["params"]}
+    logits, loss = r.step(model, x, y, (task, alignment), torch.Generator().manual_seed(0))
+    assert logits.shape == (8, 3) and torch.isfinite(loss)
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert "readout.weight" in changed and "area1.0.weight" in changed
+    fb_changed = {k for k in changed if k.endswith("weight_fb")}
+    assert len(fb_changed) == (9 if learns_b else 0)      # ss re-derives B before a forward
+    assert all(layer.cache is None for _, layer in feedback_layers(model))
+
+
+# The embedded default: 32 px images of 32 subordinate classes, 3200 train / 640 test,
+# 5 epochs of batch 128 at lr 0.01.
+@pytest.fixture(scope="module")
+def default_stimuli(tmp_path_factory):
+    from pipeline.data.stimuli import make_stimulus_sets
+    from pipeline.io import write_zarr
+
+    root = tmp_path_factory.mktemp("default_stimuli")
+    sets = make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=8)
+    for name in ("train", "test"):
+        write_zarr(sets[name], root / f"{name}.zarr")
+    return root / "train.zarr", root / "test.zarr"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_trains_the_backbone_above_chance(rule, default_stimuli, tmp_path):
+    from pipeline.train import train
+
+    torch.set_num_threads(2)
+    metrics = train(f"ventral_cnn-supervised-{rule}-s0", *default_stimuli, tmp_path,
+                    device="cpu")
+    n_test, chance = 640, 1 / 32
+    # above chance: fewer than 1% of guessers would score this well (one-sided binomial)
+    threshold = binom.ppf(0.99, n_test, chance) / n_test
+    accuracy = metrics["test_acc"].iloc[-1]
+    print(f"{rule}: test accuracy {accuracy:.3f} (chance {chance:.3f}, threshold "
+          f"{threshold:.3f}), {np.mean(metrics['seconds'].iloc[1:]):.1f} s/epoch")
+    assert accuracy > threshold
