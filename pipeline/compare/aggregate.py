@@ -1,77 +1,164 @@
-"""Aggregation of score tables (spec §1.3): per-unit means, medians over units, best layer."""
+"""Aggregation of score tables (spec §1.3): per-unit means, medians over units, best layer.
+
+Best-layer protocol (no selection on test data). `predictivity` scores every layer twice
+for each train/test split s: on the split's test stimuli (rows with stage "test") and on a
+validation split inside its training stimuli (stage "select": maps fit on a seeded
+``train_frac`` of the training stimuli, scored on the rest; `splits.inner_splits`). For
+each (model, epoch, area, mapping) and split s, `best_layer` picks the layer with the
+highest median over units of the "select" score (units nan-averaged over split-halves),
+then reports that layer's "test" scores on split s. Each unit's reported value is the
+nan-mean over splits of the chosen layers' test scores, and the summary is the median and
+s.e.m. over units, as for one layer. The test stimuli of split s never enter the choice
+for split s, so the reported score is not inflated by the max over layers.
+"""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
-from pipeline.compare.consistency import SCORES
+from pipeline.compare.ceilings import brainscore_ceiled
+from pipeline.compare.scoring import POPULATION_MAPPINGS, SCORES
 
 log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = (*SCORES, "r_full")
+_GROUPS = ("dataset", "model", "area", "mapping", "layer", "epoch", "n_stimuli")
 
 
 def _default_by(frame, candidates):
     return [c for c in candidates if c in frame.columns]
 
 
-def summarize(scores, by=None):
-    """Median and s.e.m. over units of the per-unit split-averaged scores (spec §1.3).
+def _test_rows(scores):
+    if "stage" in scores.columns:
+        return scores[scores["stage"] == "test"]
+    return scores
 
-    Each unit (animal, neuroid_id) is first nan-averaged over splits; RSA rows are one "unit"
-    per animal, so RSA is summarised over animals. NaN units are left out of the median and
-    s.e.m. and counted in `n_nan`.
 
-    Parameters
-    ----------
-    scores : pandas.DataFrame
-        Output of `interanimal` or `predictivity` (optionally with dataset/model columns).
-    by : sequence of str, optional
-        Grouping columns; default those of dataset, model, area, mapping, layer, epoch present.
-
-    Returns
-    -------
-    pandas.DataFrame
-        `by` columns, then for each score `<score>` (median) and `<score>_sem`, `n_units`, `n_nan`.
-    """
-    by = list(by) if by is not None else _default_by(scores, ("dataset", "model", "area", "mapping", "layer", "epoch"))
-    per_unit = scores.groupby(by + ["animal", "neuroid_id"], sort=True)[list(SCORES)].mean()
-    grouped = per_unit.groupby(level=by, sort=True)
+def _over_units(per_unit, by, metrics):
+    """Median and s.e.m. over units (rows of `per_unit`), per group."""
+    grouped = per_unit.groupby(level=by, sort=True) if by else per_unit.groupby(lambda _: 0)
     out = pd.DataFrame(index=grouped.size().index)
-    for name in SCORES:
+    for name in metrics:
         out[name] = grouped[name].median()
         out[f"{name}_sem"] = grouped[name].sem()
     out["n_units"] = grouped.size()
     out["n_nan"] = grouped["score"].apply(lambda s: int(s.isna().sum()))
-    return out.reset_index()
+    return out
 
 
-def best_layer(summary, metric="score", by=None):
-    """The layer with the highest median `metric` per area (spec §1.3, "max over layers").
+def _brainscore(rows, by):
+    """Brain-Score's aggregate: median over neuroids per split, mean over splits; ceiled r²/c."""
+    keys = by + ["split"]
+    per_unit_split = rows.groupby(keys + ["animal", "neuroid_id"], sort=True)[
+        ["r_full", "ceiling_brainscore"]].mean()
+    per_split = per_unit_split.groupby(level=keys, sort=True).median()
+    agg = per_split.groupby(level=by, sort=True).mean() if by else per_split.mean().to_frame().T
+    population = agg.index.get_level_values("mapping").isin(POPULATION_MAPPINGS) if "mapping" in by else False
+    ceiled = np.where(population, brainscore_ceiled(agg["r_full"], agg["ceiling_brainscore"], convention="ratio"),
+                      brainscore_ceiled(agg["r_full"], agg["ceiling_brainscore"]))
+    return pd.DataFrame({"brainscore_raw": agg["r_full"], "brainscore_ceiling": agg["ceiling_brainscore"],
+                         "brainscore_score": ceiled}, index=agg.index)
 
-    The choice uses the same held-out-stimulus medians it reports, as the thesis does; with
-    hundreds of units per area the optimism of a max over a handful of layers is small, but
-    it is not zero. Groups whose medians are all NaN are dropped (logged).
+
+def summarize(scores, by=None):
+    """Median and s.e.m. over units of the per-unit averaged scores (spec §1.3).
+
+    Each unit (animal, neuroid_id) is first nan-averaged over splits (and, pairwise, over
+    source animals; with per-half rows, over halves); RSA/CKA rows are one "unit" per animal,
+    so they are summarised over animals. Only held-out rows (stage "test") count. NaN units
+    are left out of the medians and counted in `n_nan`.
 
     Parameters
     ----------
-    summary : pandas.DataFrame
-        Output of `summarize` with a `layer` column.
+    scores : pandas.DataFrame
+        Output of `interanimal`, `interanimal_curve` or `predictivity` (optionally with
+        dataset/model columns).
+    by : sequence of str, optional
+        Grouping columns; default those of dataset, model, area, mapping, layer, epoch,
+        n_stimuli present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        `by` columns, then for score, score_full, score_thesis and r_full (raw, uncorrected)
+        the median and ``<name>_sem``; n_units, n_nan; Brain-Score's aggregate
+        (brainscore_raw: median over neuroids of r_full, mean over splits; brainscore_ceiling
+        likewise of the SB split-half reliability; brainscore_score = raw² / ceiling, raw /
+        ceiling for RSA and CKA); nc_lower and nc_upper, the rsatoolbox RSA noise ceilings
+        (means over animals; NaN for other mappings).
+    """
+    by = list(by) if by is not None else _default_by(scores, _GROUPS)
+    rows = _test_rows(scores)
+    metrics = [m for m in SUMMARY_METRICS if m in rows.columns]      # r_full: tables before it lack it
+    per_unit = rows.groupby(by + ["animal", "neuroid_id"], sort=True)[metrics].mean()
+    out = _over_units(per_unit, by, metrics)
+    if {"r_full", "ceiling_brainscore", "split"} <= set(rows.columns):
+        out = out.join(_brainscore(rows, by))
+    if {"nc_lower", "nc_upper"} <= set(rows.columns):
+        per_animal = rows.groupby(by + ["animal"], sort=True)[["nc_lower", "nc_upper"]].mean()
+        out = out.join(per_animal.groupby(level=by, sort=True).mean() if by else per_animal.mean().to_frame().T)
+    return out.reset_index(drop=not by)
+
+
+def best_layer(scores, metric="score", by=None):
+    """Each group's best layer chosen on validation splits, reported on held-out stimuli.
+
+    See the module docstring for the protocol. Mappings without validation rows (RSA and
+    CKA, which fit nothing and use all stimuli) have no training data to choose on; they
+    are left out (logged).
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Rows of `predictivity` (with ``stage`` and ``split``), not a summary.
     metric : str
-        Column to maximise.
+        Score whose median over units chooses the layer.
     by : sequence of str, optional
         Groups in which a layer is chosen; default dataset, model, area, mapping, epoch present.
 
     Returns
     -------
     pandas.DataFrame
-        One row of `summary` per group.
+        One row per group: `by`, ``layer`` (the layer chosen most often over splits; ties go
+        to the earlier layer), ``layers_chosen`` ("layer:count, ..."), ``n_splits``, and the
+        `summarize` statistics of the chosen layers' test scores.
     """
-    if "layer" not in summary.columns:
-        raise ValueError(f"best_layer needs a 'layer' column; found {list(summary.columns)}.")
-    by = list(by) if by is not None else _default_by(summary, ("dataset", "model", "area", "mapping", "epoch"))
-    finite = summary[summary[metric].notna()]
-    dropped = summary.groupby(by).ngroups - finite.groupby(by).ngroups
-    if dropped:
-        log.warning("best_layer: %d groups have no finite %s; dropped", dropped, metric)
-    return finite.loc[finite.groupby(by, sort=True)[metric].idxmax()].reset_index(drop=True)
+    missing = {"layer", "split", "stage", "neuroid_id", "animal"} - set(scores.columns)
+    if missing:
+        raise ValueError(
+            f"best_layer needs predictivity rows with columns layer, split, stage, neuroid_id, animal; "
+            f"missing {sorted(missing)}. Pass the score table itself (not a summary), from "
+            "predictivity(..., select_layers=True).")
+    by = list(by) if by is not None else _default_by(scores, ("dataset", "model", "area", "mapping", "epoch"))
+    select = scores[scores["stage"] == "select"]
+    fitted = scores["mapping"].isin(select["mapping"].unique())
+    skipped = sorted(set(scores.loc[~fitted, "mapping"]))
+    if skipped:
+        log.info("best_layer: mappings %s have no validation rows (nothing fitted); left out", skipped)
+    if select.empty:
+        raise ValueError("best_layer: no validation rows (stage 'select'); run predictivity with "
+                         "select_layers=True.")
+    order = {layer: i for i, layer in enumerate(dict.fromkeys(scores["layer"]))}
+    keys = by + ["split", "layer"]
+    per_unit = select.groupby(keys + ["animal", "neuroid_id"], sort=False)[metric].mean()
+    medians = per_unit.groupby(level=keys, sort=False).median().dropna().reset_index()
+    medians["order"] = medians["layer"].map(order)
+    medians = medians.sort_values(by + ["split", metric, "order"], ascending=[True] * (len(by) + 1) + [False, True])
+    chosen = medians.drop_duplicates(by + ["split"])[by + ["split", "layer"]]
+    test = _test_rows(scores).merge(chosen, on=by + ["split", "layer"])
+    per_unit = test.groupby(by + ["animal", "neuroid_id"], sort=True)[list(SUMMARY_METRICS)].mean()
+    out = _over_units(per_unit, by, SUMMARY_METRICS)
+    counts = chosen.groupby(by + ["layer"], sort=False).size().reset_index(name="count")
+    counts["order"] = counts["layer"].map(order)
+    counts = counts.sort_values(by + ["count", "order"], ascending=[True] * len(by) + [False, True])
+    top = counts.drop_duplicates(by).set_index(by)["layer"]
+    listing = counts.groupby(by, sort=True).apply(
+        lambda g: ", ".join(f"{layer}:{n}" for layer, n in zip(g["layer"], g["count"])), include_groups=False)
+    out.insert(0, "layer", top)
+    out.insert(1, "layers_chosen", listing)
+    out.insert(2, "n_splits", chosen.groupby(by, sort=True).size())
+    return out.reset_index()

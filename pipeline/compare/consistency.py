@@ -1,355 +1,135 @@
-"""Noise-corrected consistency: inter-animal ceilings and model predictivity (spec §1).
+"""Inter-animal consistency and model predictivity (spec §1): the engine's public entry points.
 
-Per target unit, split-half h (trial halves 1, 2) and train/test split s, with a map F fit on
-the training stimuli (DESIGN "The central metric"):
+`interanimal` scores each animal of an area from the other animals (pooled source, spec
+§1.3 "holdout") or from each other animal in turn (pairwise); `predictivity` scores every
+model layer and epoch, mapped separately onto each target animal, and also on a validation
+split inside each split's training stimuli so that `pipeline.compare.aggregate.best_layer`
+can choose a layer without the test data; `pipeline.compare.curves.interanimal_curve` is
+the inter-animal consistency against the number of stimuli. The estimator is in
+`pipeline.compare.scoring`, the kernel statistics in `pipeline.compare.sources`, the task
+grid in `pipeline.compare.grid`.
 
-    p1 = F(A1_train -> B1_train)(A1_test),  p2 = F(A2_train -> B2_train)(A2_test)
-    r = corr(p1, B2_test),  r_mapping = corr(p1, p2),  r_target = corr(B1_test, B2_test)
-    score        = r / sqrt(r_mapping · r_target)
-    score_thesis = r / sqrt(SB(r_mapping) · SB(r_target))
-    score_full   = corr(F(Abar_train -> Bbar_train)(Abar_test), Bbar_test) / sqrt(SB(r_mapping) · SB(r_target))
-
-(bar = mean over all trials). All three are NaN where r_mapping or r_target is <= 0. Every
-quantity is computed per (h, s) and nan-averaged over h, giving one row per (unit, split).
-
-Speed (DESIGN "Scale"): the fitted maps work on stimulus × stimulus kernels. A pooled source's
-kernel is the sum of its animals' kernels, so each animal's half-split kernels are computed once
-per area and the target's own are subtracted; a model layer has one kernel for every
-split-half. Fits are batched over split-halves and splits, with all target units in one solve.
+Every job is a dask task over the grid (layer, epoch, area, target animal[, source animal],
+chunk of splits); resamples are seeded, so a job's result does not depend on the scheduler
+or the number of workers.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 
 import dask
 import numpy as np
 import pandas as pd
 
-from pipeline.compare.mappings import MAPPINGS, center_kernel, compare_rdms, pearson, rdm_from_gram
-from pipeline.compare.parallel import compute
-from pipeline.compare.splits import stimulus_splits, trial_halves
-from pipeline.data.assembly import validate_assembly
+from pipeline.compare.grid import (
+    FEATURE_MAPPINGS,
+    animal_groups,
+    area_responses,
+    build_mappings,
+    check_settings,
+    finish,
+    halves_or_none,
+    interanimal_tasks,
+    responses,
+    rsa_ceilings,
+    run,
+    score_task,
+    split_chunks,
+)
+from pipeline.compare.scoring import (  # noqa: F401  (public names of the estimator)
+    POPULATION_MAPPINGS,
+    QUANTITIES,
+    SCORES,
+    corrected_scores,
+    spearman_brown,
+)
+from pipeline.compare.sources import layer_sources, population
+from pipeline.compare.splits import inner_splits, stimulus_splits
 
 log = logging.getLogger(__name__)
 
-QUANTITIES = ("r", "r_mapping", "r_target", "score", "score_full", "score_thesis")
-SCORES = ("score", "score_full", "score_thesis")
-_FITS_PER_CALL = 1024         # fits per batched mapping call: bounds memory, amortises overhead
-_FEATURE_CHUNK = 8192         # model units converted to float64 at a time
+def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5, train_frac=0.5,
+                seed=0, alpha=1.0, n_components=25, alphas=None, rsa_compare="pearson", mode="pooled",
+                equalize_sources=None, noise_correction=True, per_half=False, splits_per_task=None,
+                scheduler=None, n_workers=1):
+    """Inter-animal consistency, pooled or pairwise source (spec §1.3, §2.3).
 
-
-def spearman_brown(r, n=2):
-    """Reliability of the mean of n parallel halves, from the correlation r of one pair.
-
-    Spec §1: SB(r) = n·r / (1 + (n-1)·r). Negative r is kept, not clipped.
-    """
-    return n * r / (1 + (n - 1) * r)
-
-
-def corrected_scores(r, r_mapping, r_target, r_full):
-    """The three noise-corrected scores from their correlation terms (arrays broadcast).
-
-    SB enters only the denominators (spec §1.2). NaN where r_mapping or r_target <= 0.
-
-    Returns
-    -------
-    score, score_full, score_thesis : ndarray
-    """
-    valid = (r_mapping > 0) & (r_target > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sb = np.sqrt(spearman_brown(r_mapping) * spearman_brown(r_target))
-        score = np.where(valid, r / np.sqrt(r_mapping * r_target), np.nan)
-        score_full = np.where(valid, r_full / sb, np.nan)
-        score_thesis = np.where(valid, r / sb, np.nan)
-    return score, score_full, score_thesis
-
-
-# ---------------------------------------------------------------- populations and sources
-
-def _population(R, halves, label):
-    """Half-trial and all-trial nan-means of one population, with their kernel statistics.
-
-    Parameters
-    ----------
-    R : ndarray, shape (stimulus, trial, unit)
-        Responses, NaN for missing trials.
-    halves : list of (ndarray, ndarray)
-        From `trial_halves`.
-    label : str
-        Names the population in log messages.
-
-    Returns
-    -------
-    dict
-        B1, B2 (half, stimulus, unit); Bbar (stimulus, unit); kernels G1, G2 (half, stimulus,
-        stimulus), Gbar; unit sums s1, s2 (half, stimulus), sbar; unit count p.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    valid = ~np.isnan(R)
-    R0 = np.where(valid, R, 0.0)
-    masks = np.zeros((2, len(halves), R.shape[1]))
-    for h, (first, second) in enumerate(halves):
-        masks[0, h, first] = 1.0
-        masks[1, h, second] = 1.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        B = np.tensordot(masks, R0, axes=([2], [1])) / np.tensordot(masks, valid.astype(float), axes=([2], [1]))
-        Bbar = R0.sum(1) / valid.sum(1)
-    n_empty = int(np.isnan(B).any(axis=(0, 1)).sum())
-    if n_empty:
-        log.warning("%s: %d units have a stimulus with no valid trial in some split-half; "
-                    "their correlations are NaN", label, n_empty)
-    pop = {"B1": B[0], "B2": B[1], "Bbar": Bbar, "p": R.shape[2]}
-    for key, X in (("1", B[0]), ("2", B[1]), ("bar", Bbar)):
-        pop["G" + key] = X @ np.swapaxes(X, -1, -2)
-        pop["s" + key] = X.sum(-1)
-    return pop
-
-
-_SOURCE_KEYS = ("G1", "G2", "Gbar", "s1", "s2", "sbar", "p")
-
-
-def _pool(populations):
-    """Kernel statistics of the concatenation of several populations (sums over animals)."""
-    return {key: sum(pop[key] for pop in populations) for key in _SOURCE_KEYS}
-
-
-def _features(layer, epoch_index, order):
-    """Kernel statistics of one model layer at one epoch: A1 = A2 = Abar = features.
-
-    Parameters
-    ----------
-    layer : xarray.DataArray, dims (epoch, stimulus, unit...)
-    epoch_index : int
-    order : ndarray of int
-        Positions along `stimulus` of the assembly's stimuli.
-    """
-    X = layer.isel(epoch=epoch_index).transpose("stimulus", ...).values[order].reshape(len(order), -1)
-    G = np.zeros((len(order), len(order)))
-    s = np.zeros(len(order))
-    for start in range(0, X.shape[1], _FEATURE_CHUNK):
-        chunk = X[:, start:start + _FEATURE_CHUNK].astype(np.float64)
-        if not np.isfinite(chunk).all():
-            raise ValueError(f"activations {layer.name!r} epoch index {epoch_index}: features "
-                             "contain NaN or inf; expected finite values.")
-        G += chunk @ chunk.T
-        s += chunk.sum(1)
-    return {"G1": G, "G2": G, "Gbar": G, "s1": s, "s2": s, "sbar": s, "p": X.shape[1]}
-
-
-# ---------------------------------------------------------------- scoring one target
-
-def _split_kernels(G, splits):
-    """Centred kernels for every split, stacked on a new axis -3."""
-    parts = [center_kernel(G, train, test) for train, test in splits]
-    return np.stack([k for k, _ in parts], -3), np.stack([k for _, k in parts], -3)
-
-
-def _predict_groups(mapping, groups, n_features):
-    """Test predictions for several groups of fits in one batched call of the mapping.
-
-    Each group is (K_train, K_test, Y_train) with leading axes that broadcast; one call
-    amortises the per-call overhead of the PLS power iterations over every fit.
-    """
-    shapes, flat = [], []
-    for arrays in groups:
-        batch = np.broadcast_shapes(*(a.shape[:-2] for a in arrays))
-        shapes.append(batch)
-        flat.append([np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]) for a in arrays])
-    predictions = mapping.predict_from_kernel(*(np.concatenate(parts) for parts in zip(*flat)), n_features)
-    ends = np.cumsum([int(np.prod(batch)) for batch in shapes])
-    return [block.reshape(batch + predictions.shape[-2:])
-            for block, batch in zip(np.split(predictions, ends[:-1]), shapes)]
-
-
-def _score_fitted(mapping, source, target, splits):
-    """Per-unit quantities of one fitted mapping, nan-averaged over split-halves.
-
-    Returns
-    -------
-    dict of ndarray, shape (split, unit), keyed by `QUANTITIES`.
-    """
-    train = np.stack([tr for tr, _ in splits])
-    test = np.stack([te for _, te in splits])
-    n_splits, n_halves = len(splits), target["B1"].shape[0]
-    p = source["p"]
-
-    Kbar_train, Kbar_test = _split_kernels(source["Gbar"], splits)
-    Bbar = target["Bbar"]
-    r_full = None
-    shared = source["G1"].ndim == 2                  # a model: one kernel for all halves
-    sums = {q: 0.0 for q in QUANTITIES}
-    counts = {q: 0 for q in QUANTITIES}
-    chunk = max(1, _FITS_PER_CALL // (2 * n_splits))
-    for start in range(0, n_halves, chunk):
-        halves = slice(start, start + chunk)
-        Y = np.stack([target["B1"][halves], target["B2"][halves]])      # (2, h, stimulus, unit)
-        if shared:
-            K_train, K_test = Kbar_train, Kbar_test
-        else:
-            K_train, K_test = _split_kernels(np.stack([source["G1"][halves], source["G2"][halves]]), splits)
-        groups = [(K_train, K_test, Y[:, :, train])]
-        if r_full is None:                           # the all-trial maps join the first batch
-            groups.append((Kbar_train, Kbar_test, Bbar[train]))
-        predictions = _predict_groups(mapping, groups, p)
-        if r_full is None:
-            r_full = pearson(predictions[1], Bbar[test], axis=-2)        # (split, unit)
-        p1, p2 = predictions[0]
-        B1_test, B2_test = Y[0][:, test], Y[1][:, test]                  # (h, split, test, unit)
-        r = pearson(p1, B2_test, axis=-2)
-        r_mapping = pearson(p1, p2, axis=-2)
-        r_target = pearson(B1_test, B2_test, axis=-2)
-        values = dict(zip(QUANTITIES, (r, r_mapping, r_target,
-                                       *corrected_scores(r, r_mapping, r_target, r_full))))
-        for q, v in values.items():
-            sums[q] = sums[q] + np.nansum(v, axis=0)
-            counts[q] = counts[q] + np.isfinite(v).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {q: sums[q] / counts[q] for q in QUANTITIES}
-
-
-def _score_rsa(source, target):
-    """RSA quantities for one target population, nan-averaged over split-halves (one value each).
-
-    r = compare(RDM(A1), RDM(B2)), r_mapping = compare(RDM(A1), RDM(A2)),
-    r_target = compare(RDM(B1), RDM(B2)); score_full uses RDM(Abar) vs RDM(Bbar).
-    All stimuli are used (spec §1.5).
-    """
-    rdms = {}
-    for name, pop in (("A", source), ("B", target)):
-        for key in ("1", "2", "bar"):
-            rdms[name + key] = rdm_from_gram(pop["G" + key], pop["s" + key], pop["p"])
-    r = compare_rdms(rdms["A1"], rdms["B2"])
-    r_mapping = compare_rdms(rdms["A1"], rdms["A2"]) * np.ones_like(r)
-    r_target = compare_rdms(rdms["B1"], rdms["B2"])
-    r_full = compare_rdms(rdms["Abar"], rdms["Bbar"])
-    values = dict(zip(QUANTITIES, (r, r_mapping, r_target,
-                                   *corrected_scores(r, r_mapping, r_target, r_full))))
-    with np.errstate(invalid="ignore"):
-        return {q: np.array([[np.nan if np.isnan(v).all() else np.nanmean(v)]]) for q, v in values.items()}
-
-
-def _score_target(source, target, mappings, splits, labels, neuroid_ids):
-    """All mappings for one (source, target population) pair, as a tidy frame."""
-    frames = []
-    for name, mapping in mappings.items():
-        if name == "rsa":
-            values, ids = _score_rsa(source, target), np.array([""])
-        else:
-            values, ids = _score_fitted(mapping, source, target, splits), neuroid_ids
-        n_splits, n_units = values["r"].shape
-        frame = pd.DataFrame({
-            **labels,
-            "neuroid_id": np.tile(ids, n_splits),
-            "mapping": name,
-            "split": np.repeat(np.arange(n_splits), n_units),
-            **{q: values[q].ravel() for q in QUANTITIES},
-        })
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _interanimal_target(own, pooled, mappings, splits, labels, neuroid_ids):
-    """Pooled-source scores for one held-out animal: the source is the area less the animal."""
-    source = {key: pooled[key] - own[key] for key in _SOURCE_KEYS}
-    return _score_target(source, own, mappings, splits, labels, neuroid_ids)
-
-
-# ---------------------------------------------------------------- public API
-
-def _build_mappings(names, alpha, n_components):
-    unknown = [name for name in names if name not in MAPPINGS and name != "rsa"]
-    if unknown:
-        raise ValueError(f"unknown mappings {unknown}; expected names from {sorted(MAPPINGS) + ['rsa']}.")
-    params = {"ridge": {"alpha": alpha}, "pls": {"n_components": n_components}}
-    return {name: None if name == "rsa" else MAPPINGS[name](**params[name]) for name in names}
-
-
-def _responses(assembly, source):
-    """Assembly as a float64 (stimulus, trial, neuroid) array, after validation."""
-    validate_assembly(assembly, source)
-    if "time_bin" in assembly.dims:
-        raise ValueError(f"{source}: consistency needs responses averaged over time_bin; "
-                         f"found dims {tuple(assembly.dims)}.")
-    return assembly.transpose("stimulus", "trial", "neuroid").values.astype(np.float64)
-
-
-def _groups(assembly):
-    """Neuroid positions per (area, animal), in order of first appearance."""
-    keys = pd.DataFrame({"area": assembly["area"].values.astype(str),
-                         "animal": assembly["animal"].values.astype(str)})
-    return {key: np.asarray(idx) for key, idx in keys.groupby(["area", "animal"], sort=False).indices.items()}
-
-
-def _columns(extra=()):
-    return ["area", "animal", "neuroid_id", "mapping", "split", *extra, *QUANTITIES]
-
-
-def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5,
-                train_frac=0.5, seed=0, alpha=1.0, n_components=25, scheduler=None, n_workers=1):
-    """Inter-animal consistency with a pooled source (spec §1.3 "holdout" mode).
-
-    For every area and held-out target animal, the source is the concatenation of all other
-    animals' units in that area. Areas with a single animal are skipped (logged).
+    For every area and target animal, the source is the concatenation of all other
+    animals' units in that area ("pooled", the thesis' "holdout" mode), or each other animal
+    in turn ("pairwise"; rows carry the source animal, and `summarize` averages over
+    sources per unit, spec §1.3). Areas with a single animal are skipped (logged).
 
     Parameters
     ----------
     assembly : xarray.DataArray
         NeuralAssembly, dims (stimulus, trial, neuroid), coords neuroid_id, animal, area;
-        NaN trials are left out of the means.
+        NaN trials are left out of the means. With one trial per stimulus, only raw r.
     mappings : sequence of str
-        Names from `MAPPINGS` and "rsa".
+        From "ridge", "ridge_cv", "pls", "one_to_one" (fitted, per unit) and "rsa", "cka",
+        "cka_unbiased" (one value per population).
     n_halves, n_splits : int
-        Trial split-halves and train/test stimulus splits.
+        Trial split-halves and train/test stimulus splits (spec: 100 and 10).
     train_frac : float
         Fraction of stimuli used to fit.
     seed : int
-        Seed of the split-halves and of the first stimulus split.
+        Seed of the split-halves, the stimulus splits and the unit subsamples.
     alpha : float
         Ridge penalty.
     n_components : int
         PLS components (clipped to what the data support, logged).
+    alphas : sequence of float, optional
+        Candidate penalties of "ridge_cv" (leave-one-out on the training stimuli);
+        `RIDGE_CV_ALPHAS` by default.
+    rsa_compare : str
+        RDM comparison of "rsa": "pearson" (spec), "spearman", "kendall_tau_a", "cosine", "dot".
+    mode : {"pooled", "pairwise"}
+    equalize_sources : None, int or "min"
+        Subsample every source to this many units (seeded per target and source); "min":
+        the smallest source of the area. None uses all units (spec §2.3).
+    noise_correction : bool
+        False: raw r only (r_full), as for single-trial data.
+    per_half : bool
+        One row per split-half (column ``half``) instead of their nan-mean.
+    splits_per_task : int, optional
+        Splits per dask task (finer parallel grain); all splits in one task by default.
     scheduler : None or str
-        None: a local scheduler with `n_workers` workers (threads for one, processes for
-        more); "threads", "processes" or "synchronous" pick a local scheduler. Any other
-        string is the address of a dask.distributed scheduler.
+        None: a local pool of `n_workers` threads; "threads", "processes" or "synchronous"
+        pick a local scheduler. Any other string is the address of a dask.distributed
+        scheduler (`pipeline.compare.parallel.compute`).
     n_workers : int
         Local workers.
 
     Returns
     -------
     pandas.DataFrame
-        Columns area, animal, neuroid_id, mapping, split, r, r_mapping, r_target, score,
-        score_full, score_thesis; one row per (mapping, neuroid, split), RSA one per animal
-        with split 0 and neuroid_id "".
+        Columns area, animal, source, neuroid_id, mapping, split (and half), the
+        `QUANTITIES` (r, r_mapping, r_target, r_full, r_mapping_sb, r_target_sb, score,
+        score_full, score_thesis, ceiling_brainscore, score_brainscore), nc_lower, nc_upper
+        (rsatoolbox RSA noise-ceiling terms of the target animal; RSA rows only), mode,
+        n_source_units, noise_corrected. One row per (mapping, source, neuroid, split);
+        RSA/CKA one per (target, source) with split 0 and neuroid_id "".
     """
-    maps = _build_mappings(mappings, alpha, n_components)
-    R = _responses(assembly, "interanimal assembly")
-    halves = trial_halves(R.shape[1], n_halves, seed)
+    check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits)
+    maps = build_mappings(mappings, alpha, n_components, alphas)
+    R = responses(assembly, "interanimal assembly")
+    halves = halves_or_none(R, n_halves, seed, noise_correction, "interanimal assembly")
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)
-    neuroid_ids = assembly["neuroid_id"].values.astype(str)
-    groups = _groups(assembly)
-    tasks = []
-    for area in dict.fromkeys(area for area, _ in groups):
-        animals = [animal for a, animal in groups if a == area]
-        if len(animals) < 2:
-            log.warning("interanimal: area %s has %d animal(s); skipped (needs at least 2)", area, len(animals))
-            continue
-        pops = {animal: dask.delayed(_population)(R[:, :, groups[area, animal]], halves, f"{area}/{animal}")
-                for animal in animals}
-        pooled = dask.delayed(_pool)(list(pops.values()))
-        for animal in animals:
-            tasks.append(dask.delayed(_interanimal_target)(
-                pops[animal], pooled, maps, splits, {"area": area, "animal": animal},
-                neuroid_ids[groups[area, animal]]))
-    log.info("interanimal: %d target animals, %d neuroids, %d stimuli; mappings %s; "
-             "%d split-halves x %d splits (train_frac %g, seed %d)", len(tasks), R.shape[2], R.shape[0],
-             list(maps), n_halves, n_splits, train_frac, seed)
-    frames = compute(tasks, scheduler, n_workers, "interanimal")
-    if not frames:
-        return pd.DataFrame(columns=_columns())
-    return pd.concat(frames, ignore_index=True)[_columns()]
+    tasks, ceilings = interanimal_tasks(
+        R, animal_groups(assembly), assembly["neuroid_id"].values.astype(str), maps, halves, splits, mode=mode,
+        equalize_sources=equalize_sources, seed=seed, rsa_compare=rsa_compare, per_half=per_half,
+        splits_per_task=splits_per_task)
+    log.info("interanimal (%s): %d tasks, %d neuroids, %d stimuli; mappings %s; %s x %d splits "
+             "(train_frac %g, seed %d)", mode, len(tasks), R.shape[2], R.shape[0], list(maps),
+             f"{n_halves} split-halves" if halves else "no split-halves", n_splits, train_frac, seed)
+    frames, ceilings = run(tasks, ceilings, scheduler, n_workers, "interanimal")
+    out = finish(frames, ceilings, ())
+    out["mode"] = mode
+    return out
 
+
+# ---------------------------------------------------------------- model predictivity
 
 def _align_stimuli(activations, assembly):
     """Positions in `activations` of the assembly's stimuli; ValueError naming missing ids."""
@@ -369,12 +149,32 @@ def _align_stimuli(activations, assembly):
     return order
 
 
+class _Layer:
+    """Holds one (possibly lazy, dask-backed) activations variable without dask seeing it.
+
+    Passed to a task, a dask-backed DataArray would be computed whole before the call;
+    wrapped, the task reads it chunk by chunk (`layer_sources`).
+    """
+
+    def __init__(self, var):
+        self.var = var
+
+
+def _read_layer(layer, order, projection, keep_features, label):
+    with dask.config.set(scheduler="synchronous"):           # reads inside a worker stay in it
+        return layer_sources(layer.var, order, projection=projection, keep_features=keep_features,
+                             label=label)
+
+
 def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5,
-                 train_frac=0.5, seed=0, alpha=1.0, n_components=25, scheduler=None, n_workers=1):
+                 train_frac=0.5, seed=0, alpha=1.0, n_components=25, alphas=None, rsa_compare="pearson",
+                 projection=None, select_layers=True, noise_correction=True, per_half=False,
+                 splits_per_task=None, scheduler=None, n_workers=1):
     """Neural predictivity of every model layer and epoch, mapped per target animal (spec §1.3).
 
-    The model source is deterministic (A1 = A2 = Abar = features), so the RSA mapping term
-    is 1. Features are used raw (no z-scoring), in float64.
+    The model source is deterministic (A1 = A2 = Abar = features), so the RSA and CKA
+    mapping terms are 1. Features are used raw (no z-scoring), in float64, read from the
+    (lazily opened) activations chunk by chunk.
 
     Parameters
     ----------
@@ -383,38 +183,76 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
         Stimuli are matched to the assembly's by stimulus_id; extra ones are ignored.
     assembly : xarray.DataArray
         NeuralAssembly, as for `interanimal`.
-    mappings, n_halves, n_splits, train_frac, seed, alpha, n_components, scheduler, n_workers
+    mappings, n_halves, n_splits, train_frac, seed, alpha, n_components, alphas, rsa_compare
+        As for `interanimal`.
+    projection : dict, optional
+        ``{"method": "none" | "random" | "pca", "n_components": k, "seed": s}``: layers
+        wider than k units are reduced first (`pipeline.compare.sources.layer_sources`);
+        recorded in the ``projection`` column.
+    select_layers : bool
+        Also score the fitted maps on a validation split inside each split's training
+        stimuli (rows with stage "select"; `splits.inner_splits`), which
+        `pipeline.compare.aggregate.best_layer` uses to choose layers without test data.
+    noise_correction, per_half, splits_per_task, scheduler, n_workers
         As for `interanimal`.
 
     Returns
     -------
     pandas.DataFrame
-        The `interanimal` columns plus layer and epoch; one row per (layer, epoch, mapping,
-        neuroid, split), RSA one per (layer, epoch, animal).
+        The `interanimal` columns (source is the layer) plus layer, epoch, stage
+        ("test": held-out stimuli of the split; "select": the validation stimuli inside its
+        training set) and projection; one row per (layer, epoch, mapping, neuroid, split,
+        stage), RSA/CKA one per (layer, epoch, animal).
     """
-    maps = _build_mappings(mappings, alpha, n_components)
+    check_settings("pooled", rsa_compare, None, n_halves, n_splits)
+    maps = build_mappings(mappings, alpha, n_components, alphas)
     order = _align_stimuli(activations, assembly)
-    R = _responses(assembly, "predictivity assembly")
-    halves = trial_halves(R.shape[1], n_halves, seed)
+    R = responses(assembly, "predictivity assembly")
+    halves = halves_or_none(R, n_halves, seed, noise_correction, "predictivity assembly")
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)
+    inner = inner_splits(splits, train_frac, seed) if select_layers else None
     neuroid_ids = assembly["neuroid_id"].values.astype(str)
-    groups = _groups(assembly)
-    pops = {key: dask.delayed(_population)(R[:, :, idx], halves, "/".join(key)) for key, idx in groups.items()}
+    groups = animal_groups(assembly)
+    # Each target's responses are one graph literal; every job computes the target's half
+    # means itself (milliseconds), so no job's population outlives it.
+    targets = {key: dask.delayed(R[:, :, idx], pure=True) for key, idx in groups.items()}
+    ceilings = {}
+    if "rsa" in maps:
+        for area in dict.fromkeys(a for a, _ in groups):
+            R_area, animals, local = area_responses(R, groups, area)
+            ceilings[area] = dask.delayed(rsa_ceilings)(R_area, [local[a] for a in animals], animals, rsa_compare)
     epochs = activations["epoch"].values if "epoch" in activations.coords else np.arange(activations.sizes["epoch"])
+    keep_features = any(name in FEATURE_MAPPINGS for name in maps)
     tasks = []
     for layer in activations.data_vars:
+        sources = dask.delayed(_read_layer)(_Layer(activations[layer]), order, projection, keep_features, layer)
         for e, epoch in enumerate(epochs):
-            features = dask.delayed(_features)(activations[layer], e, order)
+            source = dask.delayed(operator.getitem)(sources, e)
             for (area, animal), idx in groups.items():
-                labels = {"area": area, "animal": animal, "layer": layer, "epoch": int(epoch)}
-                tasks.append(dask.delayed(_score_target)(features, pops[area, animal], maps, splits,
-                                                         labels, neuroid_ids[idx]))
+                labels = {"area": area, "animal": animal, "source": str(layer), "layer": str(layer),
+                          "epoch": int(epoch)}
+                for first, (offset, chunk) in enumerate(split_chunks(splits, splits_per_task)):
+                    tasks.append(dask.delayed(_predictivity_task)(
+                        source, targets[area, animal], halves, maps, chunk, offset, labels, neuroid_ids[idx],
+                        rsa_compare=rsa_compare, keep_halves=per_half,
+                        inner=None if inner is None else inner[offset:offset + len(chunk)],
+                        with_population=first == 0))
     log.info("predictivity: %d layers x %d epochs x %d target (area, animal) populations, %d neuroids, "
-             "%d stimuli; mappings %s; %d split-halves x %d splits (train_frac %g, seed %d)",
+             "%d stimuli; mappings %s; %s x %d splits (train_frac %g, seed %d)%s",
              len(activations.data_vars), len(epochs), len(groups), R.shape[2], R.shape[0], list(maps),
-             n_halves, n_splits, train_frac, seed)
-    frames = compute(tasks, scheduler, n_workers, "predictivity")
-    columns = _columns(("layer", "epoch"))
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns]
+             f"{n_halves} split-halves" if halves else "no split-halves", n_splits, train_frac, seed,
+             "; layer choice on validation splits inside the training stimuli" if select_layers else "")
+    frames, ceilings = run(tasks, ceilings, scheduler, n_workers, "predictivity")
+    out = finish(frames, ceilings, ("layer", "epoch"), ("projection",))
+    if "stage" not in out.columns:
+        out.insert(out.columns.get_loc("split") + 1, "stage", "test")
+    out["mode"] = "model"
+    return out
+
+
+def _predictivity_task(source, R_target, halves, maps, splits, offset, labels, ids, **kwargs):
+    """One layer-epoch source against one target animal: the target's population, then `score_task`."""
+    target = population(R_target, halves, f"{labels['area']}/{labels['animal']}")
+    frame = score_task(source, target, maps, splits, offset, labels, ids, **kwargs)
+    frame["projection"] = source.get("projection", "none")
+    return frame

@@ -188,16 +188,25 @@ def clip_components(n_components, n_features, n_train):
     return n_used
 
 
+_PLS_CHUNK = 128      # fits per chunk: the chunk's working arrays stay in cache between passes
+_PLS_BLOCK = 16       # power iterations between two vectorised checks of sklearn's stopping rule
+
+
 def _pls_kernel_fit(K0, Y, n_components, max_iter=500, tol=1e-6):
     """NIPALS PLS regression (scikit-learn's algorithm, scale=False) in kernel form, batched.
 
-    Follows sklearn ``_PLS.fit`` (Wegelin 2000, §4.1) step by step, with every feature-space
-    vector written as X₀ᵀ·(sample-space coefficients): x_weights w = X₀ᵀ a, x_loadings
-    p = X₀ᵀ b, and the deflated X_k = D X₀ with D a product of projections, so
-    X_k X_kᵀ = D K₀ Dᵀ. sklearn's power iteration, with its start column and stopping rule,
-    is evaluated in closed form (`_first_direction`), and the y-column masking matches
-    sklearn's, so predictions agree with ``PLSRegression(scale=False)`` to rounding. Sign
-    flips are skipped: they do not change predictions.
+    Follows sklearn ``_PLS.fit`` (Wegelin 2000, §4.1), with every feature-space vector
+    written as X₀ᵀ·(sample-space coefficients). The x_scores t₁, t₂, ... are orthogonal, so
+    the k deflations X_k = P_k ⋯ P_1 X₀ (P = I − t tᵀ/tᵀt) compose to one projection
+    D_k = I − T̂ T̂ᵀ (T̂: the normalised scores so far), and neither the deflated kernel
+    K_k = D_k K₀ D_k nor y_k = D_k y₀ is ever formed: products with them are products with
+    K₀ and y₀ followed by D_k. sklearn's power iteration (`_power_iteration`) runs in the
+    target space on S_k = y_kᵀ K_k y_k, which follows each deflation by a rank-2 update.
+    The x_weights are w = X₀ᵀ c and the x_loadings X₀ᵀ t/tᵀt, so the coefficients are
+    ``X₀ᵀ A R`` with R = pinv(PᵀW) Qᵀ. The start column, the stopping rule and the zeroing
+    of spent y columns match sklearn's, so predictions agree with
+    ``PLSRegression(scale=False)`` to rounding. Sign flips are skipped: they do not change
+    predictions.
 
     Parameters
     ----------
@@ -215,117 +224,187 @@ def _pls_kernel_fit(K0, Y, n_components, max_iter=500, tol=1e-6):
     y_mean : ndarray, shape (batch, 1, target)
     """
     n_batch, n, q = Y.shape
-    y_mean = Y.mean(1, keepdims=True)
-    Yk = Y - y_mean
-    Kk = K0.copy()
-    D = np.broadcast_to(np.eye(n), (n_batch, n, n)).copy()
     A = np.zeros((n_batch, n, n_components))
-    Bl = np.zeros((n_batch, n, n_components))
-    Q = np.zeros((n_batch, q, n_components))
-    scale = np.trace(K0, axis1=1, axis2=2)
-    alive = np.ones(n_batch, bool)
+    R = np.zeros((n_batch, n_components, q))
+    y_mean = Y.mean(1, keepdims=True)
     n_capped = 0
-    for k in range(n_components):
-        magnitude = np.abs(Yk).max(1)                                     # (batch, target)
-        tiny = magnitude < 10 * _EPS
-        if tiny.any():                               # sklearn zeroes near-constant columns
-            Yk[np.broadcast_to(tiny[:, None, :], Yk.shape)] = 0.0
-            magnitude[tiny] = 0.0
-        nonzero = magnitude > _EPS
-        # "y residual is constant" ends sklearn's loop; an exhausted X would only add noise.
-        alive &= nonzero.any(1) & (np.trace(Kk, axis1=1, axis2=2) > 1e-12 * scale)
-        if not alive.any():
-            break
-        c, capped = _first_direction(Kk, Yk, nonzero.argmax(1), alive, max_iter, tol)
-        n_capped += capped
-        live = alive[:, None]
-        t = np.where(live, _matvec(Kk, c), 0.0)                           # x_scores
-        tt = np.where(alive, (t * t).sum(1), 1.0)[:, None]
-        A[..., k] = np.where(live, _matvec(D, c, transpose=True), 0.0)
-        Bl[..., k] = _matvec(D, t, transpose=True) / tt
-        Q[..., k] = (np.swapaxes(Yk, 1, 2) @ t[..., None])[..., 0] / tt    # y_loadings
-        # Regression deflation with P = I - t tᵀ/tᵀt: X_k ← P X_k, y_k ← P y_k, as rank-1
-        # updates of D (X_k = D X₀) and of the kernels P K P.
-        Yk -= t[:, :, None] * Q[:, None, :, k]
-        D -= t[:, :, None] * (t[:, None, :] @ D) / tt[..., None]
-        Kk = _deflate(Kk, t, tt)
+    for start in range(0, n_batch, _PLS_CHUNK):
+        part = slice(start, start + _PLS_CHUNK)
+        n_capped += _pls_chunk(np.ascontiguousarray(K0[part], dtype=np.float64), Y[part] - y_mean[part],
+                               n_components, max_iter, tol, A[part], R[part])
     if n_capped:
         log.info("PLS: %d power iterations stopped at max_iter=%d (as sklearn, which warns)", n_capped, max_iter)
-    M = np.swapaxes(Bl, 1, 2) @ K0 @ A                                    # x_loadingsᵀ x_weights
-    R = np.linalg.pinv(M) @ np.swapaxes(Q, 1, 2)
     return A, R, y_mean
 
 
-def _matvec(M, v, transpose=False):
-    """Batched M v (or Mᵀ v) for M (batch, n, n) and v (batch, n); symmetric M may say either."""
-    if transpose:
-        return (v[:, None, :] @ M)[:, 0]
-    return (M @ v[..., None])[..., 0]
+def _pls_chunk(K0, Y0, n_components, max_iter, tol, A, R):
+    """`_pls_kernel_fit` of one chunk of fits; writes A and R in place, returns the capped count."""
+    b, n, q = Y0.shape
+    Y0t = np.ascontiguousarray(np.swapaxes(Y0, 1, 2))            # (b, target, n)
+    S = Y0t @ K0 @ Y0                                             # y_kᵀ K_k y_k
+    T_hat = np.zeros((b, n_components, n))                        # orthonormal x_scores
+    T_load = np.zeros((b, n_components, n))                       # x_scores / tᵀt
+    Q = np.zeros((b, q, n_components))                            # y_loadings
+    live_cols = np.ones((b, q))                                   # 0: a column sklearn zeroed
+    col_ss0 = np.einsum("bnq,bnq->bq", Y0, Y0)
+    col_ss = col_ss0.copy()                                       # ‖y_k column‖², tracked
+    trace0 = np.trace(K0, axis1=1, axis2=2)
+    trace = trace0.copy()                                         # tr K_k, tracked
+    alive = np.ones(b, bool)
+    n_capped = 0
+
+    def project(v, k):                                            # D_k v, in place
+        if k:
+            v -= np.vecmat(np.matvec(T_hat[:, :k], v), T_hat[:, :k])
+        return v
+
+    for k in range(n_components):
+        # sklearn zeroes the y_k columns whose entries are all below 10 eps and starts the
+        # power iteration at the first column with an entry above eps. Only columns whose
+        # tracked norm has (nearly) vanished can qualify; those are checked exactly.
+        nonzero = live_cols > 0
+        suspect = nonzero & (col_ss <= 64 * _EPS * col_ss0 + n * (1e3 * _EPS) ** 2)
+        for f, j in zip(*np.nonzero(suspect)):
+            top = np.abs(Y0[f, :, j] - T_hat[f, :k].T @ (T_hat[f, :k] @ Y0[f, :, j])).max()
+            if top < 10 * _EPS:
+                live_cols[f, j], col_ss[f, j] = 0.0, 0.0
+                S[f, j, :], S[f, :, j] = 0.0, 0.0
+            nonzero[f, j] = top >= 10 * _EPS
+        # "y residual is constant" ends sklearn's loop; an exhausted X would only add noise.
+        alive &= nonzero.any(1) & (trace > 1e-12 * trace0)
+        if not alive.any():
+            break
+        z, capped = _power_iteration(S, nonzero.argmax(1), alive, max_iter, tol)
+        n_capped += capped
+        u = project(np.matvec(Y0, z * live_cols), k)              # y_k z
+        Ku = project(np.matvec(K0, u), k)                         # K_k u
+        norm2 = np.vecdot(u, Ku)                                  # ‖X_kᵀ u‖²
+        ok = alive & (norm2 > 0)
+        inv = np.where(ok, 1.0 / np.sqrt(np.where(ok, norm2, 1.0)), 0.0)[:, None]
+        c = np.where(ok[:, None], u * inv, 0.0)                   # x_weights w = X_kᵀ c = X₀ᵀ c
+        t = np.where(ok[:, None], Ku * inv, 0.0)                  # x_scores t = K_k c
+        tt = np.where(ok, np.vecdot(t, t), 1.0)
+        a = project(np.matvec(K0, t), k)                          # K_k t
+        gh = np.matmul(Y0t, np.stack([t, a], -1)) * live_cols[..., None]
+        g, h = gh[..., 0], gh[..., 1]                             # y_kᵀ t, y_kᵀ K_k t
+        ta = np.vecdot(t, a)
+        A[..., k] = c
+        T_load[:, k] = t / tt[:, None]
+        T_hat[:, k] = t / np.sqrt(tt)[:, None]
+        Q[..., k] = g / tt[:, None]
+        # S_{k+1} = y_kᵀ P K_k P y_k = S_k − g h̃ᵀ − h̃ gᵀ, h̃ = (h − (tᵀa / 2tᵀt) g) / tᵀt
+        h_tilde = (h - (0.5 * ta / tt)[:, None] * g) / tt[:, None]
+        S -= np.matmul(np.stack([g, h_tilde], -1), np.stack([h_tilde, g], 1))
+        col_ss -= g * g / tt[:, None]
+        trace -= np.where(ok, ta / tt, 0.0)
+    # x_loadingsᵀ x_weights is unit upper triangular when every component is live (p_kᵀw_k = 1,
+    # p_iᵀw_j = 0 for i > j); sklearn's pinv is then the inverse, and a solve is cheaper.
+    M = T_load @ K0 @ A
+    Qt = np.swapaxes(Q, 1, 2)
+    regular = np.all(np.abs(np.diagonal(M, axis1=1, axis2=2) - 1.0) < 1e-8, axis=1)
+    R[regular] = np.linalg.solve(M[regular], Qt[regular])
+    R[~regular] = np.linalg.pinv(M[~regular]) @ Qt[~regular]
+    return n_capped
 
 
-def _deflate(K, t, tt):
-    """P K P with P = I - t tᵀ/tᵀt, in place, as a rank-2 update (K symmetric).
-
-    With v = K t / tᵀt: P K P = K - t vᵀ - v tᵀ + (tᵀv / tᵀt) t tᵀ = K - t wᵀ - w tᵀ,
-    w = v - (tᵀv / 2tᵀt) t.
-    """
-    v = _matvec(K, t, transpose=True) / tt
-    w = v - 0.5 * (t * v).sum(1, keepdims=True) / tt * t
-    K -= t[:, :, None] * w[:, None, :]
-    K -= w[:, :, None] * t[:, None, :]
-    return K
-
-
-def _first_direction(Kk, Yk, start, alive, max_iter, tol, n_direct=128):
-    """sklearn's power iteration for the first PLS weights, run in the target space.
+def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
+    """sklearn's power iteration for the first PLS weights, in the target space.
 
     sklearn (``_get_first_singular_vectors_power_method``, mode A) starts from the first
-    non-constant y column and iterates u ← y_k y_kᵀ K_k u, with x_weights w ∝ X_kᵀ u, until
-    ‖w_i − w_{i−1}‖² < tol. Every iterate stays in the span of y_k: u_i = y_k z_i with
-    z_i ∝ S^i e_j, S = y_kᵀ K_k y_k (target × target) and j the start column, and
-    ‖w_i‖² ∝ z_iᵀ S z_i, w_i·w_{i−1} ∝ z_iᵀ S z_{i−1}. The first `n_direct` iterations run
-    directly on S (most fits stop there); fits still running are finished in closed form
-    from S = V Λ Vᵀ (`_stopping_iteration`), instead of up to `max_iter` products.
+    non-constant y column j and iterates u ← y_k y_kᵀ K_k u, with x_weights w ∝ X_kᵀ u,
+    until ‖w_i − w_{i−1}‖² < tol. Every iterate stays in the span of y_k: u_i = y_k z_i
+    with z_i ∝ S^i e_j, S = y_kᵀ K_k y_k, and with P(m) = e_jᵀ S^m e_j,
+    ‖w_i − w_{i−1}‖² = 2 − 2 P(2i) / sqrt(P(2i+1) P(2i−1)). The iterates y_i = (S/tr S)^i e_j
+    are computed `_PLS_BLOCK` at a time, the rule is checked for the whole block at once,
+    and finished fits leave the batch.
+
+    Parameters
+    ----------
+    S : ndarray, shape (batch, target, target)
+    start : ndarray of int, shape (batch,)
+    alive : ndarray of bool, shape (batch,)
+        Fits to iterate; the others get e_start.
+    max_iter, tol : int, float
+        As sklearn's.
+    n_direct : int, optional
+        Iterate only this far and finish the fits still running in closed form from
+        S = V Λ Vᵀ (`_stopping_iteration`); by default, iterate to the end.
+
+    Returns
+    -------
+    z : ndarray, shape (batch, target)
+        ∝ S^i e_start at the stopping iteration i (scale arbitrary).
+    n_capped : int
+        Fits that reached `max_iter` without converging (sklearn warns for these).
+    """
+    b, q = S.shape[0], S.shape[1]
+    z = np.zeros((b, q))
+    z[np.arange(b), start] = 1.0
+    limit = max_iter if n_direct is None else min(n_direct, max_iter)
+    if q == 1 or max_iter <= 1:                      # sklearn stops after one iteration if q = 1
+        return z, 0
+    idx = np.flatnonzero(alive)
+    scale = np.trace(S[idx], axis1=1, axis2=2)
+    scale[~(scale > 0)] = 1.0
+    S_run = S[idx] / scale[:, None, None]            # eigenvalues in [0, 1]: no overflow
+    buf = np.empty((_PLS_BLOCK + 2, idx.size, q))
+    buf[0] = z[idx]                                  # y_{i0-1}
+    np.matvec(S_run, buf[0], out=buf[1])             # y_{i0}
+    running = np.ones(idx.size, bool)
+    i0 = 1
+    with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+        while i0 < limit:
+            m = min(_PLS_BLOCK, limit - i0)          # check iterations i0 .. i0 + m - 1
+            for j in range(1, m + 1):
+                np.matvec(S_run, buf[j], out=buf[j + 1])
+            power = np.vecdot(buf[1:m + 1], buf[1:m + 1])                # P(2i)
+            odd = np.vecdot(buf[:m + 1], buf[1:m + 2])                   # P(2i−1), P(2i+1)
+            done = ~(2.0 - 2.0 * power / np.sqrt(odd[1:] * odd[:-1]) >= tol)   # NaN: degenerate, done
+            hit = done.any(0) & running
+            if hit.any():
+                rows = np.flatnonzero(hit)
+                z[idx[rows]] = buf[1 + done[:, rows].argmax(0), rows]
+                running &= ~hit
+            i0 += m
+            if not running.any():
+                return z, 0
+            # carry y_{i0-1} and y_{i0}, rescaled together (the rule is scale-free)
+            norm = np.sqrt(np.vecdot(buf[m + 1], buf[m + 1]))
+            norm[~(norm > 0)] = 1.0
+            carry = buf[m:m + 2] / norm[:, None]
+            if running.mean() < 0.8:                 # compact the batch
+                idx, S_run, carry = idx[running], S_run[running], carry[:, running]
+                running = np.ones(idx.size, bool)
+                buf = np.empty((_PLS_BLOCK + 2, idx.size, q))
+            buf[:2] = carry
+    rows = np.flatnonzero(running)
+    if limit >= max_iter:                            # sklearn keeps its last iterate, y_{max_iter-1}
+        z[idx[rows]] = buf[0, rows]
+        return z, rows.size
+    lam, V = np.linalg.eigh(S[idx[rows]])
+    lam = np.clip(lam, 0.0, None)
+    top = lam[:, -1:]
+    lam = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)    # largest is 1
+    a = np.take_along_axis(V, start[idx[rows], None, None], axis=1)[:, 0]   # Vᵀ e_j
+    stop = _stopping_iteration(a**2, lam, max_iter, tol, first=limit)
+    z[idx[rows]] = np.matvec(V, a * lam ** stop[:, None])
+    return z, int((stop == max_iter - 1).sum())
+
+
+def _first_direction(Kk, Yk, start, alive, max_iter, tol, n_direct=None):
+    """sklearn's first PLS weights of deflated data, as sample coefficients (w = X_kᵀ c, ‖w‖ = 1).
+
+    `_power_iteration` on S = y_kᵀ K_k y_k; zero for fits that are not alive.
 
     Returns
     -------
     c : ndarray, shape (batch, n)
-        Sample coefficients of the weights (w = X_kᵀ c, ‖w‖ = 1); zero for finished fits.
     n_capped : int
-        Fits that reached `max_iter` without converging (sklearn warns for these).
     """
-    n_batch, n, q = Yk.shape
     S = np.swapaxes(Yk, 1, 2) @ Kk @ Yk
-    S[~alive] = np.eye(q)
-    z = np.zeros((n_batch, q))
-    z[np.arange(n_batch), start] = 1.0
-    n_capped = 0
-    if q > 1:                                       # sklearn stops after one iteration if q = 1
-        Sz = _matvec(S, z)
-        zSz = (z * Sz).sum(1)
-        running = np.ones(n_batch, bool)
-        for _ in range(1, min(n_direct, max_iter)):
-            z_new = np.where(running[:, None], Sz / np.linalg.norm(Sz, axis=1, keepdims=True), z)
-            Sz_new = _matvec(S, z_new)
-            zSz_new = (z_new * Sz_new).sum(1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cosine = (z_new * Sz).sum(1) / np.sqrt(zSz_new * zSz)
-            running &= 2.0 - 2.0 * cosine >= tol      # NaN (degenerate) counts as converged
-            z, Sz, zSz = z_new, Sz_new, zSz_new
-            if not running.any():
-                break
-        slow = np.flatnonzero(running & alive)
-        if slow.size and n_direct < max_iter:
-            lam, V = np.linalg.eigh(S[slow])
-            lam = np.clip(lam, 0.0, None)
-            top = lam[:, -1:]
-            lam = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)   # largest is 1
-            a = np.take_along_axis(V, start[slow, None, None], axis=1)[:, 0]  # Vᵀ e_j
-            stop = _stopping_iteration(a**2, lam, max_iter, tol, first=n_direct)
-            z[slow] = (V @ (a * lam ** stop[:, None])[..., None])[..., 0]
-            n_capped = int((stop == max_iter - 1).sum())
-    u = _matvec(Yk, z)
-    norm = np.sqrt(np.maximum((u * _matvec(Kk, u)).sum(1, keepdims=True), 0.0))
+    z, n_capped = _power_iteration(S, start, alive, max_iter, tol, n_direct)
+    u = np.matvec(Yk, z)
+    norm = np.sqrt(np.maximum(np.vecdot(u, np.matvec(Kk, u)), 0.0))[:, None]
     c = np.where(alive[:, None] & (norm > 0), u / np.where(norm > 0, norm, 1.0), 0.0)
     return c, n_capped
 

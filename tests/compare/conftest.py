@@ -43,13 +43,13 @@ def as_activations(features, stimulus_ids, layer="layer1", epochs=(0,)):
                       coords={"epoch": list(epochs), "stimulus_id": ("stimulus", list(stimulus_ids))})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def simulate():
     """`simulate_animals`, for tests that draw their own virtual animals."""
     return simulate_animals
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def to_activations():
     """`as_activations`, wrapping features as a one-layer activations Dataset."""
     return as_activations

@@ -1,9 +1,12 @@
-"""Aggregation of score tables: medians over units and the best layer per area."""
+"""Aggregation of score tables: medians over units, Brain-Score's aggregate and the best layer."""
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from pipeline.compare.aggregate import best_layer, summarize
 from pipeline.compare.consistency import predictivity
+from pipeline.compare.scoring import QUANTITIES
 
 
 def test_best_layer_picks_the_generating_layer(simulate, to_activations):
@@ -15,6 +18,56 @@ def test_best_layer_picks_the_generating_layer(simulate, to_activations):
     scores = predictivity(activations, assembly, mappings=("ridge",), n_halves=3, n_splits=2)
     summary = summarize(scores)
     assert set(summary["layer"]) == {"good", "bad"}
-    chosen = best_layer(summary)
+    chosen = best_layer(scores)
     assert list(chosen["layer"]) == ["good"]
+    assert chosen["layers_chosen"].iloc[0] == "good:2"
     assert chosen["score"].iloc[0] > 0.9
+
+
+def _table(select, test, n_units=5, n_splits=3):
+    """Predictivity-shaped rows: per layer, constant select and test scores for every unit."""
+    rows = []
+    for layer in select:
+        for split in range(n_splits):
+            for stage, value in (("select", select[layer][split]), ("test", test[layer][split])):
+                for u in range(n_units):
+                    rows.append({"area": "VISp", "animal": "m0", "neuroid_id": f"u{u}", "mapping": "pls",
+                                 "layer": layer, "epoch": 0, "split": split, "stage": stage,
+                                 **{q: value for q in QUANTITIES}})
+    return pd.DataFrame(rows)
+
+
+def test_best_layer_chooses_on_validation_rows_and_reports_held_out_rows():
+    # The test rows favour layer "a" everywhere; the validation rows favour "b" in splits
+    # 0 and 1 and "a" in split 2. A choice that looked at test data would report 0.9.
+    table = _table(select={"a": [0.1, 0.1, 0.8], "b": [0.5, 0.6, 0.2]},
+                   test={"a": [0.9, 0.9, 0.9], "b": [0.3, 0.4, 0.5]})
+    row = best_layer(table).iloc[0]
+    assert row["layer"] == "b"
+    assert row["layers_chosen"] == "b:2, a:1"
+    assert row["score"] == pytest.approx(np.mean([0.3, 0.4, 0.9]))
+    # The summary of one layer uses its test rows only.
+    assert summarize(table).set_index("layer").loc["b", "score"] == pytest.approx(0.4)
+
+
+def test_best_layer_rejects_a_summary():
+    table = _table(select={"a": [0.1]}, test={"a": [0.2]}, n_splits=1)
+    with pytest.raises(ValueError, match="not a summary"):
+        best_layer(summarize(table))
+
+
+def test_brainscore_aggregate_is_median_over_neuroids_then_mean_over_splits():
+    rng = np.random.default_rng(1)
+    rows = []
+    for split in range(3):
+        for u in range(7):
+            rows.append({"area": "VISp", "animal": "m0", "neuroid_id": f"u{u}", "mapping": "ridge", "split": split,
+                         **{q: rng.uniform(0.2, 0.9) for q in QUANTITIES}})
+    table = pd.DataFrame(rows)
+    raw = table.groupby("split")["r_full"].median().mean()
+    ceiling = table.groupby("split")["ceiling_brainscore"].median().mean()
+    row = summarize(table).iloc[0]
+    assert row["brainscore_raw"] == pytest.approx(raw)
+    assert row["brainscore_ceiling"] == pytest.approx(ceiling)
+    assert row["brainscore_score"] == pytest.approx(raw**2 / ceiling)
+    assert row["score"] == pytest.approx(table.groupby("neuroid_id")["score"].mean().median())

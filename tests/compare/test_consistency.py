@@ -9,7 +9,7 @@ from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import Ridge
 
 from pipeline.compare.aggregate import summarize
-from pipeline.compare.consistency import interanimal, predictivity, spearman_brown
+from pipeline.compare.consistency import QUANTITIES, interanimal, predictivity, spearman_brown
 from pipeline.compare.mappings import PLSMap, RidgeMap, pearson
 from pipeline.compare.splits import stimulus_splits, trial_halves
 
@@ -142,7 +142,7 @@ def test_scores_are_deterministic_and_independent_of_workers(simulate):
     kwargs = dict(n_halves=3, n_splits=2, n_components=5, seed=7)
     one = interanimal(assembly, n_workers=1, **kwargs)
     again = interanimal(assembly, n_workers=1, **kwargs)
-    two = interanimal(assembly, n_workers=2, **kwargs)
+    two = interanimal(assembly, n_workers=2, scheduler="processes", **kwargs)
     pd.testing.assert_frame_equal(one, again)
     pd.testing.assert_frame_equal(one, two, rtol=1e-9)
     assert set(one["area"]) == {"VISp", "VISl"}
@@ -169,3 +169,232 @@ def test_a_distributed_scheduler_gives_the_local_result(simulate):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
         remote = interanimal(assembly, scheduler=cluster.scheduler_address, **kwargs)
     pd.testing.assert_frame_equal(remote, interanimal(assembly, **kwargs))
+
+
+# ---------------------------------------------------------------- engine machinery against peers
+
+def _half_means(assembly, trials, mask):
+    return assembly.values[:, trials][:, :, mask].mean(1)
+
+
+def _one_to_one(A_train, A_test, B_train):
+    """Reference one-to-one: the source unit with the highest training r, raw response."""
+    r = np.corrcoef(A_train.T, B_train.T)[:A_train.shape[1], A_train.shape[1]:]
+    return A_test[:, np.nanargmax(r, axis=0)]
+
+
+def test_one_split_half_reproduces_sklearn_fits_on_the_same_indices(simulate):
+    """Rows of one (split, half) equal scikit-learn fits on that half's trials and split's stimuli."""
+    from sklearn.linear_model import RidgeCV
+
+    from pipeline.compare.mappings import RIDGE_CV_ALPHAS
+
+    assembly, _ = simulate(n_animals=3, units_per_animal=8, n_trials=12, noise_sd=1.0, seed=13)
+    scores = interanimal(assembly, mappings=("ridge", "ridge_cv", "pls", "one_to_one"), n_halves=3,
+                         n_splits=2, n_components=6, seed=4, per_half=True)
+    first, second = trial_halves(12, 3, seed=4)[2]
+    train, test = stimulus_splits(118, 2, 0.5, seed=4)[1]
+    target = assembly["animal"].values == "m02"
+    A1, A2 = (_half_means(assembly, t, ~target) for t in (first, second))
+    B1, B2 = (_half_means(assembly, t, target) for t in (first, second))
+    Abar, Bbar = assembly.values[:, :, ~target].mean(1), assembly.values[:, :, target].mean(1)
+    peers = {"ridge": lambda: Ridge(1.0), "pls": lambda: PLSRegression(6, scale=False),
+             "ridge_cv": lambda: RidgeCV(alphas=RIDGE_CV_ALPHAS, alpha_per_target=True)}
+    for name in ("ridge", "ridge_cv", "pls", "one_to_one"):
+        if name == "one_to_one":
+            p1, p2, pbar = (_one_to_one(A[train], A[test], B[train]) for A, B in ((A1, B1), (A2, B2), (Abar, Bbar)))
+        else:
+            p1, p2, pbar = (peers[name]().fit(A[train], B[train]).predict(A[test]).reshape(len(test), -1)
+                            for A, B in ((A1, B1), (A2, B2), (Abar, Bbar)))
+        rows = scores[(scores["mapping"] == name) & (scores["animal"] == "m02") & (scores["split"] == 1)
+                      & (scores["half"] == 2)].set_index("neuroid_id").loc[assembly["neuroid_id"].values[target]]
+        np.testing.assert_allclose(rows["r"], pearson(p1, B2[test], axis=0), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(rows["r_mapping"], pearson(p1, p2, axis=0), atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(rows["r_target"], pearson(B1[test], B2[test], axis=0), atol=1e-5)
+        np.testing.assert_allclose(rows["r_full"], pearson(pbar, Bbar[test], axis=0), atol=1e-5, err_msg=name)
+
+
+def test_half_rows_nan_average_to_the_default_rows(simulate):
+    assembly, _ = simulate(n_animals=3, units_per_animal=6, n_trials=8, seed=14)
+    kwargs = dict(mappings=("ridge", "rsa"), n_halves=4, n_splits=2)
+    halves = interanimal(assembly, per_half=True, **kwargs)
+    mean = interanimal(assembly, **kwargs).set_index(["animal", "neuroid_id", "mapping", "split"])
+    linear = [q for q in QUANTITIES if q != "score_brainscore"]        # r_full² / mean ceiling is not
+    averaged = halves.groupby(["animal", "neuroid_id", "mapping", "split"])[linear].mean()
+    pd.testing.assert_frame_equal(averaged, mean.loc[averaged.index, linear], rtol=1e-12)
+    assert set(halves["half"]) == {0, 1, 2, 3}
+
+
+def test_sb_terms_and_brainscore_columns_follow_their_definitions(simulate):
+    assembly, _ = simulate(n_animals=3, units_per_animal=6, n_trials=6, noise_sd=2.0, seed=15)
+    rows = interanimal(assembly, mappings=("ridge",), n_halves=5, n_splits=2, per_half=True)
+    rm, rt = rows["r_mapping"], rows["r_target"]
+    np.testing.assert_allclose(rows["r_mapping_sb"], np.where(rm > 0, spearman_brown(rm), np.nan))
+    np.testing.assert_allclose(rows["r_target_sb"], np.where(rt > 0, spearman_brown(rt), np.nan))
+    np.testing.assert_allclose(rows["ceiling_brainscore"], spearman_brown(rt))       # negatives kept
+    mean = interanimal(assembly, mappings=("ridge",), n_halves=5, n_splits=2)
+    np.testing.assert_allclose(mean["score_brainscore"], mean["r_full"] ** 2 / mean["ceiling_brainscore"])
+
+
+def test_pairwise_rows_equal_a_pooled_source_of_one_animal(simulate):
+    assembly, _ = simulate(n_animals=3, units_per_animal=7, n_trials=8, seed=16)
+    kwargs = dict(mappings=("ridge", "pls", "rsa"), n_halves=2, n_splits=2, n_components=4)
+    pairwise = interanimal(assembly, mode="pairwise", **kwargs)
+    assert set(pairwise["mode"]) == {"pairwise"}
+    assert len(pairwise) == 6 * (2 * 2 * 7 + 1)                 # ordered pairs x (2 maps x splits x units + rsa)
+    two = assembly.isel(neuroid=assembly["animal"].values != "m02")
+    pooled = interanimal(two, **kwargs)
+    ours = pairwise[(pairwise["animal"] == "m01") & (pairwise["source"] == "m00")].reset_index(drop=True)
+    theirs = pooled[pooled["animal"] == "m01"].reset_index(drop=True)
+    cols = list(QUANTITIES)
+    pd.testing.assert_frame_equal(ours[cols], theirs[cols], rtol=1e-9)
+
+
+def test_equalised_sources_use_a_seeded_subsample_of_the_units(simulate, caplog):
+    assembly, _ = simulate(n_animals=4, units_per_animal=9, n_trials=6, seed=17)
+    kwargs = dict(mappings=("ridge",), n_halves=2, n_splits=2)
+    one = interanimal(assembly, equalize_sources=10, **kwargs)
+    assert set(one["n_source_units"]) == {10}
+    pd.testing.assert_frame_equal(one, interanimal(assembly, equalize_sources=10, **kwargs))
+    full = interanimal(assembly, **kwargs)
+    assert set(full["n_source_units"]) == {27}
+    assert not np.allclose(one["r"], full["r"])
+    pairwise = interanimal(assembly, equalize_sources="min", mode="pairwise", **kwargs)
+    assert set(pairwise["n_source_units"]) == {9}
+
+
+def test_single_trial_data_give_raw_r_only(simulate, to_activations):
+    assembly, rates = simulate(n_animals=2, units_per_animal=6, n_trials=5, seed=18)
+    means = assembly.mean("trial").expand_dims(trial=1).transpose("stimulus", "trial", "neuroid")
+    activations = to_activations(rates[:, :6] + 0.1, assembly["stimulus_id"].values)
+    rows = predictivity(activations, means, mappings=("ridge", "rsa"), n_halves=3, n_splits=2)
+    assert not rows["noise_corrected"].any()
+    assert rows[[q for q in QUANTITIES if q != "r_full"]].isna().all().all()
+    train, test = stimulus_splits(118, 2, 0.5, seed=0)[1]
+    X, Y = rates[:, :6] + 0.1, means.values[:, 0]
+    expected = pearson(Ridge(1.0).fit(X[train], Y[train]).predict(X[test]), Y[test], axis=0)
+    got = rows[(rows["mapping"] == "ridge") & (rows["split"] == 1) & (rows["stage"] == "test")]
+    np.testing.assert_allclose(got["r_full"], expected, atol=1e-5)
+    off = interanimal(assembly, mappings=("ridge",), n_halves=3, n_splits=2, noise_correction=False)
+    assert not off["noise_corrected"].any() and off["r"].isna().all() and off["r_full"].notna().all()
+
+
+def test_population_mappings_of_a_model_copy_have_unit_mapping_terms(simulate, to_activations):
+    from pipeline.compare.cka import cka_from_grams
+    from pipeline.compare.rsa import rdm, rsa_noise_ceiling
+
+    assembly, rates = simulate(n_animals=3, units_per_animal=12, n_trials=10, seed=19)
+    activations = to_activations(rates, assembly["stimulus_id"].values)
+    rows = predictivity(activations, assembly, mappings=("rsa", "cka", "cka_unbiased"), n_halves=3,
+                        n_splits=2, rsa_compare="spearman")
+    assert len(rows) == 3 * 3 and (rows["neuroid_id"] == "").all()
+    np.testing.assert_allclose(rows["r_mapping"], 1.0, atol=1e-12)
+    # r_full of CKA is the CKA of the features with the target's all-trial means.
+    target = assembly["animal"].values == "m01"
+    B = assembly.values[:, :, target].mean(1)
+    row = rows[(rows["mapping"] == "cka_unbiased") & (rows["animal"] == "m01")].iloc[0]
+    X = activations["layer1"].values[0].astype(np.float64)                # stored as float32
+    assert row["r_full"] == pytest.approx(cka_from_grams(X @ X.T, B @ B.T, unbiased=True), abs=1e-10)
+    # rsatoolbox-style ceiling terms of each animal, from the animals' all-trial RDMs.
+    animals = ["m00", "m01", "m02"]
+    rdms = np.stack([squareform(rdm(assembly.values[:, :, assembly["animal"].values == a].mean(1)),
+                                checks=False) for a in animals])
+    lower, upper = rsa_noise_ceiling(rdms, "spearman", per_subject=True)
+    rsa = rows[rows["mapping"] == "rsa"].set_index("animal").loc[animals]
+    np.testing.assert_allclose(rsa["nc_lower"], lower, atol=1e-10)
+    np.testing.assert_allclose(rsa["nc_upper"], upper, atol=1e-10)
+    assert rows.loc[rows["mapping"] != "rsa", "nc_lower"].isna().all()
+
+
+def test_predictivity_scores_every_layer_on_validation_splits_too(simulate, to_activations):
+    from pipeline.compare.splits import inner_splits
+
+    assembly, rates = simulate(n_animals=2, units_per_animal=5, n_trials=6, seed=20)
+    activations = to_activations(rates, assembly["stimulus_id"].values)
+    rows = predictivity(activations, assembly, mappings=("ridge", "rsa"), n_halves=2, n_splits=3)
+    counts = rows.groupby(["mapping", "stage"]).size()
+    assert counts["ridge", "select"] == counts["ridge", "test"] == 3 * 10
+    assert counts["rsa", "test"] == 2 and ("rsa", "select") not in counts.index
+    # A validation row is the estimator on the inner split of that split's training stimuli.
+    inner = inner_splits(stimulus_splits(118, 3, 0.5, 0), 0.5, 0)
+    direct = predictivity(activations, assembly, mappings=("ridge",), n_halves=2, n_splits=3,
+                          select_layers=False)
+    assert set(direct["stage"]) == {"test"}
+    from pipeline.compare.scoring import score_fitted
+    from pipeline.compare.sources import layer_sources, population
+    from pipeline.compare.mappings import RidgeMap
+
+    target = assembly["animal"].values == "m00"
+    pop = population(assembly.values[:, :, target], trial_halves(6, 2, 0), "m00")
+    source = layer_sources(activations["layer1"], np.arange(118))[0]
+    values = score_fitted({"ridge": RidgeMap(1.0)}, source, pop, inner)["ridge"]
+    got = rows[(rows["stage"] == "select") & (rows["animal"] == "m00") & (rows["mapping"] == "ridge")]
+    np.testing.assert_allclose(got["score"], values["score"].ravel(), rtol=1e-10)
+
+
+def test_split_chunks_and_workers_do_not_change_the_rows(simulate, to_activations):
+    assembly, rates = simulate(n_animals=2, units_per_animal=5, n_trials=6, seed=21)
+    kwargs = dict(mappings=("ridge", "pls", "rsa"), n_halves=2, n_splits=3, n_components=3)
+    whole = interanimal(assembly, **kwargs)
+    pd.testing.assert_frame_equal(interanimal(assembly, splits_per_task=1, **kwargs)
+                                  .sort_values(["animal", "mapping", "split", "neuroid_id"]).reset_index(drop=True),
+                                  whole.sort_values(["animal", "mapping", "split", "neuroid_id"]).reset_index(drop=True))
+
+
+def test_lazy_zarr_activations_read_in_worker_processes_give_the_in_memory_scores(simulate, to_activations,
+                                                                                     tmp_path):
+    from pipeline.io import read_zarr, write_zarr
+
+    assembly, rates = simulate(n_animals=2, units_per_animal=5, n_trials=6, seed=22)
+    activations = to_activations(rates @ np.random.default_rng(0).standard_normal((10, 40)),
+                                 assembly["stimulus_id"].values, epochs=(0, 3))
+    write_zarr(activations, tmp_path / "acts.zarr")
+    kwargs = dict(mappings=("ridge", "one_to_one", "cka"), n_halves=2, n_splits=2)
+    lazy = predictivity(read_zarr(tmp_path / "acts.zarr"), assembly, n_workers=2, scheduler="processes", **kwargs)
+    pd.testing.assert_frame_equal(lazy, predictivity(activations, assembly, **kwargs), rtol=1e-6)
+    assert set(lazy["epoch"]) == {0, 3}
+
+
+def test_interanimal_curve_scores_random_stimulus_subsets(simulate):
+    from pipeline.compare.curves import interanimal_curve
+
+    assembly, _ = simulate(n_animals=3, units_per_animal=6, n_trials=6, seed=23)
+    kwargs = dict(mappings=("ridge", "rsa"), n_halves=2, n_splits=2)
+    curve = interanimal_curve(assembly, sizes=(20, 60, None), **kwargs)
+    assert sorted(set(curve["n_stimuli"])) == [20, 60, 118]
+    full = curve[curve["n_stimuli"] == 118].drop(columns="n_stimuli").reset_index(drop=True)
+    pd.testing.assert_frame_equal(full, interanimal(assembly, **kwargs), rtol=1e-12)
+    assert curve.loc[curve["mapping"] == "rsa", "nc_lower"].notna().all()
+
+
+def test_bad_settings_are_rejected(simulate):
+    assembly, _ = simulate(n_animals=2, units_per_animal=3, n_trials=4, seed=24)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        interanimal(assembly, mode="holdout")
+    with pytest.raises(ValueError, match="rsa_compare must be one of"):
+        interanimal(assembly, rsa_compare="kendall")
+    with pytest.raises(ValueError, match="equalize_sources"):
+        interanimal(assembly, equalize_sources=0)
+
+
+def test_cli_verbs_pass_the_compare_block_to_the_engine(simulate, tmp_path):
+    from pipeline.cli import main
+    from pipeline.data.assembly import write_assembly
+
+    assembly, _ = simulate(n_animals=3, units_per_animal=4, n_trials=6, seed=25)
+    write_assembly(assembly, tmp_path / "neural.zarr")
+    settings = ('{"mappings": ["ridge", "cka"], "split_halves": 2, "splits": 2, "train_frac": 0.5, '
+                '"seed": 1, "alpha": 2.0, "n_components": 3, "mode": "pairwise", "equalize_sources": 3, '
+                '"curve_sizes": [30, null]}')
+    for verb in ("interanimal", "interanimal_curve"):
+        out = tmp_path / f"{verb}.parquet"
+        assert main([verb, str(tmp_path / "neural.zarr"), str(out), "--dataset", "toy", "--settings", settings,
+                     "--threads", "1"]) == 0
+        table = pd.read_parquet(out)
+        assert set(table["dataset"]) == {"toy"} and set(table["mode"]) == {"pairwise"}
+        assert set(table["mapping"]) == {"ridge", "cka"} and set(table["n_source_units"]) == {3}
+    assert sorted(set(table["n_stimuli"])) == [30, 118]
+    direct = interanimal(assembly, mappings=("ridge", "cka"), n_halves=2, n_splits=2, seed=1, alpha=2.0,
+                         mode="pairwise", equalize_sources=3)
+    written = pd.read_parquet(tmp_path / "interanimal.parquet").drop(columns="dataset")
+    pd.testing.assert_frame_equal(written, direct, check_dtype=False)

@@ -13,6 +13,8 @@ from sklearn.linear_model import Ridge
 
 from pipeline.compare.aggregate import best_layer, summarize
 from pipeline.compare.consistency import interanimal, predictivity
+from pipeline.compare.mappings import PLSMap, RidgeMap, pearson
+from pipeline.compare.one_to_one import OneToOneMap
 from pipeline.compare.splits import stimulus_splits
 from pipeline.data.allen_ecephys import assemble_ecephys
 from pipeline.data.assembly import ALLEN_AREAS
@@ -103,6 +105,55 @@ def test_generator_features_predict_best_at_their_generating_stage(virtual):
     scores = predictivity(activations, assembly, mappings=("ridge", "pls"), n_halves=4,
                           n_splits=N_SPLITS, seed=SEED)
     for mapping in ("ridge", "pls"):
-        best = best_layer(summarize(scores[scores["mapping"] == mapping])).set_index("area")
+        best = best_layer(scores[scores["mapping"] == mapping]).set_index("area")
         assert {area: best.loc[area, "layer"] for area in ALLEN_AREAS} == \
             {area: area for area in ALLEN_AREAS}, mapping
+
+
+SEEDS = (0, 1, 2, 3)
+
+
+def _noise_free_median(assembly, rates, mapping, splits):
+    """Median over units of Corr(F(A→B)(A_test), B_test) on noise-free rates, pooled sources."""
+    animal = assembly["animal"].values
+    values = []
+    for target in np.unique(animal):
+        A, B = rates[:, animal != target], rates[:, animal == target]
+        values.append(np.mean([pearson(mapping.fit(A[tr], B[tr]).predict(A[te]), B[te], axis=0)
+                               for tr, te in splits], axis=0))
+    return np.median(np.concatenate(values))
+
+
+@pytest.fixture(scope="module")
+def seeded_estimates(simulate):
+    """Estimated and noise-free medians of ridge, PLS and one-to-one over several virtual cohorts."""
+    maps = {"ridge": RidgeMap(1.0), "pls": PLSMap(10), "one_to_one": OneToOneMap()}
+    out = {name: {"truth": [], "score": [], "score_full": []} for name in maps}
+    for seed in SEEDS:
+        assembly, rates = simulate(n_animals=4, units_per_animal=30, n_trials=20, latent_dim=8,
+                                   noise_sd=1.0, seed=seed)
+        summary = summarize(interanimal(assembly, mappings=tuple(maps), n_halves=8, n_splits=4,
+                                        n_components=10, seed=seed)).set_index("mapping")
+        splits = stimulus_splits(118, 4, 0.5, seed)
+        for name, mapping in maps.items():
+            out[name]["truth"].append(_noise_free_median(assembly, rates, mapping, splits))
+            for column in ("score", "score_full"):
+                out[name][column].append(summary.loc[name, column])
+    return {name: {k: np.array(v) for k, v in d.items()} for name, d in out.items()}
+
+
+@pytest.mark.parametrize("name", ["ridge", "pls"])
+@pytest.mark.parametrize("column", ["score", "score_full"])
+def test_pooled_estimate_is_within_002_of_the_true_ceiling_over_seeds(seeded_estimates, name, column):
+    values = seeded_estimates[name]
+    bias = np.mean(values[column] - values["truth"])
+    assert abs(bias) < 0.02, (values[column], values["truth"])
+    assert np.max(np.abs(values[column] - values["truth"])) < 0.04
+
+
+def test_one_to_one_is_below_ridge_and_pls(seeded_estimates):
+    """Each unit mixes several latent dimensions, so no single source unit predicts it well."""
+    one = seeded_estimates["one_to_one"]
+    for name in ("ridge", "pls"):
+        assert (one["truth"] < seeded_estimates[name]["truth"] - 0.1).all()
+        assert (one["score"] < seeded_estimates[name]["score"] - 0.05).all()

@@ -56,3 +56,40 @@ def test_trial_halves_are_deterministic_and_vary_across_resamples():
 def test_trial_halves_need_two_trials():
     with pytest.raises(ValueError, match="at least 2 trials"):
         trial_halves(1, 3)
+
+
+def test_inner_splits_lie_inside_each_training_set():
+    from pipeline.compare.splits import inner_splits
+
+    outer = stimulus_splits(118, n_splits=4, train_frac=0.5, seed=2)
+    inner = inner_splits(outer, train_frac=0.5, seed=2)
+    for (train, test), (fit, validate) in zip(outer, inner):
+        np.testing.assert_array_equal(np.sort(np.concatenate([fit, validate])), train)
+        assert fit.size == math.ceil(0.5 * train.size)
+        assert np.intersect1d(validate, test).size == 0 and np.intersect1d(fit, test).size == 0
+    again = inner_splits(outer, train_frac=0.5, seed=2)
+    for (a, b), (c, d) in zip(inner, again):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_stimulus_subsets_are_seeded_and_full_size_means_all():
+    from pipeline.compare.splits import stimulus_subset
+
+    a, b = stimulus_subset(118, 40, seed=3), stimulus_subset(118, 40, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.size == np.unique(a).size == 40
+    np.testing.assert_array_equal(stimulus_subset(118, None), np.arange(118))
+    with pytest.raises(ValueError, match="at least 4"):
+        stimulus_subset(118, 3)
+
+
+def test_unit_subsets_depend_on_the_job_key_not_on_call_order():
+    from pipeline.compare.splits import unit_subset
+
+    first = unit_subset(100, 20, "VISp/m1/pooled", seed=0)
+    assert first.size == np.unique(first).size == 20
+    unit_subset(100, 20, "VISp/m2/pooled", seed=0)
+    np.testing.assert_array_equal(unit_subset(100, 20, "VISp/m1/pooled", seed=0), first)
+    assert not np.array_equal(unit_subset(100, 20, "VISp/m2/pooled", seed=0), first)
+    np.testing.assert_array_equal(unit_subset(10, 20, "x", seed=0), np.arange(10))

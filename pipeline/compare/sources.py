@@ -1,0 +1,265 @@
+"""Sources and targets of the consistency estimator, as kernel statistics over stimuli.
+
+A population is summarised by its trial-half and all-trial means and by their linear
+kernels over stimuli, G = X Xᵀ, with the unit sums s = X 1 and the unit count p (all the
+fitted maps, RSA and CKA need; DESIGN "Scale"). Kernels add over units, so a pooled source
+is the sum of its animals' kernels less the target's own, and a model layer's kernel is
+accumulated over chunks of units read from Zarr, never holding the whole layer. Features
+themselves are kept only when a feature-space map (one-to-one) or a unit subsample needs
+them.
+
+Keys of a population dict: ``B1``, ``B2`` (half, stimulus, unit) half-trial means and
+``Bbar`` (stimulus, unit) all-trial means (when features are kept); ``G1``, ``G2`` (half,
+stimulus, stimulus), ``Gbar``; ``s1``, ``s2``, ``sbar``; ``p``. Without trial halves
+(single-trial data, raw r only) the half keys are None. A model layer has one kernel for
+every half (``shared`` is True): A¹ = A² = Ā = its features.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KERNEL_KEYS = ("G1", "G2", "Gbar", "s1", "s2", "sbar", "p")
+FEATURE_KEYS = ("B1", "B2", "Bbar")
+_READ_ELEMENTS = 1 << 23         # activations read per chunk (float32: 32 MiB)
+_PROJECTION_BLOCK = 4096         # units per block of the random projection matrix (fixes its draw)
+
+
+def _kernels(X):
+    """Kernel statistics of features X (..., stimulus, unit)."""
+    return X @ np.swapaxes(X, -1, -2), X.sum(-1)
+
+
+def population(R, halves, label, *, keep_features=True):
+    """Trial-half and all-trial nan-means of one population, with their kernel statistics.
+
+    Parameters
+    ----------
+    R : ndarray, shape (stimulus, trial, unit)
+        Responses, NaN for missing trials.
+    halves : list of (ndarray, ndarray) or None
+        From `trial_halves`; None for raw-r mode (no split-halves).
+    label : str
+        Names the population in log messages.
+    keep_features : bool
+        Keep the means themselves (needed by targets, feature-space maps and unit subsamples).
+
+    Returns
+    -------
+    dict
+        See the module docstring.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    valid = ~np.isnan(R)
+    R0 = np.where(valid, R, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Bbar = R0.sum(1) / valid.sum(1)
+    pop = {"p": R.shape[2], "B1": None, "B2": None, "G1": None, "G2": None, "s1": None, "s2": None}
+    pop["Gbar"], pop["sbar"] = _kernels(Bbar)
+    if halves is not None:
+        masks = np.zeros((2, len(halves), R.shape[1]))
+        for h, (first, second) in enumerate(halves):
+            masks[0, h, first] = 1.0
+            masks[1, h, second] = 1.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            B = (np.tensordot(masks, R0, axes=([2], [1]))
+                 / np.tensordot(masks, valid.astype(np.float64), axes=([2], [1])))
+        n_empty = int(np.isnan(B).any(axis=(0, 1, 2)).sum())
+        if n_empty:
+            log.warning("%s: %d units have a stimulus with no valid trial in some split-half; "
+                        "their correlations are NaN", label, n_empty)
+        for key, X in (("1", B[0]), ("2", B[1])):
+            pop["G" + key], pop["s" + key] = _kernels(X)
+        if keep_features:
+            pop["B1"], pop["B2"] = B[0], B[1]
+    pop["Bbar"] = Bbar if keep_features else None
+    return pop
+
+
+def pooled_kernels(R, unit_groups, halves, label="pool"):
+    """Kernel statistics of several populations pooled, accumulated one population at a time.
+
+    Only one population's half means exist at a time, so memory does not grow with the
+    number of animals pooled.
+
+    Parameters
+    ----------
+    R : ndarray, shape (stimulus, trial, unit)
+    unit_groups : list of ndarray of int
+        Unit positions of each population in `R`.
+    halves : list of (ndarray, ndarray) or None
+    label : str
+        Names the pool in log messages.
+    """
+    total = None
+    for k, idx in enumerate(unit_groups):
+        pop = population(R[:, :, idx], halves, f"{label}[{k}]", keep_features=False)
+        stats = {key: pop[key] for key in KERNEL_KEYS}
+        total = stats if total is None else {key: None if value is None else value + stats[key]
+                                             for key, value in total.items()}
+    return total
+
+
+def pool(populations):
+    """Kernel statistics of the concatenation of several populations (sums over them)."""
+    out = {}
+    for key in KERNEL_KEYS:
+        parts = [pop[key] for pop in populations]
+        out[key] = None if parts[0] is None and key != "p" else sum(parts)
+    return out
+
+
+def leave_out(pooled, own):
+    """A pooled source less one of its populations (the held-out target's own units)."""
+    return {key: None if pooled[key] is None else pooled[key] - own[key] for key in KERNEL_KEYS}
+
+
+def concatenated(populations, units=None):
+    """Source built from the units of several populations, optionally a subset of them.
+
+    Parameters
+    ----------
+    populations : list of dict
+        With their features (``keep_features=True``).
+    units : ndarray of int, optional
+        Positions in the concatenation to keep (equalised source sizes); all by default.
+
+    Returns
+    -------
+    dict
+        Kernel statistics and features (``B1``, ``B2``, ``Bbar``) of the source.
+    """
+    source = {}
+    for key in FEATURE_KEYS:
+        parts = [pop[key] for pop in populations]
+        if parts[0] is None:
+            source[key] = None
+            continue
+        X = np.concatenate(parts, axis=-1)
+        source[key] = X if units is None else X[..., units]
+    for key in ("1", "2", "bar"):
+        X = source["B" + key]
+        source["G" + key], source["s" + key] = (None, None) if X is None else _kernels(X)
+    source["p"] = source["Bbar"].shape[-1]
+    return source
+
+
+# ---------------------------------------------------------------- model layers
+
+def _unit_axes(var):
+    """The dims of an activations variable other than epoch and stimulus (its units)."""
+    return [d for d in var.dims if d not in ("epoch", "stimulus")]
+
+
+def _random_projection_block(seed, block, n_units, n_components):
+    """Rows [block·B, block·B + n_units) of the seeded Gaussian projection (unit, component)/√k."""
+    rng = np.random.default_rng([seed, block])
+    return rng.standard_normal((n_units, n_components)) / np.sqrt(n_components)
+
+
+def layer_sources(var, order, *, projection=None, keep_features=False, label="layer"):
+    """Kernel statistics of one model layer at every epoch, read chunk by chunk.
+
+    The layer is read in blocks of units (all epochs, the assembly's stimuli) of at most
+    `_READ_ELEMENTS` values, so a lazily opened Zarr variable is never loaded whole; each
+    block is converted to float64 and added to the kernels.
+
+    Parameters
+    ----------
+    var : xarray.DataArray
+        Dims (epoch, stimulus, unit...), e.g. a lazily opened activations variable.
+    order : ndarray of int
+        Positions along `stimulus` of the assembly's stimuli.
+    projection : dict, optional
+        ``{"method": "none" | "random" | "pca", "n_components": k, "seed": s}``. Layers
+        with more than k units are reduced to k dimensions: "random", a seeded Gaussian
+        random projection (Johnson-Lindenstrauss; drawn in fixed blocks of units, so the
+        result does not depend on the read chunks); "pca", the top k principal components
+        over the assembly's stimuli (kernel PCA of the centred kernel; at k ≥ stimuli - 1
+        linear maps are unchanged). PCA is fit on all of the assembly's stimuli, test
+        stimuli included, as an unsupervised step on the features only.
+    keep_features : bool
+        Also return the (projected) features, float32, for feature-space maps.
+    label : str
+        Names the layer in messages.
+
+    Returns
+    -------
+    list of dict
+        One source per epoch: ``Gbar``, ``sbar``, ``p``, ``shared=True``, ``projection``
+        (a label such as "none", "random:1000", "pca:100") and, if asked, ``Bbar``.
+    """
+    projection = dict(projection or {})
+    method = projection.get("method", "none")
+    k = int(projection.get("n_components", 0) or 0)
+    units = _unit_axes(var)
+    var = var.transpose("epoch", "stimulus", *units)
+    n_epochs, n_units = var.sizes["epoch"], int(np.prod([var.sizes[d] for d in units]))
+    if method not in ("none", "random", "pca"):
+        raise ValueError(f"projection method must be 'none', 'random' or 'pca'; got {method!r}.")
+    if method != "none" and k < 1:
+        raise ValueError(f"projection {method!r} needs n_components >= 1; got {k}.")
+    if method == "none" or n_units <= k:
+        method = "none"
+    n = len(order)
+    G = np.zeros((n_epochs, n, n))
+    s = np.zeros((n_epochs, n))
+    Z = np.zeros((n_epochs, n, k)) if method == "random" else None
+    kept = [] if keep_features and method == "none" else None
+    lead = units[0]
+    inner = int(np.prod([var.sizes[d] for d in units[1:]]))
+    per_read = max(1, _READ_ELEMENTS // max(1, n_epochs * var.sizes["stimulus"] * inner))
+    done = 0                                         # units read so far
+    for start in range(0, var.sizes[lead], per_read):
+        block = np.asarray(var.isel({lead: slice(start, start + per_read)}).values)
+        X = block.reshape(n_epochs, block.shape[1], -1)[:, order].astype(np.float64)
+        if not np.isfinite(X).all():
+            raise ValueError(f"activations {label!r}: features contain NaN or inf; expected finite values.")
+        G += X @ np.swapaxes(X, 1, 2)
+        s += X.sum(2)
+        offset = 0
+        while Z is not None and offset < X.shape[2]:  # the projection rows of these units
+            b, within = divmod(done + offset, _PROJECTION_BLOCK)
+            width = min(_PROJECTION_BLOCK - within, X.shape[2] - offset)
+            omega = _random_projection_block(projection.get("seed", 0), b, _PROJECTION_BLOCK, k)
+            Z += X[:, :, offset:offset + width] @ omega[within:within + width]
+            offset += width
+        if kept is not None:
+            kept.append(X.astype(np.float32))
+        done += X.shape[2]
+    label_projection = "none" if method == "none" else f"{method}:{k}"
+    sources = []
+    for e in range(n_epochs):
+        src = {"Gbar": G[e], "sbar": s[e], "p": n_units, "shared": True, "projection": label_projection}
+        features = None
+        if method == "random":
+            features = Z[e]
+        elif method == "pca":
+            features = _pca_features(G[e], k)
+        if features is not None:
+            src["Gbar"], src["sbar"] = _kernels(features)
+            src["p"] = features.shape[1]
+        if keep_features:
+            src["Bbar"] = (np.concatenate([c[e] for c in kept], axis=1) if kept is not None
+                           else features.astype(np.float32))
+        sources.append(src)
+    if method != "none":
+        log.info("%s: %d units reduced to %d dimensions (%s)", label, n_units, k, label_projection)
+    return sources
+
+
+def _pca_features(G, k):
+    """Scores on the top k principal components over stimuli, from the uncentred kernel.
+
+    With H the centring matrix, H G H = U Λ Uᵀ and the PCA scores are U_k Λ_k^½ (the
+    features' mean over stimuli removed; linear maps with an intercept do not see it).
+    """
+    col = G.mean(0)
+    Gc = G - col[:, None] - col[None, :] + col.mean()
+    lam, U = np.linalg.eigh(Gc)
+    lam, U = lam[::-1][:k], U[:, ::-1][:, :k]
+    return U * np.sqrt(np.clip(lam, 0.0, None))
