@@ -5,7 +5,10 @@ layout) with h5py: the units table (ragged spike_times, quality, peak_channel_id
 electrodes table (id → location, the area acronym AllenSDK calls ecephys_structure_acronym)
 and ``intervals/natural_scenes_presentations``. Spikes are counted in 10-ms bins over 0–250 ms
 of every non-blank presentation, then units, specimens and per-specimen time windows are
-selected by split-half reliability per bin.
+selected by split-half reliability per bin. When the session holds running speed
+(``processing/running/running_speed``, as the DANDI 000021 files do), each unit's running
+modulation at its preferred image (``run_pval``, `pipeline.data.running`) is computed too and
+can filter units as the spec asks.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ import numpy as np
 import xarray as xr
 
 from pipeline.data.assembly import ALLEN_AREAS, split_half_reliability, validate_assembly
+from pipeline.data.running import presentation_speed, running_pvalue
 
 log = logging.getLogger(__name__)
 
 PRESENTATIONS = "intervals/natural_scenes_presentations"
 ELECTRODES = "general/extracellular_ephys/electrodes"
+RUNNING = "processing/running/running_speed"
+# AllenSDK's default unit quality filter (ecephys ``UNIT_FILTER_DEFAULTS``), which
+# EcephysProjectCache.get_session_data applies before any analysis sees `session.units`.
+ALLEN_UNIT_QC = {"amplitude_cutoff_maximum": 0.1, "presence_ratio_minimum": 0.95,
+                 "isi_violations_maximum": 0.5}
 
 
 def _read(f: h5py.File, key: str, path) -> np.ndarray:
@@ -55,8 +64,26 @@ def largest_run(mask: np.ndarray) -> tuple[int, int] | None:
     return int(starts[best]), int(stops[best])
 
 
+def _unit_qc_mask(f: h5py.File, path, unit_qc: dict | None, n_units: int) -> np.ndarray:
+    """Units passing AllenSDK-style quality thresholds (all True when `unit_qc` is None)."""
+    keep = np.ones(n_units, dtype=bool)
+    if not unit_qc:
+        return keep
+    checks = {"amplitude_cutoff_maximum": ("amplitude_cutoff", np.less_equal),
+              "presence_ratio_minimum": ("presence_ratio", np.greater_equal),
+              "isi_violations_maximum": ("isi_violations", np.less_equal)}
+    for key, value in unit_qc.items():
+        if key not in checks:
+            raise ValueError(f"unit_qc: unknown key {key!r}; expected some of {sorted(checks)}")
+        if value is None:
+            continue
+        column, compare = checks[key]
+        keep &= compare(_read(f, f"units/{column}", path).astype(np.float64), value)
+    return keep
+
+
 def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
-                         window=(0.0, 0.25)) -> xr.DataArray:
+                         window=(0.0, 0.25), unit_qc: dict | None = None) -> xr.DataArray:
     """Spike counts per natural-scene presentation and time bin for one session.
 
     Parameters
@@ -69,14 +96,21 @@ def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
         Bin width in seconds.
     window : (float, float)
         Counting window relative to presentation onset, in seconds.
+    unit_qc : dict, optional
+        Quality thresholds on the units table, keys ``amplitude_cutoff_maximum``,
+        ``presence_ratio_minimum``, ``isi_violations_maximum`` (`ALLEN_UNIT_QC` holds
+        AllenSDK's defaults); None applies none. Units whose peak channel has
+        ``valid_data == False`` are always dropped, as AllenSDK's ``filter_by_validity`` does.
 
     Returns
     -------
     xarray.DataArray
         Counts (float32, NaN = missing trial) with dims (stimulus, trial, time_bin, neuroid).
         Coords: frame (int image index) on stimulus; time_bin (bin start, s); neuroid_id
-        ("{session_id}_{unit_id}"), unit_id, area, animal (subject id), session_id on neuroid.
-        Blank presentations (frame -1) are dropped; trials are in presentation order.
+        ("{session_id}_{unit_id}"), unit_id, area, animal (subject id), session_id on neuroid;
+        running_speed (stimulus, trial; cm/s, mean over each presentation) when the file has
+        ``processing/running/running_speed``. Blank presentations (frame -1) are dropped;
+        trials are in presentation order.
     """
     path = Path(nwb_path)
     n_bins = int(round((window[1] - window[0]) / bin_size))
@@ -101,13 +135,26 @@ def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
             raise ValueError(f"{path}: units/peak_channel_id {missing[0]} (and {len(missing) - 1} "
                              f"more) not among the {ELECTRODES} ids")
         area = np.array([lookup[c] for c in peak.tolist()], dtype=object)
-        keep = np.flatnonzero((quality == "good") & np.isin(area, list(areas)))
+        valid = np.ones(unit_id.size, dtype=bool)
+        if f"{ELECTRODES}/valid_data" in f:
+            valid_channels = set(channel[_read(f, f"{ELECTRODES}/valid_data", path)
+                                         .astype(bool)].tolist())
+            valid = np.array([c in valid_channels for c in peak.tolist()], dtype=bool)
+        qc = _unit_qc_mask(f, path, unit_qc, unit_id.size)
+        keep = np.flatnonzero((quality == "good") & np.isin(area, list(areas)) & valid & qc)
         bounds = np.concatenate([[0], index])
         if "units/spike_times" not in f:
             raise ValueError(f"{path}: NWB field 'units/spike_times' missing")
         times = f["units/spike_times"]
         spikes = [times[bounds[u]:bounds[u + 1]] for u in keep]
+        stop = _read(f, f"{PRESENTATIONS}/stop_time", path)
+        speed = None
+        if f"{RUNNING}/data" in f:
+            speed = presentation_speed(_read(f, f"{RUNNING}/timestamps", path),
+                                       _read(f, f"{RUNNING}/data", path), start, stop)
     order = np.argsort(start[frame >= 0], kind="stable")
+    if speed is not None:
+        speed = speed[frame >= 0][order]
     start, frame = start[frame >= 0][order], frame[frame >= 0][order].astype(np.int64)
     if frame.size == 0:
         raise ValueError(f"{path}: {PRESENTATIONS} has no non-blank presentation")
@@ -123,18 +170,22 @@ def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
         t = np.sort(t)
         cum = np.searchsorted(t, edges, side="left").reshape(frame.size, n_bins + 1)
         counts[stim_index, rank, :, j] = np.diff(cum, axis=1)
-    log.info("%s: %d presentations of %d images, %d of %d units kept (good, in %s)", path.name,
-             frame.size, images.size, keep.size, unit_id.size, ",".join(areas))
-    return xr.DataArray(
-        counts, dims=("stimulus", "trial", "time_bin", "neuroid"), name="spike_count",
-        coords={"frame": ("stimulus", images),
-                "time_bin": window[0] + bin_size * np.arange(n_bins),
-                "neuroid_id": ("neuroid", [f"{session_id}_{u}" for u in unit_id[keep]]),
-                "unit_id": ("neuroid", unit_id[keep]),
-                "area": ("neuroid", area[keep].astype(str)),
-                "animal": ("neuroid", np.full(keep.size, animal)),
-                "session_id": ("neuroid", np.full(keep.size, session_id))},
-    )
+    log.info("%s: %d presentations of %d images, %d of %d units kept (good%s, in %s)",
+             path.name, frame.size, images.size, keep.size, unit_id.size,
+             ", passing unit QC" if unit_qc else "", ",".join(areas))
+    coords = {"frame": ("stimulus", images),
+              "time_bin": window[0] + bin_size * np.arange(n_bins),
+              "neuroid_id": ("neuroid", [f"{session_id}_{u}" for u in unit_id[keep]]),
+              "unit_id": ("neuroid", unit_id[keep]),
+              "area": ("neuroid", area[keep].astype(str)),
+              "animal": ("neuroid", np.full(keep.size, animal)),
+              "session_id": ("neuroid", np.full(keep.size, session_id))}
+    if speed is not None:
+        per_trial = np.full(counts.shape[:2], np.nan)
+        per_trial[stim_index, rank] = speed
+        coords["running_speed"] = (("stimulus", "trial"), per_trial)
+    return xr.DataArray(counts, dims=("stimulus", "trial", "time_bin", "neuroid"),
+                        name="spike_count", coords=coords)
 
 
 def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0.3, n_boot=100,
@@ -175,8 +226,11 @@ def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0
     return response, (float(time_bin[run[0]]), float(time_bin[run[1] - 1] + bin_size))
 
 
-def _specimen_quantile(units: dict[tuple[str, str], int], quantile: float) -> set:
-    """(animal, area) pairs whose unit count reaches ceil(quantile) of their area's counts."""
+def specimens_by_quantile(units: dict[tuple[str, str], int], quantile: float) -> set:
+    """(animal, area) pairs whose unit count reaches ceil(quantile) of their area's counts.
+
+    Spec §2.1.4 (mouse-vision ``_gen_spec_map``: ``ceil(np.percentile(counts, 75))``).
+    """
     keep = set()
     for area in {a for _, a in units}:
         counts = {key: n for key, n in units.items() if key[1] == area}
@@ -192,17 +246,46 @@ def _pad(da: xr.DataArray, n_stimulus_ids: int, n_trial: int) -> np.ndarray:
     return out
 
 
+def session_type_of(nwb_path) -> str | None:
+    """The session's ``general/stimulus`` text (e.g. "brain_observatory_1.1"), or None."""
+    with h5py.File(nwb_path, "r") as f:
+        return _scalar_text(f, "general/stimulus", nwb_path) if "general/stimulus" in f else None
+
+
+def _running_filter(counts: xr.DataArray, path, *, threshold: float | None,
+                    running_threshold: float) -> xr.DataArray:
+    """Attach run_pval (NaN without running data); drop units with run_pval <= threshold."""
+    if "running_speed" not in counts.coords:
+        if threshold is not None:
+            raise ValueError(f"{path}: the running filter needs NWB field '{RUNNING}', which "
+                             f"is missing; set run_pval_threshold to null to skip it")
+        pval = np.full(counts.sizes["neuroid"], np.nan)
+    else:
+        # Spike count over the whole counting window (0-250 ms: AllenSDK's trial_duration).
+        pval = running_pvalue(counts.sum("time_bin", skipna=False), counts["running_speed"],
+                              threshold=running_threshold, min_trials=2,
+                              nan_is_stationary=True).values
+    counts = counts.assign_coords(run_pval=("neuroid", pval))
+    if threshold is None:
+        return counts
+    keep = ~(pval <= threshold)                       # NaN passes, as in the spec
+    log.info("%s: %d of %d units pass the running filter (run_pval > %.3g or NaN)",
+             Path(path).name, keep.sum(), keep.size, threshold)
+    return counts.isel(neuroid=np.flatnonzero(keep))
+
+
 def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.01,
                      window=(0.0, 0.25), unit_threshold=0.5, median_threshold=0.3,
-                     specimen_quantile=None, n_boot=100, seed=0) -> xr.DataArray:
+                     specimen_quantile=None, n_boot=100, seed=0, run_pval_threshold=None,
+                     running_threshold=1.0, unit_qc=None, session_type=None) -> xr.DataArray:
     """NeuralAssembly (Hz) of Neuropixels sessions, with the spec's reliability selection.
 
-    Per session and area (spec §2.1.3): per-bin SB split-half reliability; keep units reaching
+    Per session and area (spec §2.1.3): drop units modulated by running (when
+    `run_pval_threshold` is given); per-bin SB split-half reliability; keep units reaching
     `unit_threshold` in some bin; keep the specimen if the median over kept units reaches
     `median_threshold` in some bin; average over the largest contiguous run of such bins.
     Then (spec §2.1.4, when `specimen_quantile` is given) keep, per area, the specimens whose
-    unit count is >= ceil(quantile of the per-specimen counts). Running modulation is not
-    filtered (it is computed outside the NWB files).
+    unit count is >= ceil(quantile of the per-specimen counts).
 
     Parameters
     ----------
@@ -220,26 +303,46 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
         The §2.1.4 quantile (0.75 in the thesis); None keeps every specimen.
     n_boot, seed : int
         Split-half resamples and seed, for the filters and the reported reliability.
+    run_pval_threshold : float or None
+        Keep units whose running-modulation p-value at their preferred image is above this,
+        or NaN (spec: 0.05); None skips the filter (synthetic sessions have no running).
+    running_threshold : float
+        Speed (cm/s) from which a presentation counts as running (AllenSDK: 1).
+    unit_qc : dict or None
+        Unit quality thresholds passed to `session_spike_counts` (`ALLEN_UNIT_QC` for the
+        AllenSDK defaults).
+    session_type : str or None
+        Skip sessions whose ``general/stimulus`` is present and differs (e.g.
+        "brain_observatory_1.1").
 
     Returns
     -------
     xarray.DataArray
         "response" (stimulus, trial, neuroid) in Hz, NaN-padded; coords stimulus_id and frame
         on stimulus; neuroid_id, animal, area, session_id, reliability (SB split-half of the
-        windowed response), window_start, window_stop (s) on neuroid.
+        windowed response), run_pval (NaN without running data), window_start, window_stop (s)
+        on neuroid.
     """
     stimulus_ids = np.asarray(stimulus_ids, dtype=str)
     selected, units = [], {}
-    totals = {area: [0, 0] for area in areas}   # units before / after the unit filter
+    totals = {area: [0, 0] for area in areas}   # units before / after the unit filters
     for path in nwb_paths:
-        counts = session_spike_counts(path, areas=areas, bin_size=bin_size, window=window)
+        if session_type is not None and session_type_of(path) not in (None, session_type):
+            log.info("%s: session type %r is not %r; skipped", Path(path).name,
+                     session_type_of(path), session_type)
+            continue
+        counts = session_spike_counts(path, areas=areas, bin_size=bin_size, window=window,
+                                      unit_qc=unit_qc)
         if counts["frame"].values.max(initial=-1) >= stimulus_ids.size:
             raise ValueError(f"{path}: frame {counts['frame'].values.max()} has no entry in "
                              f"stimulus_ids ({stimulus_ids.size} given)")
+        n_before = {area: int((counts["area"].values == area).sum()) for area in areas}
+        counts = _running_filter(counts, path, threshold=run_pval_threshold,
+                                 running_threshold=running_threshold)
         rates = counts / bin_size
         for area in areas:
             in_area = rates.isel(neuroid=np.flatnonzero(rates["area"].values == area))
-            totals[area][0] += in_area.sizes["neuroid"]
+            totals[area][0] += n_before[area]
             if in_area.sizes["neuroid"] == 0:
                 continue
             result = select_window(in_area, unit_threshold=unit_threshold,
@@ -257,12 +360,12 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
             units[key] = units.get(key, 0) + response.sizes["neuroid"]
             selected.append((key, response))
     if specimen_quantile is not None and units:
-        keep = _specimen_quantile(units, specimen_quantile)
+        keep = specimens_by_quantile(units, specimen_quantile)
         selected = [(key, r) for key, r in selected if key in keep]
     for area in areas:
         kept = [r.sizes["neuroid"] for key, r in selected if key[1] == area]
-        log.info("%s: %d units; %d pass the unit filter (>= %.2f in a bin); %d units in %d "
-                 "specimens after the median (>= %.2f) and specimen-count filters", area,
+        log.info("%s: %d units; %d pass the unit filters (running, >= %.2f in a bin); %d units "
+                 "in %d specimens after the median (>= %.2f) and specimen-count filters", area,
                  totals[area][0], totals[area][1], unit_threshold, sum(kept), len(kept),
                  median_threshold)
     if not selected:
@@ -271,8 +374,8 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
     n_trial = max(r.sizes["trial"] for _, r in selected)
     values = np.concatenate([_pad(r, stimulus_ids.size, n_trial) for _, r in selected], axis=-1)
     coords = {name: ("neuroid", np.concatenate([r[name].values for _, r in selected]))
-              for name in ("neuroid_id", "animal", "area", "session_id", "window_start",
-                           "window_stop")}
+              for name in ("neuroid_id", "animal", "area", "session_id", "run_pval",
+                           "window_start", "window_stop")}
     assembly = xr.DataArray(values, dims=("stimulus", "trial", "neuroid"), name="response",
                             coords={"stimulus_id": ("stimulus", stimulus_ids),
                                     "frame": ("stimulus", np.arange(stimulus_ids.size)), **coords})
@@ -280,5 +383,44 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
     assembly = assembly.assign_coords(reliability=("neuroid", reliability.values))
     assembly.attrs = {"units": "Hz", "bin_size": bin_size, "window": list(window),
                       "unit_threshold": unit_threshold, "median_threshold": median_threshold,
-                      "specimen_quantile": specimen_quantile}
+                      "specimen_quantile": specimen_quantile,
+                      "run_pval_threshold": run_pval_threshold, "unit_qc": unit_qc or {}}
     return validate_assembly(assembly, "assemble_ecephys")
+
+
+def assemble_allen_neuropixels(manifest, settings: dict) -> xr.DataArray:
+    """`assemble_ecephys` over the session files a download manifest lists.
+
+    Parameters
+    ----------
+    manifest : path-like
+        ``data/raw/allen_neuropixels/manifest.json`` (`pipeline.data.allen_download`); every
+        listed file is re-checked against its verification record first.
+    settings : dict
+        The dataset's config block (areas, bin_size, window, unit_threshold, median_threshold,
+        run_pval_threshold, running_threshold, unit_qc, session_type, specimen_quantile,
+        reliability_boot, seed).
+
+    Returns
+    -------
+    xarray.DataArray
+        The NeuralAssembly; stimulus_ids are `natural_scene_ids` of the listed templates, so
+        they match the stimulus set built from the same manifest.
+    """
+    from pipeline.data.allen_stimuli import natural_scene_ids
+    from pipeline.data.download import read_manifest
+
+    _, files = read_manifest(manifest)
+    sessions = [f["local"] for f in files if f.get("role") == "session"]
+    n_templates = sum(f.get("role") == "template" for f in files)
+    if not sessions or not n_templates:
+        raise ValueError(f"{manifest}: lists {len(sessions)} sessions and {n_templates} "
+                         f"templates; both are needed")
+    s = settings
+    return assemble_ecephys(
+        sessions, natural_scene_ids(n_templates), areas=tuple(s["areas"]),
+        bin_size=s["bin_size"], window=tuple(s["window"]), unit_threshold=s["unit_threshold"],
+        median_threshold=s["median_threshold"], specimen_quantile=s["specimen_quantile"],
+        n_boot=s["reliability_boot"], seed=s["seed"], run_pval_threshold=s["run_pval_threshold"],
+        running_threshold=s["running_threshold"], unit_qc=s["unit_qc"],
+        session_type=s["session_type"])

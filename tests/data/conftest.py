@@ -18,3 +18,12 @@ def sessions(tmp_path_factory, probe_small):
     paths = synthesize_ecephys(probe_small, out, animals_per_area=3, units_per_animal=10,
                                trials=20, seed=0)
     return out, paths
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on 127.0.0.1 serving what each test registers (tests/data/http_server.py)."""
+    from tests.data.http_server import FixtureServer
+
+    with FixtureServer() as server:
+        yield server

@@ -48,6 +48,8 @@ rule assemble_ecephys:
         "../../envs/pipeline.yaml"
     log:
         "logs/assemble_ecephys/{dataset}.log",
+    wildcard_constraints:
+        dataset="synthetic_[a-z0-9_]+",
     shell:
         "python -m pipeline assemble_ecephys {input.raw:q} {input.stimuli:q} {output:q}"
         " --settings {params.settings:q} 2> {log:q}"
