@@ -82,23 +82,51 @@ def _extract(args):
     extract(checkpoints, args.stimuli, args.out, device=args.device)
 
 
-def _compare_kwargs(settings: dict, dask: dict, threads: int) -> dict:
-    """Map the config's `compare` and `dask` blocks onto the engine's keyword arguments."""
-    return dict(
-        mappings=tuple(settings["mappings"]), n_halves=settings["split_halves"],
-        n_splits=settings["splits"], train_frac=settings["train_frac"], seed=settings["seed"],
-        alpha=settings["alpha"], n_components=settings["n_components"],
-        scheduler=dask["scheduler"], n_workers=threads or dask["workers"],
+# Defaults of the `compare` block's keys, as in workflow/schemas/config.schema.yaml; used when a
+# caller passes a partial block (Snakemake fills them from the schema).
+_COMPARE_DEFAULTS = {
+    "mappings": ["ridge", "pls", "rsa"], "split_halves": 10, "splits": 5, "train_frac": 0.5, "alpha": 1.0,
+    "n_components": 25, "alphas": None, "rsa_compare": "pearson", "mode": "pooled", "equalize_sources": None,
+    "projection": {"method": "none", "n_components": 1000, "seed": 0}, "select_layers": True,
+    "noise_correction": True, "splits_per_task": None, "curve_sizes": [20, 40, 60, 80, 100, None], "seed": 0,
+}
+
+
+def _compare_kwargs(settings: dict, dask: dict, threads: int, verb: str = "interanimal") -> dict:
+    """Map the config's `compare` and `dask` blocks onto the keyword arguments of one engine verb.
+
+    Common: mappings, split_halves -> n_halves, splits -> n_splits, train_frac, seed, alpha,
+    n_components, alphas, rsa_compare, noise_correction, splits_per_task; dask.scheduler ->
+    scheduler, --threads (or dask.workers) -> n_workers. interanimal and interanimal_curve add
+    mode and equalize_sources (and the curve curve_sizes -> sizes); predictivity adds
+    projection and select_layers.
+    """
+    s = {**_COMPARE_DEFAULTS, **settings}
+    kwargs = dict(
+        mappings=tuple(s["mappings"]), n_halves=s["split_halves"], n_splits=s["splits"],
+        train_frac=s["train_frac"], seed=s["seed"], alpha=s["alpha"], n_components=s["n_components"],
+        alphas=s["alphas"], rsa_compare=s["rsa_compare"], noise_correction=s["noise_correction"],
+        splits_per_task=s["splits_per_task"], scheduler=dask.get("scheduler"),
+        n_workers=threads or dask.get("workers", 1),
     )
+    if verb == "predictivity":
+        kwargs.update(projection={**_COMPARE_DEFAULTS["projection"], **(s["projection"] or {})},
+                      select_layers=s["select_layers"])
+    else:
+        kwargs.update(mode=s["mode"], equalize_sources=s["equalize_sources"])
+    if verb == "interanimal_curve":
+        kwargs["sizes"] = tuple(s["curve_sizes"])
+    return kwargs
 
 
 def _interanimal(args):
     from pipeline.compare.consistency import interanimal
+    from pipeline.compare.curves import interanimal_curve
     from pipeline.data.assembly import read_assembly
     from pipeline.io import write_parquet
 
-    scores = interanimal(read_assembly(args.neural),
-                         **_compare_kwargs(args.settings, args.dask, args.threads))
+    run = interanimal_curve if args.verb == "interanimal_curve" else interanimal
+    scores = run(read_assembly(args.neural), **_compare_kwargs(args.settings, args.dask, args.threads, args.verb))
     scores.insert(0, "dataset", args.dataset)
     write_parquet(scores, args.out)
 
@@ -111,7 +139,7 @@ def _predictivity(args):
 
     spec = parse_model_name(args.model)
     scores = predictivity(read_zarr(args.activations), read_assembly(args.neural),
-                          **_compare_kwargs(args.settings, args.dask, args.threads))
+                          **_compare_kwargs(args.settings, args.dask, args.threads, "predictivity"))
     labels = {"dataset": args.dataset, "model": spec.name, "arch": spec.arch,
               "objective": spec.objective, "rule": spec.rule, "seed": spec.seed}
     for position, (column, value) in enumerate(labels.items()):
@@ -137,6 +165,77 @@ def _rdm_figure(args):
     from pipeline.figures.rdms import plot_rdms
 
     plot_rdms(args.neural, args.activations, args.stimuli, args.out, dpi=args.style.get("dpi", 150))
+
+
+def _alignment_figure(args):
+    from pipeline.figures.alignment import plot_alignment
+
+    plot_alignment([Path(d) / "alignment.csv" for d in args.model_dirs], args.out,
+                   dpi=args.style.get("dpi", 150))
+
+
+def _curve_figure(args):
+    from pipeline.figures.curves import plot_curve
+
+    plot_curve(args.curve, args.out, dpi=args.style.get("dpi", 150))
+
+
+def _rule_figure(args):
+    from pipeline.figures.rules import plot_rules
+
+    plot_rules(args.summary, args.out, dpi=args.style.get("dpi", 150))
+
+
+def _allen_download(download):
+    """A download verb: one line on stderr (no traceback) when the source cannot be used."""
+    def run(args):
+        from pipeline.data.download import DownloadError
+
+        try:
+            download(args.out_dir, args.settings)
+        except DownloadError as err:
+            raise SystemExit(f"error: {err}") from None
+    return run
+
+
+def _download_allen_neuropixels(out_dir, settings):
+    from pipeline.data.allen_download import download_allen_neuropixels
+
+    download_allen_neuropixels(out_dir, settings)
+
+
+def _download_allen_ophys(out_dir, settings):
+    from pipeline.data.allen_download import download_allen_ophys
+
+    download_allen_ophys(out_dir, settings)
+
+
+def _allen_stimuli(args):
+    from pipeline.data.allen_stimuli import stimulus_set_from_manifest
+    from pipeline.io import write_zarr
+
+    write_zarr(stimulus_set_from_manifest(args.manifest, name=args.name,
+                                          size=args.settings["stimulus_size"]), args.out)
+
+
+def _assemble_allen(args):
+    from pipeline.data.assembly import write_assembly
+
+    if args.verb == "assemble_allen_neuropixels":
+        from pipeline.data.allen_ecephys import assemble_allen_neuropixels as assemble
+    else:
+        from pipeline.data.allen_ophys import assemble_allen_ophys as assemble
+    write_assembly(assemble(args.manifest, args.settings), args.out)
+
+
+def _assemble_psailamul(args):
+    from pipeline.data.allen_ophys import load_psailamul
+    from pipeline.data.assembly import write_assembly
+    from pipeline.io import write_zarr
+
+    assembly, stimuli = load_psailamul(args.source)
+    write_assembly(assembly, args.neural)
+    write_zarr(stimuli, args.stimuli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
 
     for name, func, help in [
-        ("interanimal", _interanimal, "pooled-source inter-animal consistency (the ceiling)"),
+        ("interanimal", _interanimal, "inter-animal consistency, pooled or pairwise source (the ceiling)"),
+        ("interanimal_curve", _interanimal,
+         "inter-animal consistency on random subsets of the stimuli (compare.curve_sizes)"),
         ("predictivity", _predictivity, "model -> animal noise-corrected predictivity"),
     ]:
         p = verb(name, func, help)
@@ -217,6 +318,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stimuli", help="the stimulus set, for its category labels")
     p.add_argument("--out", required=True)
     p.add_argument("--style", type=_json, default={})
+
+    p = verb("alignment_figure", _alignment_figure,
+             "angle between backward and forward weights per layer over training")
+    p.add_argument("model_dirs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--style", type=_json, default={})
+
+    p = verb("curve_figure", _curve_figure, "inter-animal consistency against the number of stimuli")
+    p.add_argument("curve", help="results/scores/interanimal_curve/{dataset}.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--style", type=_json, default={})
+
+    p = verb("rule_figure", _rule_figure, "best-layer predictivity per area by learning rule")
+    p.add_argument("summary", help="results/scores/summary/{dataset}.csv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--style", type=_json, default={})
+    for name, func, help in [
+        ("download_allen_neuropixels", _download_allen_neuropixels,
+         "fetch and verify Allen Neuropixels sessions (DANDI 000021) and scene templates"),
+        ("download_allen_ophys", _download_allen_ophys,
+         "fetch and verify Allen two-photon natural-scene experiments (S3)"),
+    ]:
+        p = verb(name, _allen_download(func), help)
+        p.add_argument("out_dir", help="the cache, data/raw/<dataset>; gets manifest.json")
+        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+
+    p = verb("allen_stimuli", _allen_stimuli,
+             "natural-scene templates of a download manifest -> stimulus set Zarr")
+    p.add_argument("manifest")
+    p.add_argument("out")
+    p.add_argument("--name", required=True, help="stimulus set name (stored in its attrs)")
+    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+
+    for name, help in [("assemble_allen_neuropixels", "Neuropixels sessions of a manifest -> "
+                        "NeuralAssembly with the spec's unit, window and specimen filters"),
+                       ("assemble_allen_ophys", "two-photon experiments of a manifest -> "
+                        "NeuralAssembly of per-trial mean dF/F with the spec's filters")]:
+        p = verb(name, _assemble_allen, help)
+        p.add_argument("manifest")
+        p.add_argument("out")
+        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+
+    p = verb("assemble_psailamul", _assemble_psailamul,
+             "psailamul Allen VISp trial means -> single-trial NeuralAssembly and 31x31 stimuli")
+    p.add_argument("source", help="folder holding allen_ns_ordered_derived.npz")
+    p.add_argument("neural")
+    p.add_argument("stimuli")
     return parser
 
 

@@ -15,7 +15,7 @@ def schema(repo):
 
 def test_embedded_default_is_valid_and_complete(repo, schema):
     config = validate_config(yaml.safe_load((repo / "config.yaml").read_text()), schema)
-    assert config["models"]["rules"] == ["bp"]
+    assert config["models"]["rules"] == ["bp", "fa", "kp", "wm", "hebb"]
     assert config["compare"]["alpha"] == 1.0            # filled from the schema's default
     assert config["datasets"]["synthetic_mouse"]["window"] == [0.0, 0.25]
 

@@ -17,6 +17,10 @@ def final_epoch(scores: pd.DataFrame) -> pd.DataFrame:
 def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Per area and mapping: the ceiling, and each model's best layer at its final epoch.
 
+    The layer is chosen on validation splits inside each split's training stimuli and
+    reported on held-out stimuli (`best_layer`); RSA and CKA fit nothing, so they have no
+    layer choice here (their per-layer scores are in the figure).
+
     Parameters
     ----------
     ceiling : pandas.DataFrame
@@ -25,7 +29,7 @@ def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         `predictivity` scores of any number of models on the same dataset.
     """
     ceiling = summarize(ceiling)
-    best = best_layer(summarize(final_epoch(scores)))
+    best = best_layer(final_epoch(scores))
     merged = best.merge(ceiling[["dataset", "area", "mapping", "score", "score_sem"]],
                         on=["dataset", "area", "mapping"], suffixes=("", "_ceiling"))
     merged["fraction_of_ceiling"] = merged["score"] / merged["score_ceiling"]

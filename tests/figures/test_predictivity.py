@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.figures.predictivity import plot_predictivity, summary_table
 
-QUANTITIES = ("r", "r_mapping", "r_target", "score", "score_full", "score_thesis")
+QUANTITIES = ("r", "r_mapping", "r_target", "r_full", "score", "score_full", "score_thesis")
 
 
 def rows(score, **labels):
@@ -17,9 +17,10 @@ def tables():
     base = dict(dataset="d", area="VISp", animal="m1", mapping="pls", split=0)
     ceiling = pd.DataFrame([rows(0.8, neuroid_id=f"u{u}", **base) for u in range(3)])
     scores = pd.DataFrame([
-        rows(value, neuroid_id=f"u{u}", model="m-s-r-s0", layer=layer, epoch=epoch, **base)
+        rows(value, neuroid_id=f"u{u}", model="m-s-r-s0", layer=layer, epoch=epoch, stage=stage, **base)
         for u in range(3)
         for layer, epoch, value in [("a", 0, 0.9), ("a", 2, 0.2), ("b", 2, 0.4), ("b", 0, 0.1)]
+        for stage in ("select", "test")
     ])
     return ceiling, scores
 

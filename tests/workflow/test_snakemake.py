@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 TINY = Path(__file__).with_name("config_tiny.yaml")
-MODELS = ["ventral_cnn-supervised-bp-s0", "ventral_cnn-supervised-bp-s1"]
+MODELS = [f"ventral_cnn-supervised-{rule}-s{seed}" for rule in ("bp", "kp", "hebb") for seed in (0, 1)]
 SCORE_COLUMNS = {"dataset", "area", "animal", "neuroid_id", "mapping", "split", "r", "r_mapping",
                  "r_target", "score", "score_full", "score_thesis"}
 
@@ -45,7 +45,8 @@ def planned_outputs(dry_run_log: str) -> list[str]:
 def test_tiny_run_leaves_scores_figures_and_report(tiny_run):
     results = tiny_run / "results"
     assert (results / "report.html").stat().st_size > 10_000
-    for name in ["learning_curves.png", "predictivity_synthetic_mouse.png",
+    for name in ["learning_curves.png", "alignment.png", "predictivity_synthetic_mouse.png",
+                 "predictivity_by_rule_synthetic_mouse.png",
                  *[f"rdms/{m}/synthetic_mouse.png" for m in MODELS]]:
         assert (results / "figures" / name).stat().st_size > 1_000, name
     ceiling = pd.read_parquet(results / "scores/interanimal/synthetic_mouse.parquet")
@@ -59,6 +60,8 @@ def test_tiny_run_leaves_scores_figures_and_report(tiny_run):
         assert scores["score"].notna().any()
         checkpoints = sorted(p.name for p in (results / "models" / model).glob("epoch_*.pt"))
         assert checkpoints == ["epoch_000.pt", "epoch_001.pt"]
+        alignment = pd.read_csv(results / "models" / model / "alignment.csv")
+        assert set(alignment["epoch"]) <= {0, 1}
 
 
 def test_nothing_left_to_do_after_a_complete_run(tiny_run):
@@ -75,8 +78,9 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
     assert dry.returncode == 0, dry.stderr
     outputs = planned_outputs(dry.stdout + dry.stderr)
     assert f"results/models/{MODELS[1]}" in outputs
-    shared = {"results/figures/learning_curves.png",
-              "results/figures/predictivity_synthetic_mouse.png, results/scores/summary/synthetic_mouse.csv"}
+    shared = {"results/figures/learning_curves.png", "results/figures/alignment.png",
+              "results/figures/predictivity_synthetic_mouse.png, results/scores/summary/synthetic_mouse.csv",
+              "results/figures/predictivity_by_rule_synthetic_mouse.png"}
     assert all(MODELS[1] in out or out in shared for out in outputs), outputs
     assert not any(MODELS[0] in out for out in outputs)
 
@@ -112,5 +116,7 @@ def test_embedded_default_runs_end_to_end(tmp_path, repo):
     summary = pd.read_csv(results / "scores/summary/synthetic_mouse.csv")
     assert set(summary["area"]) == {"VISp", "VISl", "VISal", "VISrl", "VISam", "VISpm"}
     assert summary["score_ceiling"].between(0.3, 1.2).all(), summary
-    metrics = pd.read_csv(results / "models/ventral_cnn-supervised-bp-s0/metrics.csv")
-    assert metrics["test_acc"].iloc[-1] > 3 / 32          # above chance on 32 classes
+    for rule in ("bp", "fa", "kp", "wm", "hebb"):
+        metrics = pd.read_csv(results / f"models/ventral_cnn-supervised-{rule}-s0/metrics.csv")
+        assert metrics["test_acc"].iloc[-1] > 2 / 32, rule     # chance is 1/32
+    assert (results / "figures/alignment.png").stat().st_size > 10_000

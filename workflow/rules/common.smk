@@ -17,7 +17,7 @@ MODELS = [
         config["models"]["seeds"],
     )
 ]
-DATASETS = list(config["datasets"])
+DATASETS = [name for name, block in config["datasets"].items() if block is not None]
 FIG = config["figures"]["format"]
 
 
@@ -31,15 +31,23 @@ def config_block(*keys):
 
 
 def train_settings(wildcards):
-    """Training settings of one model: the shared block updated by that model's override."""
+    """Training settings of one model: the shared block updated by that model's override,
+    plus the hyperparameters of its learning rule (the third part of the model name)."""
     settings = dict(config["models"]["train"])
     settings.update(config["models"]["overrides"].get(wildcards.model, {}))
+    learning_rule = wildcards.model.split("-")[2]
+    settings["rule_settings"] = config["models"]["rule_settings"].get(learning_rule, {})
     return json.dumps(settings, sort_keys=True)
 
 
 def stimulus_set_of(dataset):
-    """The stimulus set a dataset's animals were shown (the probe set for virtual animals)."""
-    return f"{config['stimuli']['name']}_probe"
+    """The stimulus set a dataset's animals were shown: the probe set for virtual animals,
+    the Allen natural scenes (results/stimuli/{dataset}_scenes.zarr) for real Allen data."""
+    if dataset.startswith("synthetic_"):
+        return f"{config['stimuli']['name']}_probe"
+    if dataset == "allen_psailamul":
+        return "allen_psailamul_scenes"
+    return f"{dataset}_scenes"
 
 
 def activations_for(wildcards):
@@ -48,11 +56,13 @@ def activations_for(wildcards):
 
 def final_outputs():
     """Score tables and figures of every model and dataset (the targets of `rule all`)."""
-    outputs = [f"results/figures/learning_curves.{FIG}"]
+    outputs = [f"results/figures/learning_curves.{FIG}", f"results/figures/alignment.{FIG}"]
     for dataset in DATASETS:
         outputs += [
             f"results/scores/interanimal/{dataset}.parquet",
             f"results/figures/predictivity_{dataset}.{FIG}",
+            f"results/figures/predictivity_by_rule_{dataset}.{FIG}",
+            f"results/figures/interanimal_curve_{dataset}.{FIG}",
         ]
         outputs += expand(
             "results/scores/predictivity/{model}/{dataset}.parquet",

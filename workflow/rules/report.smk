@@ -70,3 +70,61 @@ rule rdm_figure:
     shell:
         "python -m pipeline rdm_figure {input.neural:q} {input.activations:q} {input.stimuli:q}"
         " --out {output:q} --style {params.style:q} 2> {log:q}"
+
+
+rule alignment_figure:
+    input:
+        expand("results/models/{model}", model=MODELS),
+    output:
+        report(
+            f"results/figures/alignment.{FIG}",
+            caption="../report/alignment.rst",
+            category="Training",
+        ),
+    params:
+        style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/alignment_figure/alignment.log",
+    shell:
+        "python -m pipeline alignment_figure {input:q} --out {output:q}"
+        " --style {params.style:q} 2> {log:q}"
+
+
+rule rule_figure:
+    input:
+        "results/scores/summary/{dataset}.csv",
+    output:
+        report(
+            f"results/figures/predictivity_by_rule_{{dataset}}.{FIG}",
+            caption="../report/predictivity_by_rule.rst",
+            category="Predictivity",
+        ),
+    params:
+        style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/rule_figure/{dataset}.log",
+    shell:
+        "python -m pipeline rule_figure {input:q} --out {output:q} --style {params.style:q} 2> {log:q}"
+
+
+rule curve_figure:
+    input:
+        "results/scores/interanimal_curve/{dataset}.parquet",
+    output:
+        report(
+            f"results/figures/interanimal_curve_{{dataset}}.{FIG}",
+            caption="../report/interanimal_curve.rst",
+            category="Predictivity",
+        ),
+    params:
+        style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/curve_figure/{dataset}.log",
+    shell:
+        "python -m pipeline curve_figure {input:q} --out {output:q} --style {params.style:q} 2> {log:q}"
