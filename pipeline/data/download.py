@@ -133,6 +133,16 @@ def _verify_file(path: Path, remote: Remote, *, total: int | None) -> tuple[str,
     return digests["sha256"], verified_by + matched
 
 
+def _reverify(path: Path, remote: Remote) -> bool:
+    """Check a cached file in full against `remote`'s published facts; record it when it passes."""
+    try:
+        sha256, verified_by = _verify_file(path, remote, total=None)
+    except ChecksumError:
+        return False
+    _write_sidecar(path, remote, sha256, verified_by)
+    return True
+
+
 def verify_cached(path, remote: Remote | None = None, *, full: bool = False) -> bool:
     """True when a cached file still is what was verified when it was downloaded.
 
@@ -148,22 +158,12 @@ def verify_cached(path, remote: Remote | None = None, *, full: bool = False) -> 
     if record is None:
         if remote is None or (remote.size is None and not remote.digests):
             return False
-        try:
-            sha256, verified_by = _verify_file(path, remote, total=None)
-        except ChecksumError:
-            return False
-        _write_sidecar(path, remote, sha256, verified_by)
-        return True
+        return _reverify(path, remote)
     stat = path.stat()
     if stat.st_size != record.get("size"):
         return False
     if remote is not None and record.get("expected") != remote.expected():
-        try:
-            sha256, verified_by = _verify_file(path, remote, total=None)
-        except ChecksumError:
-            return False
-        _write_sidecar(path, remote, sha256, verified_by)
-        return True
+        return _reverify(path, remote)
     if not full and stat.st_mtime_ns == record.get("mtime_ns"):
         return True
     if file_digests(path)["sha256"] != record.get("sha256"):
