@@ -21,7 +21,12 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from pipeline.data.assembly import ALLEN_AREAS, split_half_reliability, validate_assembly
+from pipeline.data.assembly import (
+    ALLEN_AREAS,
+    split_half_reliability,
+    stack_populations,
+    validate_assembly,
+)
 from pipeline.data.running import presentation_speed, running_pvalue
 
 log = logging.getLogger(__name__)
@@ -239,13 +244,6 @@ def specimens_by_quantile(units: dict[tuple[str, str], int], quantile: float) ->
     return keep
 
 
-def _pad(da: xr.DataArray, n_stimulus_ids: int, n_trial: int) -> np.ndarray:
-    """(stimulus, trial, neuroid) values placed at frame positions, NaN-padded."""
-    out = np.full((n_stimulus_ids, n_trial, da.sizes["neuroid"]), np.nan, dtype=np.float32)
-    out[da["frame"].values, :da.sizes["trial"]] = da.transpose("stimulus", "trial", "neuroid")
-    return out
-
-
 def session_type_of(nwb_path) -> str | None:
     """The session's ``general/stimulus`` text (e.g. "brain_observatory_1.1"), or None."""
     with h5py.File(nwb_path, "r") as f:
@@ -371,14 +369,9 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
     if not selected:
         raise ValueError(f"assemble_ecephys: no unit in {list(map(str, nwb_paths))} passed the "
                          f"reliability selection for areas {list(areas)}")
-    n_trial = max(r.sizes["trial"] for _, r in selected)
-    values = np.concatenate([_pad(r, stimulus_ids.size, n_trial) for _, r in selected], axis=-1)
-    coords = {name: ("neuroid", np.concatenate([r[name].values for _, r in selected]))
-              for name in ("neuroid_id", "animal", "area", "session_id", "run_pval",
-                           "window_start", "window_stop")}
-    assembly = xr.DataArray(values, dims=("stimulus", "trial", "neuroid"), name="response",
-                            coords={"stimulus_id": ("stimulus", stimulus_ids),
-                                    "frame": ("stimulus", np.arange(stimulus_ids.size)), **coords})
+    assembly = stack_populations([r for _, r in selected], stimulus_ids,
+                                 ("neuroid_id", "animal", "area", "session_id", "run_pval",
+                                  "window_start", "window_stop"))
     reliability = split_half_reliability(assembly, n_boot=n_boot, seed=seed)
     assembly = assembly.assign_coords(reliability=("neuroid", reliability.values))
     assembly.attrs = {"units": "Hz", "bin_size": bin_size, "window": list(window),

@@ -27,7 +27,12 @@ import xarray as xr
 
 from pipeline.data.allen_ecephys import specimens_by_quantile
 from pipeline.data.allen_stimuli import natural_scene_ids, stimulus_set
-from pipeline.data.assembly import ALLEN_AREAS, split_half_reliability, validate_assembly
+from pipeline.data.assembly import (
+    ALLEN_AREAS,
+    split_half_reliability,
+    stack_populations,
+    validate_assembly,
+)
 from pipeline.data.running import running_pvalue
 
 log = logging.getLogger(__name__)
@@ -188,12 +193,6 @@ def experiment_responses(nwb_path, *, metadata: dict | None = None) -> xr.DataAr
         attrs={"sweeplength": sweeplength})
 
 
-def _pad(da: xr.DataArray, n_stimulus: int, n_trial: int) -> np.ndarray:
-    out = np.full((n_stimulus, n_trial, da.sizes["neuroid"]), np.nan, dtype=np.float32)
-    out[da["frame"].values, :da.sizes["trial"]] = da.transpose("stimulus", "trial", "neuroid")
-    return out
-
-
 def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_threshold=0.75,
                    run_pval_threshold=0.05, running_threshold=1.0, min_running_trials=5,
                    specimen_quantile=0.75, n_boot=900, seed=0, metadata=None) -> xr.DataArray:
@@ -274,15 +273,9 @@ def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_th
     if not selected:
         raise ValueError(f"assemble_ophys: no cell in {len(nwb_paths)} experiments passed the "
                          f"selection for areas {list(areas)}")
-    n_trial = max(r.sizes["trial"] for _, r in selected)
-    values = np.concatenate([_pad(r, stimulus_ids.size, n_trial) for _, r in selected], axis=-1)
-    coords = {name: ("neuroid", np.concatenate([r[name].values for _, r in selected]))
-              for name in ("neuroid_id", "animal", "area", "experiment_id", "container_id",
-                           "reliability", "run_pval")}
-    assembly = xr.DataArray(values, dims=("stimulus", "trial", "neuroid"), name="response",
-                            coords={"stimulus_id": ("stimulus", stimulus_ids),
-                                    "frame": ("stimulus", np.arange(stimulus_ids.size)),
-                                    **coords})
+    assembly = stack_populations([r for _, r in selected], stimulus_ids,
+                                 ("neuroid_id", "animal", "area", "experiment_id", "container_id",
+                                  "reliability", "run_pval"))
     assembly.attrs = {"units": "percent dF/F (mean_sweep_response)",
                       "reliability_threshold": reliability_threshold,
                       "run_pval_threshold": run_pval_threshold,

@@ -178,3 +178,24 @@ def split_half_reliability(x: xr.DataArray, n_boot=100, seed=0) -> xr.DataArray:
     template = x.isel(stimulus=0, trial=0, drop=True).transpose(*rest)
     return xr.DataArray(out.reshape([x.sizes[d] for d in rest]), dims=rest,
                         coords=template.coords, name="reliability")
+
+
+def stack_populations(populations, stimulus_ids, coord_names) -> xr.DataArray:
+    """One (stimulus, trial, neuroid) assembly from per-specimen arrays of any trial count.
+
+    Each population's `frame` coord places its stimuli among `stimulus_ids`; stimuli or trials
+    a specimen lacks are NaN. The `coord_names` neuroid coords are concatenated.
+    """
+    n_stimulus = len(stimulus_ids)
+    n_trial = max(p.sizes["trial"] for p in populations)
+    blocks = []
+    for pop in populations:
+        block = np.full((n_stimulus, n_trial, pop.sizes["neuroid"]), np.nan, dtype=np.float32)
+        block[pop["frame"].values, :pop.sizes["trial"]] = pop.transpose("stimulus", "trial", "neuroid")
+        blocks.append(block)
+    coords = {name: ("neuroid", np.concatenate([p[name].values for p in populations]))
+              for name in coord_names}
+    return xr.DataArray(np.concatenate(blocks, axis=-1), dims=("stimulus", "trial", "neuroid"),
+                        name="response",
+                        coords={"stimulus_id": ("stimulus", np.asarray(stimulus_ids)),
+                                "frame": ("stimulus", np.arange(n_stimulus)), **coords})
