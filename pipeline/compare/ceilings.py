@@ -5,7 +5,7 @@ All functions take the components the score tables store (DESIGN "Scores": ``r``
 column computed from a table, not a second pass over the data.
 
 - **Thesis** (spec §1.2): ``score_thesis = r / sqrt(SB(r_mapping) · SB(r_target))``, computed
-  by `pipeline.compare.consistency.corrected_scores`; `thesis_score` is that column under
+  by `corrected_scores` (with score and score_full); `thesis_score` is that column under
   its own name.
 - **Brain-Score** (anchors §4; brain-score/vision ``metrics/internal_consistency/ceiling.py``
   and ``benchmark_helpers/neural_common.py``): the raw score is the Pearson r between a map's
@@ -37,15 +37,37 @@ __all__ = [
 BRAINSCORE_CONVENTIONS = ("explained_variance", "explained_variance_v1", "ratio")
 
 
+def spearman_brown(r, n=2):
+    """Reliability of the mean of n parallel halves, from the correlation r of one pair.
+
+    Spec §1: SB(r) = n·r / (1 + (n-1)·r). Negative r is kept, not clipped.
+    """
+    return n * r / (1 + (n - 1) * r)
+
+
+def corrected_scores(r, r_mapping, r_target, r_full):
+    """The three noise-corrected scores from their correlation terms (arrays broadcast).
+
+    SB enters only the denominators (spec §1.2). NaN where r_mapping or r_target <= 0.
+
+    Returns
+    -------
+    score, score_full, score_thesis : ndarray
+    """
+    valid = (r_mapping > 0) & (r_target > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sb = np.sqrt(spearman_brown(r_mapping) * spearman_brown(r_target))
+        score = np.where(valid, r / np.sqrt(r_mapping * r_target), np.nan)
+        score_full = np.where(valid, r_full / sb, np.nan)
+        score_thesis = np.where(valid, r / sb, np.nan)
+    return score, score_full, score_thesis
+
+
 def thesis_score(r, r_mapping, r_target):
     """The thesis' noise-corrected r, ``r / sqrt(SB(r_mapping) · SB(r_target))`` (spec §1.2).
 
-    The ``score_thesis`` column of `pipeline.compare.consistency.corrected_scores`
-    (imported when called: the consistency engine may import this module). NaN where
-    r_mapping or r_target <= 0.
+    The ``score_thesis`` of `corrected_scores`. NaN where r_mapping or r_target <= 0.
     """
-    from pipeline.compare.consistency import corrected_scores
-
     return corrected_scores(r, r_mapping, r_target, r)[2]
 
 
@@ -62,8 +84,6 @@ def brainscore_neuroid_ceiling(r_target):
     ndarray
         ``2 r / (1 + r)``; negative r is kept, as Brain-Score keeps it.
     """
-    from pipeline.compare.consistency import spearman_brown
-
     return spearman_brown(np.asarray(r_target, dtype=np.float64))
 
 

@@ -31,7 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.compare.ceilings import brainscore_ceiled, brainscore_neuroid_ceiling
+from pipeline.compare.ceilings import (
+    brainscore_ceiled,
+    brainscore_neuroid_ceiling,
+    corrected_scores,
+    spearman_brown,
+)
 from pipeline.compare.cka import cka_from_grams
 from pipeline.compare.mappings import FEATURE_MAPPINGS, MAPPINGS, center_kernel, pearson
 from pipeline.compare.rsa import compare_rdms, rdm_from_gram
@@ -44,32 +49,6 @@ SCORES = ("score", "score_full", "score_thesis")
 POPULATION_MAPPINGS = ("rsa", "cka", "cka_unbiased")
 _FITS_PER_CALL = 512          # fits per batched mapping call: bounds memory, amortises overhead
 _FEATURE_ELEMENTS = 1 << 24   # source feature values per one-to-one call
-
-
-def spearman_brown(r, n=2):
-    """Reliability of the mean of n parallel halves, from the correlation r of one pair.
-
-    Spec §1: SB(r) = n·r / (1 + (n-1)·r). Negative r is kept, not clipped.
-    """
-    return n * r / (1 + (n - 1) * r)
-
-
-def corrected_scores(r, r_mapping, r_target, r_full):
-    """The three noise-corrected scores from their correlation terms (arrays broadcast).
-
-    SB enters only the denominators (spec §1.2). NaN where r_mapping or r_target <= 0.
-
-    Returns
-    -------
-    score, score_full, score_thesis : ndarray
-    """
-    valid = (r_mapping > 0) & (r_target > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sb = np.sqrt(spearman_brown(r_mapping) * spearman_brown(r_target))
-        score = np.where(valid, r / np.sqrt(r_mapping * r_target), np.nan)
-        score_full = np.where(valid, r_full / sb, np.nan)
-        score_thesis = np.where(valid, r / sb, np.nan)
-    return score, score_full, score_thesis
 
 
 def half_quantities(r, r_mapping, r_target, r_full):

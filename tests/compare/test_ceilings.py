@@ -14,7 +14,7 @@ from pipeline.compare.ceilings import (
     rsa_noise_ceiling,
     thesis_score,
 )
-from pipeline.compare.consistency import corrected_scores
+from pipeline.compare.ceilings import corrected_scores
 
 
 def test_thesis_score_is_the_consistency_engines_column():
