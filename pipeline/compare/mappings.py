@@ -6,7 +6,7 @@ leading axis of the kernels and targets is a separate fit (split-half, train/tes
 and all target units of one fit are solved at once. The estimator classes wrap the same
 cores with scikit-learn conventions. The one-to-one map needs the features themselves
 (`pipeline.compare.one_to_one`); RSA and CKA fit nothing (`pipeline.compare.rsa`,
-`pipeline.compare.cka`); `rdm`, `rdm_from_gram` and `compare_rdms` are re-exported here.
+`pipeline.compare.cka`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from pipeline.compare.one_to_one import OneToOneMap
-from pipeline.compare.rsa import compare_rdms, rdm, rdm_from_gram
 
 __all__ = [
     "FEATURE_MAPPINGS", "MAPPINGS", "OneToOneMap", "PLSMap", "RIDGE_CV_ALPHAS", "RidgeCVMap", "RidgeMap",
-    "center_kernel", "clip_components", "compare_rdms", "pearson", "pls_predict_kernel", "rdm",
-    "rdm_from_gram", "ridge_cv_predict_kernel", "ridge_predict_kernel",
+    "center_kernel", "clip_components", "pearson", "pls_predict_kernel", "ridge_cv_predict_kernel",
+    "ridge_predict_kernel",
 ]
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.activations import read_layer
-from pipeline.compare.mappings import rdm
+from pipeline.compare.rsa import rdm
 from pipeline.data.assembly import read_assembly
 from pipeline.figures.style import plt, save
 from pipeline.io import read_zarr

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import Ridge, RidgeCV
 
-from pipeline.compare import mappings, one_to_one, rsa
+from pipeline.compare import one_to_one
 from pipeline.compare.mappings import (
     FEATURE_MAPPINGS,
     MAPPINGS,
@@ -102,11 +102,6 @@ def test_registries_are_disjoint_and_expose_their_interface():
     assert all(hasattr(cls, "predict_from_kernel") for cls in MAPPINGS.values())
     assert all(hasattr(cls, "predict_from_features") for cls in FEATURE_MAPPINGS.values())
     assert FEATURE_MAPPINGS["one_to_one"] is one_to_one.OneToOneMap
-
-
-def test_rsa_functions_stay_importable_from_mappings():
-    assert (mappings.rdm, mappings.rdm_from_gram, mappings.compare_rdms) == (
-        rsa.rdm, rsa.rdm_from_gram, rsa.compare_rdms)
 
 
 def test_kernel_cores_broadcast_a_shared_kernel():
