@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.models.names import parse_model_name
+
 
 MODELS = [
     f"{arch}-{objective}-{rule}-s{seed}"
@@ -35,7 +37,7 @@ def train_settings(wildcards):
     plus the hyperparameters of its learning rule (the third part of the model name)."""
     settings = dict(config["models"]["train"])
     settings.update(config["models"]["overrides"].get(wildcards.model, {}))
-    learning_rule = wildcards.model.split("-")[2]
+    learning_rule = parse_model_name(wildcards.model).rule
     settings["rule_settings"] = config["models"]["rule_settings"].get(learning_rule, {})
     return json.dumps(settings, sort_keys=True)
 
