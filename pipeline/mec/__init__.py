@@ -1,0 +1,1 @@
+"""Medial entorhinal cortex: trajectories, spatial rate maps and cell-type scores (spec §3)."""
