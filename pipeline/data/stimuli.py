@@ -1,4 +1,4 @@
-"""Procedural hierarchical object images: the default stimulus sets.
+"""Stimulus sets: procedural hierarchical object images (the default), or a user image folder.
 
 Three label levels: 2 superordinate classes (curved, angular) × 4 basic classes (the outline)
 × 4 subordinate classes (the surface pattern), 32 subordinate classes in all. Each image varies
@@ -10,9 +10,15 @@ numpy only: signed distances on coordinate grids, vectorised over all images of 
 from __future__ import annotations
 
 import hashlib
+import logging
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from PIL import Image
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 # Basic classes under each superordinate class, and the subordinate patterns shared by all.
 HIERARCHY = {
@@ -148,8 +154,12 @@ def _stimulus_set(rng, name: str, labels: np.ndarray, size: int) -> xr.Dataset:
 
 
 def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=120,
-                       seed=0, name="shapes") -> dict[str, xr.Dataset]:
-    """Render the train, test and probe sets of hierarchical object images.
+                       seed=0, name="shapes", path=None, test_fraction=0.2
+                       ) -> dict[str, xr.Dataset]:
+    """Render the train, test and probe sets of hierarchical object images, or read a folder.
+
+    With `path` set, the sets come from a user image folder instead (`read_image_folder`, which
+    documents how the arguments apply there).
 
     Parameters
     ----------
@@ -165,6 +175,10 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
         sets unchanged.
     name : str
         Prefix of the set names and stimulus ids ("{name}_probe", "{name}_probe_00000").
+    path : path-like, optional
+        Root of an image folder (config field `stimuli.path`); None renders the shapes.
+    test_fraction : float
+        Folder source only: share of each class held out when the folder has no train/val split.
 
     Returns
     -------
@@ -173,9 +187,14 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
         coords stimulus_id (unique across sets), superordinate, basic, subordinate; attrs
         `name` ("{name}_<set>") and `sha256` (see `stimulus_set_sha256`).
     """
+    if path is not None:
+        return read_image_folder(path, size=size, train_per_class=train_per_class,
+                                 test_per_class=test_per_class, probe=probe, seed=seed,
+                                 name=name, test_fraction=test_fraction)
     for key, value in {"size": size, "train_per_class": train_per_class,
                        "test_per_class": test_per_class, "probe": probe}.items():
-        if int(value) != value or value < (8 if key == "size" else 0):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or value < (8 if key == "size" else 0):
             raise ValueError(f"make_stimulus_sets: {key} must be an integer >= "
                              f"{8 if key == 'size' else 0}; got {value!r}")
     n_classes = len(class_table())
@@ -185,3 +204,157 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
     streams = np.random.SeedSequence(seed).spawn(len(SETS))
     return {key: _stimulus_set(np.random.default_rng(stream), f"{name}_{key}", counts[key], size)
             for key, stream in zip(SETS, streams)}
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _class_images(root: Path) -> dict[str, list[Path]]:
+    """Class folder name -> sorted image files in it, for the classes that hold any."""
+    classes = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in folder.iterdir()
+                       if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            classes[folder.name] = files
+    return classes
+
+
+def load_image(file, size: int) -> np.ndarray:
+    """One image as uint8 (size, size, 3): RGB, shorter side resized to `size`, centre-cropped.
+
+    The resize-then-centre-crop of torchvision's Resize(size) + CenterCrop(size), with Pillow's
+    antialiased bilinear filter.
+    """
+    with Image.open(file) as image:
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = size / min(width, height)
+        new = (max(size, round(width * scale)), max(size, round(height * scale)))
+        image = image.resize(new, Image.Resampling.BILINEAR)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _folder_pools(root: Path, rng, test_fraction: float):
+    """(train pool, held-out pool): class -> shuffled files, from train/ + val/ or a seeded split."""
+    if (root / "train").is_dir():
+        if not (root / "val").is_dir():
+            raise ValueError(f"stimuli.path: {root} has a train/ folder but no val/ folder; "
+                             f"give both (torchvision ImageFolder splits) or neither")
+        train, held = _class_images(root / "train"), _class_images(root / "val")
+        unknown = sorted(set(held) - set(train))
+        if unknown:
+            raise ValueError(f"stimuli.path: {root}/val has {len(unknown)} class(es) absent from "
+                             f"{root}/train (first: {unknown[0]!r})")
+        return ({c: list(rng.permutation(f)) for c, f in train.items()},
+                {c: list(rng.permutation(f)) for c, f in held.items()})
+    train, held = {}, {}
+    for cls, files in _class_images(root).items():
+        files = list(rng.permutation(files))
+        n_held = min(max(round(test_fraction * len(files)), 1), len(files) - 1)
+        held[cls], train[cls] = files[:n_held], files[n_held:]
+    return train, {c: f for c, f in held.items() if f}
+
+
+def _round_robin(pools: dict[str, list], count: int) -> list[tuple[str, object]]:
+    """Take `count` (class, item) pairs one class at a time, removing them from `pools`."""
+    taken = []
+    while len(taken) < count and any(pools.values()):
+        for cls in pools:
+            if pools[cls] and len(taken) < count:
+                taken.append((cls, pools[cls].pop(0)))
+    return taken
+
+
+def _folder_set(name: str, items: list[tuple[str, Path]], root: Path, size: int) -> xr.Dataset:
+    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    for i, (_, file) in enumerate(tqdm(items, desc=f"reading {name}", unit="image",
+                                       disable=None)):
+        images[i] = load_image(file, size)
+    classes = np.array([cls for cls, _ in items], dtype=str)
+    ds = xr.Dataset(
+        {"image": (("stimulus", "y", "x", "channel"), images)},
+        coords={
+            "stimulus_id": ("stimulus", [f"{name}_{i:05d}" for i in range(len(items))]),
+            "superordinate": ("stimulus", classes),
+            "basic": ("stimulus", classes),
+            "subordinate": ("stimulus", classes),
+            "file": ("stimulus", np.array([f.relative_to(root).as_posix() for _, f in items],
+                                          dtype=str)),
+        },
+    )
+    ds.attrs["name"] = name
+    ds.attrs["sha256"] = stimulus_set_sha256(ds)
+    return ds
+
+
+def read_image_folder(path, *, size=64, train_per_class=None, test_per_class=None, probe=120,
+                      seed=0, name="folder", test_fraction=0.2) -> dict[str, xr.Dataset]:
+    """Train, test and probe sets from a folder in the torchvision ImageFolder convention.
+
+    Images are `root/<class>/<image>.{png,jpg,jpeg}`. With `root/train/` and `root/val/`
+    subfolders, train/ gives the training images and val/ the held-out ones; otherwise a
+    seeded `test_fraction` of each class (at least one image when the class has two or more)
+    is held out. The probe set is a class-balanced sample of the held-out images (classes
+    taken in turn), the test set the held-out images left (so the three sets are disjoint,
+    and no probe image was seen in training). The class folder name is the label at every
+    level (`superordinate`, `basic` and `subordinate` are equal), so `train()` learns the
+    folder's classes whatever its `label_level`.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder's root (config field `stimuli.path`).
+    size : int
+        Output side (px): the shorter side is resized to it, then the centre is cropped.
+    train_per_class, test_per_class : int or None
+        At most this many training / test images per class (a seeded sample); None keeps all.
+    probe : int
+        Images in the probe set.
+    seed : int
+        Seeds the split and the samples; the training set does not change with `probe`,
+        `test_per_class` or the test set.
+    name : str
+        Prefix of the set names and stimulus ids, as for the shapes.
+    test_fraction : float
+        Share of each class held out when the folder has no train/val split.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Keys "train", "test", "probe", laid out as `make_stimulus_sets`' sets, plus a coord
+        `file` (the image's path relative to the root).
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"stimuli.path: {root} is not a folder; expected an image folder "
+                                f"root/<class>/<image>.png|jpg|jpeg")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"stimuli.test_fraction must be in (0, 1); got {test_fraction!r}")
+    for key, value in {"size": size, "probe": probe, "train_per_class": train_per_class,
+                       "test_per_class": test_per_class}.items():
+        low = 8 if key == "size" else 0 if key == "probe" else 1
+        if value is None and key.endswith("per_class"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"stimuli.{key} must be an integer >= {low}; got {value!r}")
+    rng = np.random.default_rng(seed)
+    train_pool, held_pool = _folder_pools(root, rng, test_fraction)
+    if not train_pool:
+        raise ValueError(f"stimuli.path: {root} holds no images; expected "
+                         f"root/<class>/<image> (or root/train/<class>/<image>) with suffixes "
+                         f"{', '.join(IMAGE_SUFFIXES)}")
+    train = [(cls, f) for cls, files in train_pool.items() for f in files[:train_per_class]]
+    probe_items = _round_robin(held_pool, probe)
+    if len(probe_items) < probe:
+        raise ValueError(f"stimuli.probe: {probe} probe images asked for, but {root} holds only "
+                         f"{len(probe_items)} held-out images")
+    test = [(cls, f) for cls, files in held_pool.items() for f in files[:test_per_class]]
+    if not test:
+        raise ValueError(f"stimuli.path: {root} leaves no test images after {probe} probe images; "
+                         f"lower stimuli.probe or raise stimuli.test_fraction")
+    log.info("%s: %d classes; %d train, %d test, %d probe images", root, len(train_pool),
+             len(train), len(test), len(probe_items))
+    return {key: _folder_set(f"{name}_{key}", items, root, size)
+            for key, items in (("train", train), ("test", test), ("probe", probe_items))}

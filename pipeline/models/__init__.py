@@ -6,10 +6,14 @@ import torch
 from torch import nn
 
 from pipeline.learning import make_rule
+from pipeline.models.alexnet import AlexNet64
+from pipeline.models.convrnn import ConvRNN
 from pipeline.models.lenet import LeNet
 from pipeline.models.names import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
-from pipeline.models.resnet import ResNet18
+from pipeline.models.resnet import resnet18, resnet34, resnet50
+from pipeline.models.streamnet import streamnet_dual, streamnet_single, streamnet_six
 from pipeline.models.ventral_cnn import VentralCNN
+from pipeline.models.vgg import VGG16
 
 __all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_outputs",
            "parse_model_name"]
@@ -18,7 +22,15 @@ __all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_ou
 _BUILDERS = {
     "ventral_cnn": VentralCNN,
     "lenet": LeNet,
-    "resnet18": ResNet18,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "alexnet64": AlexNet64,
+    "streamnet_single": streamnet_single,
+    "streamnet_dual": streamnet_dual,
+    "streamnet_six": streamnet_six,
+    "vgg16": VGG16,
+    "convrnn": ConvRNN,
 }
 
 
@@ -65,13 +77,16 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     Returns
     -------
     dict of str to torch.Tensor
-        Layer name -> output (batch, ...), in `layer_names` order.
+        Layer name -> output (batch, ...), in `layer_names` order. For a recurrent model (one
+        with a `time_steps` attribute, whose layers run once per step) the output of every
+        step, (batch, time, ...); a module returning a tuple (output, state) gives its output.
     """
-    outputs = {}
+    recurrent = getattr(model, "time_steps", None) is not None
+    outputs = {name: [] for name in model.layer_names}
 
     def keep(name):
         def hook(_module, _inputs, output):
-            outputs[name] = output
+            outputs[name].append(output[0] if isinstance(output, tuple) else output)
         return hook
 
     handles = [model.get_submodule(name).register_forward_hook(keep(name))
@@ -81,4 +96,6 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     finally:
         for handle in handles:
             handle.remove()
-    return {name: outputs[name] for name in model.layer_names}
+    if recurrent:
+        return {name: torch.stack(outputs[name], dim=1) for name in model.layer_names}
+    return {name: outputs[name][-1] for name in model.layer_names}

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ARCHS = ("ventral_cnn", "lenet", "resnet18")
-OBJECTIVES = ("supervised",)
+from pipeline.objectives import OBJECTIVE_CLASSES
+
+ARCHS = ("ventral_cnn", "lenet", "resnet18", "resnet34", "resnet50", "alexnet64",
+         "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn")
+OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, simclr, ...
 # bp backprop, fa feedback alignment, ss sign symmetry, wm weight mirror, ia information
 # alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
 # soft winner-take-all conv layers under an SGD readout (pipeline.learning).

@@ -110,3 +110,108 @@ def test_name_prefixes_set_names_and_ids():
     probe = make_stimulus_sets(train_per_class=0, test_per_class=0, probe=4, name="dots")["probe"]
     assert probe.attrs["name"] == "dots_probe"
     assert all(str(i).startswith("dots_probe_") for i in probe["stimulus_id"].values)
+
+
+# --- user image folder -------------------------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from pipeline.data.stimuli import load_image, read_image_folder  # noqa: E402
+
+COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "fox": (30, 30, 200)}
+
+
+def _write_folder(root, per_class=5, shape=(40, 30), suffixes=(".png", ".jpg")):
+    """Solid-colour images per class, one pixel of the id burnt in so files differ."""
+    for cls, colour in COLOURS.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((*shape, 3), colour, dtype=np.uint8)
+            pixels[0, 0] = (i, i, i)
+            Image.fromarray(pixels).save(root / cls / f"img{i}{suffixes[i % len(suffixes)]}")
+    (root / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_folder_source_writes_the_three_sets(tmp_path):
+    _write_folder(tmp_path / "imgs")
+    sets = make_stimulus_sets(size=16, train_per_class=100, test_per_class=20, probe=3, seed=0,
+                              name="mine", path=tmp_path / "imgs", test_fraction=0.4)
+    sizes = {key: ds.sizes["stimulus"] for key, ds in sets.items()}
+    assert sizes == {"train": 9, "test": 3, "probe": 3}        # 5 per class: 3 train, 2 held out
+    files = np.concatenate([ds["file"].values for ds in sets.values()])
+    assert np.unique(files).size == 15                           # disjoint, every image used once
+    ids = np.concatenate([ds["stimulus_id"].values for ds in sets.values()])
+    assert np.unique(ids).size == 15
+    for key, ds in sets.items():
+        assert ds.attrs["name"] == f"mine_{key}" and ds.attrs["sha256"] == stimulus_set_sha256(ds)
+        assert ds["image"].dims == ("stimulus", "y", "x", "channel")
+        assert ds["image"].dtype == np.uint8 and ds["image"].shape[1:] == (16, 16, 3)
+        for level in ("superordinate", "basic"):
+            assert (ds[level].values == ds["subordinate"].values).all()
+        for cls, file, image in zip(ds.subordinate.values, ds.file.values, ds["image"].values):
+            assert file.startswith(f"{cls}/")
+            np.testing.assert_allclose(image[8:, 8:].reshape(-1, 3).mean(0), COLOURS[cls], atol=2)
+    assert sorted(sets["probe"].subordinate.values) == ["cat", "dog", "fox"]   # class-balanced
+
+
+def test_folder_source_trains(tmp_path):
+    from pipeline.io import write_zarr
+    from pipeline.train import read_stimuli
+
+    _write_folder(tmp_path / "imgs")
+    sets = read_image_folder(tmp_path / "imgs", size=16, probe=3, test_fraction=0.4)
+    write_zarr(sets["train"], tmp_path / "t.zarr")
+    assert set(read_stimuli(tmp_path / "t.zarr", "subordinate").subordinate.values) == set(COLOURS)
+
+
+def test_train_val_subfolders_give_the_split(tmp_path):
+    _write_folder(tmp_path / "imgs" / "train", per_class=4)
+    _write_folder(tmp_path / "imgs" / "val", per_class=2)
+    sets = read_image_folder(tmp_path / "imgs", size=8, probe=3, seed=1)
+    assert all(f.startswith("train/") for f in sets["train"]["file"].values)
+    assert sets["train"].sizes["stimulus"] == 12
+    held = [*sets["test"]["file"].values, *sets["probe"]["file"].values]
+    assert len(held) == 6 and all(f.startswith("val/") for f in held)
+
+
+def test_caps_and_seed_keep_training_set_fixed(tmp_path):
+    _write_folder(tmp_path / "imgs", per_class=6)
+    a = read_image_folder(tmp_path / "imgs", size=8, train_per_class=2, test_per_class=1,
+                          probe=0, seed=0, test_fraction=0.5)
+    b = read_image_folder(tmp_path / "imgs", size=8, train_per_class=2, test_per_class=2,
+                          probe=3, seed=0, test_fraction=0.5)
+    c = read_image_folder(tmp_path / "imgs", size=8, train_per_class=2, probe=0, seed=5,
+                          test_fraction=0.5)
+    assert a["train"].sizes["stimulus"] == 6 and a["test"].sizes["stimulus"] == 3
+    assert a["train"].attrs["sha256"] == b["train"].attrs["sha256"]
+    assert list(a["train"].file.values) != list(c["train"].file.values)
+
+
+def test_load_image_resizes_shorter_side_and_centre_crops(tmp_path):
+    pixels = np.zeros((20, 60, 3), dtype=np.uint8)          # wide: left, centre, right thirds
+    pixels[:, 20:40] = 255
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png", 10)           # 20x60 -> 10x30 -> centre 10x10
+    assert image.shape == (10, 10, 3)
+    assert image[:, 1:-1].min() == 255                       # the white centre third, borders aside
+    gray = Image.fromarray(np.full((12, 12), 77, dtype=np.uint8))
+    gray.save(tmp_path / "gray.jpg")
+    assert load_image(tmp_path / "gray.jpg", 12).shape == (12, 12, 3)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: None, "stimuli.path: .* is not a folder"),
+    (lambda root: (root / "empty_class").mkdir(parents=True), "stimuli.path: .* holds no images"),
+    (lambda root: (root / "train" / "a").mkdir(parents=True), "has a train/ folder but no val/"),
+])
+def test_folder_errors_name_the_config_field(tmp_path, make, message):
+    root = tmp_path / "imgs"
+    make(root)
+    with pytest.raises((FileNotFoundError, ValueError), match=message):
+        make_stimulus_sets(path=root, size=16)
+
+
+def test_too_many_probe_images_raise(tmp_path):
+    _write_folder(tmp_path / "imgs", per_class=3)
+    with pytest.raises(ValueError, match="stimuli.probe: 50 probe images"):
+        read_image_folder(tmp_path / "imgs", size=8, probe=50)

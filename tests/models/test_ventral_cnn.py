@@ -6,8 +6,8 @@ from pipeline.models import ARCHS, build_model, layer_outputs
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_registered_arch_builds(arch):
-    model = build_model(arch, n_classes=5, input_size=32)
-    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    model = build_model(arch, n_classes=5, input_size=64)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
     assert model.layer_names[-1] == "readout"
 
 

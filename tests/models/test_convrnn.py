@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from pipeline.models import build_model, layer_outputs
+from pipeline.models.convrnn import ConvRNN
+from pipeline.models.ventral_cnn import AREAS, VentralCNN
+
+WIDTHS = (4, 6, 8, 10)
+
+
+def _with_backbone_weights(backbone, **kwargs):
+    """A ConvRNN whose feedforward convs and batch norms are the backbone's (same tensors' values)."""
+    model = ConvRNN(3, 16, widths=WIDTHS, **kwargs)
+    state = {}
+    for key, value in backbone.state_dict().items():
+        name, index, rest = key.split(".", 2) if key.startswith("area") else (None, None, key)
+        if name is None:
+            state[key] = value
+        elif int(index) < 5:                      # conv, bn, relu, conv, bn; then relu, pool
+            state[f"{name}.ff.{index}.{rest}"] = value
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(".cell." in k or ".feedback." in k for k in missing)
+    return model
+
+
+@pytest.fixture
+def backbone():
+    torch.manual_seed(0)
+    model = VentralCNN(3, 16, widths=WIDTHS)
+    with torch.no_grad():                            # non-trivial batch-norm statistics
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _zero_recurrence_and_feedback(model):
+    """No memory: decays shut (sigmoid(-200) is 0 in float32), gate and feedback convs 0."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".feedback." in name or ".cell." in name:
+                p.zero_()
+            if name.endswith("_tau.bias"):
+                p.fill_(-200.0)
+    assert torch.sigmoid(torch.tensor(-200.0)) == 0
+
+
+def test_one_step_with_sweep_inside_the_step_equals_the_backbone(backbone):
+    model = _with_backbone_weights(backbone, time_steps=1, ff_delay=0).eval()
+    _zero_recurrence_and_feedback(model)
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        ours, theirs = layer_outputs(model, x), layer_outputs(backbone, x)
+    for name in (*AREAS, "readout"):
+        assert ours[name].shape == (5, 1, *theirs[name].shape[1:])
+        assert torch.equal(ours[name][:, 0], theirs[name]), name
+
+
+def test_a_fresh_cell_passes_its_input_through(backbone):
+    # Zero state: the gates are 1 at their initial (zero) biases, whatever the conv weights.
+    model = _with_backbone_weights(backbone, time_steps=1, ff_delay=0).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), backbone(x))
+        model.area2.cell.out_gate.bias.fill_(0.3)
+        assert not torch.allclose(model(x), backbone(x))
+
+
+def test_biological_unrolling_reaches_area_k_at_step_k(backbone):
+    model = _with_backbone_weights(backbone, time_steps=6, ff_delay=1).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ours, theirs = layer_outputs(model, x), layer_outputs(backbone, x)
+    for k, name in enumerate(AREAS):
+        assert torch.count_nonzero(ours[name][:, :k]) == 0, name        # no input yet
+        assert torch.equal(ours[name][:, k], theirs[name]), name       # first response
+        assert not torch.allclose(ours[name][:, -1], ours[name][:, k]), name  # recurrence
+    assert torch.equal(ours["readout"][:, len(AREAS) - 1], theirs["readout"])
+    torch.testing.assert_close(ours["readout"][:, -1], model(x))
+
+
+def test_zero_recurrence_is_the_feedforward_net_at_every_step(backbone):
+    model = _with_backbone_weights(backbone, time_steps=4, ff_delay=0).eval()
+    _zero_recurrence_and_feedback(model)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ours, theirs = layer_outputs(model, x), layer_outputs(backbone, x)
+    for t in range(4):
+        assert torch.equal(ours["area3"][:, t], theirs["area3"])
+
+
+def test_feedback_reaches_the_lower_area_one_step_later():
+    torch.manual_seed(1)
+    model = ConvRNN(3, 16, widths=WIDTHS, time_steps=6, ff_delay=1).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = layer_outputs(model, x)["area2"]
+        model.area2.feedback[0].weight.mul_(3.0)              # the area4 -> area2 edge
+        after = layer_outputs(model, x)["area2"]
+    # area4 first responds at step 3, so area2 first feels it at step 4.
+    assert torch.equal(before[:, :4], after[:, :4])
+    assert not torch.allclose(before[:, 4], after[:, 4])
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa"])
+def test_forward_and_backward_under_a_rule(rule):
+    torch.manual_seed(0)
+    model = build_model("convrnn", 4, 16, rule=rule)
+    assert model.time_steps >= len(AREAS) and model.layer_names[-1] == "readout"
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 4, (6,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    for name in ("area1.ff.0.weight", "area1.cell.out_gate.weight", "area2.feedback.0.weight",
+                 "readout.weight"):
+        assert grads[name] is not None and torch.isfinite(grads[name]).all(), name
+        assert grads[name].abs().sum() > 0, name
+    if rule == "fa":
+        assert hasattr(model.area1.cell.out_gate, "weight_fb")
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="ff_delay must be 0 or 1"):
+        ConvRNN(3, 16, ff_delay=2)
+    with pytest.raises(ValueError, match="time_steps must be an int >= 1"):
+        ConvRNN(3, 16, time_steps=0)
+    with pytest.raises(ValueError, match=r"feedback edge \('area1', 'area3'\) must go from a higher"):
+        ConvRNN(3, 16, feedback=(("area1", "area3"),))
