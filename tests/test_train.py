@@ -5,6 +5,7 @@ import torch
 import xarray as xr
 
 from pipeline.io import write_zarr
+from pipeline.objectives import OBJECTIVE_DEFAULTS
 from pipeline.runtime import resolve_device, seed_everything, set_num_threads
 from pipeline.train import train
 
@@ -70,7 +71,8 @@ def test_writes_every_checkpoint_and_metrics(trained):
     out, metrics = trained
     assert sorted(p.name for p in out.glob("*.pt")) == [f"epoch_{e:03d}.pt" for e in range(4)]
     on_disk = pd.read_csv(out / "metrics.csv")
-    assert list(on_disk.columns) == ["epoch", "loss", "train_acc", "test_acc", "seconds"]
+    assert list(on_disk.columns) == ["epoch", "loss", "train_acc", "test_acc", "test_loss",
+                                     "seconds"]
     assert on_disk["epoch"].tolist() == [0, 1, 2, 3]
     pd.testing.assert_frame_equal(on_disk, metrics, check_dtype=False)
 
@@ -98,6 +100,8 @@ def test_checkpoints_load_with_weights_only(trained, stimuli):
     checkpoint = load(out / "epoch_002.pt")
     assert checkpoint["model_name"] == MODEL and checkpoint["arch"] == "ventral_cnn"
     assert checkpoint["rule"] == "bp" and checkpoint["settings"]["rule_settings"] == {}
+    assert checkpoint["objective"] == "supervised" and checkpoint["heads"] == {}
+    assert checkpoint["settings"]["objective_settings"] == {}
     assert checkpoint["alignment_optimizer"] is None and len(checkpoint["alignment"]) == 9
     assert checkpoint["epoch"] == 2 and checkpoint["n_classes"] == 4
     assert checkpoint["classes"] == ["blue/a", "gray/a", "green/a", "red/a"]
@@ -137,6 +141,17 @@ def test_resume_continues_to_the_same_weights(trained, stimuli, tmp_path):
     assert_same_weights(load(tmp_path / "epoch_003.pt")["state_dict"],
                         load(out / "epoch_003.pt")["state_dict"])
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), metrics.drop(columns="seconds"))
+
+
+def test_step_schedule_sets_each_epochs_rate_and_resumes(stimuli, tmp_path):
+    run(stimuli, tmp_path / "full", lr_milestones=[1, 2], lr_gamma=0.5)
+    rates = [load(tmp_path / "full" / f"epoch_{e:03d}.pt")["optimizer"]["param_groups"][0]["lr"]
+             for e in (1, 2, 3)]
+    assert rates == pytest.approx([0.05, 0.025, 0.0125])   # MultiStepLR stepped per epoch
+    run(stimuli, tmp_path / "resumed", epochs=2, lr_milestones=[1, 2], lr_gamma=0.5)
+    run(stimuli, tmp_path / "resumed", lr_milestones=[1, 2], lr_gamma=0.5)
+    assert_same_weights(load(tmp_path / "resumed" / "epoch_003.pt")["state_dict"],
+                        load(tmp_path / "full" / "epoch_003.pt")["state_dict"])
 
 
 def test_resume_skips_a_corrupt_checkpoint(trained, stimuli, tmp_path):
@@ -265,3 +280,73 @@ def test_seed_everything_repeats_draws():
     first = torch.rand(3), np.random.rand()
     seed_everything(3)
     assert torch.equal(first[0], torch.rand(3)) and first[1] == np.random.rand()
+
+
+# Small heads, a bank smaller than the negatives drawn, so sampling is exercised.
+SSL = {"simclr": {"hidden_dim": 32, "projection_dim": 16},
+       "instance": {"embedding_dim": 16, "negatives": 8},
+       "autoencoder": {"embedding_dim": 16, "channels": 16},
+       "rotation": {}}
+
+
+@pytest.mark.parametrize("objective", list(SSL))
+def test_resume_of_other_objectives_continues_to_the_same_weights(objective, stimuli, tmp_path):
+    """Heads (projection, decoder, memory bank) and the views' generator travel in the
+    checkpoint; a feedback rule converts the heads too."""
+    model = f"ventral_cnn-{objective}-kp-s0"
+    kw = dict(model=model, epochs=2, objective_settings=SSL[objective])
+    whole = run(stimuli, tmp_path / "whole", **kw)
+    run(stimuli, tmp_path / "parts", **{**kw, "epochs": 1})
+    resumed = run(stimuli, tmp_path / "parts", **kw)
+    final = load(tmp_path / "whole" / "epoch_002.pt")
+    parts = load(tmp_path / "parts" / "epoch_002.pt")
+    assert_same_weights(parts["state_dict"], final["state_dict"])
+    assert_same_weights(parts["heads"], final["heads"])
+    assert final["objective"] == objective
+    assert final["settings"]["objective_settings"] == {**OBJECTIVE_DEFAULTS[objective],
+                                                       **SSL[objective]}
+    if objective != "rotation":
+        assert final["heads"] and all(isinstance(t, torch.Tensor) for t in final["heads"].values())
+        assert any(k.endswith("weight_fb") for k in final["heads"]) == (objective != "instance")
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"))
+    assert np.isfinite(whole["loss"]).all()
+    table = pd.read_csv(tmp_path / "whole" / "alignment.csv")
+    backbone = table[~table["layer"].str.startswith("heads.")]
+    assert backbone["layer"].iloc[0] == "area1.0"
+    assert backbone["gradient_angle"].notna().all()       # the objective's δ reaches every layer
+
+
+def test_autoencoder_refuses_hebb(stimuli, tmp_path):
+    with pytest.raises(ValueError, match="'ventral_cnn-autoencoder-hebb-s0': objective "
+                                         "'autoencoder' cannot be trained with rule 'hebb'"):
+        run(stimuli, tmp_path, model="ventral_cnn-autoencoder-hebb-s0")
+
+
+def test_input_size_resizes_in_training_and_extraction(stimuli, tmp_path):
+    """A model trained at 24 px on 16 px stimuli: checkpoints record 24, and extraction of
+    probe images equals a direct forward pass on their bilinear, antialiased resize."""
+    import torch.nn.functional as F
+
+    from pipeline.activations import extract, read_layer
+    from pipeline.models import build_model, layer_outputs
+
+    run(stimuli, tmp_path / "model", epochs=1, input_size=24)
+    checkpoint = load(tmp_path / "model" / "epoch_001.pt")
+    assert checkpoint["input_size"] == 24 and checkpoint["preprocessing"]["input_size"] == 24
+    probe = write_stimuli(tmp_path / "probe.zarr", 2, seed=5, prefix="probe")
+    extract([tmp_path / "model" / "epoch_001.pt"], tmp_path / "probe.zarr",
+            tmp_path / "acts.zarr", device="cpu")
+    model = build_model("ventral_cnn", 4, 24)
+    model.load_state_dict(checkpoint["state_dict"])
+    pre = checkpoint["preprocessing"]
+    x = torch.from_numpy(probe["image"].values).permute(0, 3, 1, 2).float() / 255
+    x = F.interpolate(x, size=(24, 24), mode="bilinear", antialias=True, align_corners=False)
+    x = (x - torch.tensor(pre["mean"]).view(1, 3, 1, 1)) / torch.tensor(pre["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = layer_outputs(model.eval(), x)
+    for layer in ("area1", "readout"):
+        np.testing.assert_allclose(read_layer(tmp_path / "acts.zarr", layer).isel(epoch=0),
+                                   expected[layer].flatten(1).numpy(), rtol=1e-5, atol=1e-5)
+    assert read_layer(tmp_path / "acts.zarr", "area1").shape[-1] == 16 * 12 * 12
+    with pytest.raises(ValueError, match="input_size must be a positive int or None"):
+        run(stimuli, tmp_path / "bad", input_size=0)

@@ -143,7 +143,8 @@ class Rule:
         """Local updates after the optimizer steps."""
 
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizers,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             generator: torch.Generator | None = None, loss_fn=None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step on images x (batch, channel, y, x) and labels y (batch,).
 
         Parameters
@@ -152,15 +153,22 @@ class Rule:
             As `optimizers` returns.
         generator : torch.Generator, optional
             Draws the alignment's input noise (on x's device).
+        loss_fn : callable, optional
+            `loss_fn(model, x, y) -> (output, loss)`: the objective's forward pass and loss
+            (pipeline.objectives); None is cross-entropy of `model(x)` against y, output the
+            logits.
 
         Returns
         -------
-        (logits, loss), detached.
+        (output, loss), detached.
         """
         task, alignment = optimizers
         self.before_forward(model)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        if loss_fn is None:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        else:
+            logits, loss = loss_fn(model, x, y)
         task.zero_grad(set_to_none=True)
         if alignment is not None:
             alignment.zero_grad(set_to_none=True)
