@@ -3,6 +3,9 @@
 Each layer is one variable (epoch, stimulus, unit_{layer}) float32, chunked along stimulus.
 Layers differ in width, and one xarray Dataset cannot give a dimension two lengths, so the unit
 dimension carries the layer name in the store; `read_layer` returns it renamed to `unit`.
+A recurrent model (one with `time_steps`, e.g. `convrnn`) stores every layer at every time step,
+dims (epoch, time, stimulus, unit_{layer}) with an int coord `time`; feedforward stores have no
+`time` dim.
 attrs["content_key"] records the sha256 of every checkpoint file, the preprocessing, the
 stimulus set's sha256 and the layers, so a store is reused only for identical inputs.
 """
@@ -16,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -68,7 +70,8 @@ def content_key(checkpoints, stimuli_path) -> dict:
     Returns
     -------
     dict
-        Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers.
+        Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers,
+        and, for a recurrent model only, time_steps.
     """
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
@@ -81,13 +84,16 @@ def content_key(checkpoints, stimuli_path) -> dict:
                 f"{checkpoints[0]}; "
                 "one activations store holds checkpoints of one model"
             )
-    layers = list(build_model(*_header(first)).layer_names)
-    return {
+    model = build_model(*_header(first))
+    key = {
         "weights_sha256": [_sha256_file(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
         "stimulus_sha256": stimulus_sha256(read_zarr(stimuli_path)),
-        "layers": layers,
+        "layers": list(model.layer_names),
     }
+    if getattr(model, "time_steps", None) is not None:   # absent for feedforward: old keys stay valid
+        key["time_steps"] = int(model.time_steps)
+    return key
 
 
 def _stored_key(out_path: Path):
@@ -103,16 +109,14 @@ def _stored_key(out_path: Path):
 
 @torch.no_grad()
 def _forward_all(model, images, preprocessing, batch_size, device, bar) -> dict[str, np.ndarray]:
-    """Flattened outputs (stimulus, unit) of every layer for all images."""
-    size = preprocessing["input_size"]
+    """Flattened outputs (stimulus, unit), or (stimulus, time, unit) if recurrent, of every layer."""
+    leading = 2 if getattr(model, "time_steps", None) is not None else 1
     chunks = {name: [] for name in model.layer_names}
     for start in range(0, len(images), batch_size):
+        # preprocess resizes to the model's input size (bilinear, antialiased), as in training
         x = preprocess(images[start:start + batch_size].to(device), preprocessing)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
         for name, out in layer_outputs(model, x).items():
-            chunks[name].append(out.flatten(1).float().cpu().numpy())
+            chunks[name].append(out.flatten(leading).float().cpu().numpy())
         bar.update(1)
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
@@ -129,7 +133,9 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         Stimulus-set Zarr store (stimulus, y, x, channel) uint8.
     out_path : path-like
         Output store: one var per layer, dims (epoch, stimulus, unit_{layer}) float32, coords
-        epoch (int) and stimulus_id; attrs["content_key"] as `content_key` returns. Skipped
+        epoch (int) and stimulus_id; a recurrent model's are (epoch, time, stimulus,
+        unit_{layer}) with coord time (int, 0-based step); attrs["content_key"] as
+        `content_key` returns. Skipped
         when it exists with the same content key; recomputed when the key differs.
     device : str
         "auto", "cpu" or "cuda".
@@ -171,25 +177,35 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
             epochs.append(int(checkpoint["epoch"]))
 
     n_stimuli = len(images)
+    time_steps = key.get("time_steps")
     data_vars = {}
     for layer, arrays in per_layer.items():
         values = np.stack(arrays).astype(np.float32, copy=False)
-        var = xr.Variable(("epoch", "stimulus", unit_dim(layer)), values)
-        var.encoding["chunks"] = (len(epochs), min(CHUNK, n_stimuli), values.shape[-1])
+        if time_steps is None:
+            var = xr.Variable(("epoch", "stimulus", unit_dim(layer)), values)
+            var.encoding["chunks"] = (len(epochs), min(CHUNK, n_stimuli), values.shape[-1])
+        else:                                   # (epoch, stimulus, time, unit) -> time first
+            var = xr.Variable(("epoch", "time", "stimulus", unit_dim(layer)),
+                              np.ascontiguousarray(values.transpose(0, 2, 1, 3)))
+            var.encoding["chunks"] = (len(epochs), time_steps, min(CHUNK, n_stimuli),
+                                      values.shape[-1])
         data_vars[layer] = var
-    ds = xr.Dataset(
-        data_vars,
-        coords={"epoch": ("epoch", np.array(epochs, dtype=np.int64)),
-                "stimulus_id": ("stimulus", stimuli["stimulus_id"].values.astype(str))},
-        attrs={"content_key": key},
-    )
+    coords = {"epoch": ("epoch", np.array(epochs, dtype=np.int64)),
+              "stimulus_id": ("stimulus", stimuli["stimulus_id"].values.astype(str))}
+    if time_steps is not None:
+        coords["time"] = ("time", np.arange(time_steps, dtype=np.int64))
+    ds = xr.Dataset(data_vars, coords=coords, attrs={"content_key": key})
     write_zarr(ds, out_path)
     log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs), n_stimuli,
              ", ".join(f"{k} ({v.shape[-1]} units)" for k, v in data_vars.items()))
 
 
 def read_layer(path, layer: str) -> xr.DataArray:
-    """One layer's activations (epoch, stimulus, unit), loaded, with coords epoch and stimulus_id."""
+    """One layer's activations, loaded, with coords epoch and stimulus_id.
+
+    Dims (epoch, stimulus, unit) for a feedforward model; (epoch, time, stimulus, unit), with
+    coord time, for a recurrent one.
+    """
     ds = read_zarr(path)
     if layer not in ds:
         raise KeyError(f"{path}: no layer {layer!r}; layers: {', '.join(map(str, ds.data_vars))}")

@@ -168,3 +168,41 @@ def test_models_of_other_rules_are_rebuilt_with_their_layers(setup, tmp_path, ru
     for layer in LAYERS:
         np.testing.assert_allclose(ds[layer].isel(epoch=-1).values, expected[layer],
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_recurrent_model_stores_every_time_step(setup, tmp_path):
+    root, _ = setup
+    train("convrnn-supervised-bp-s0", root / "train.zarr", root / "test.zarr", tmp_path / "model",
+          epochs=1, batch_size=8, device="cpu")
+    checkpoints = sorted((tmp_path / "model").glob("epoch_*.pt"))
+    extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu", batch_size=8)
+    ds = read_zarr(tmp_path / "probe.zarr")
+    model = build_model("convrnn", 3, 16)
+    steps = model.time_steps
+    assert json.loads(ds.attrs["content_key"])["time_steps"] == steps
+    assert ds["time"].values.tolist() == list(range(steps))
+    assert ds["area1"].dims == ("epoch", "time", "stimulus", "unit_area1")
+    assert ds["area1"].shape == (2, steps, 21, 16 * 8 * 8)
+    assert ds["readout"].shape == (2, steps, 21, 3)
+    layer = read_layer(tmp_path / "probe.zarr", "area4")
+    assert layer.dims == ("epoch", "time", "stimulus", "unit") and layer.shape == (2, steps, 21, 128)
+    # Values: the per-step outputs of a direct forward pass of the last checkpoint.
+    checkpoint = torch.load(checkpoints[-1], weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    probe = read_zarr(root / "probe.zarr").load()
+    pre = checkpoint["preprocessing"]
+    x = torch.from_numpy(probe["image"].values).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(pre["mean"]).view(1, 3, 1, 1)) / torch.tensor(pre["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = layer_outputs(model, x)
+    for name in ("area2", "readout"):
+        direct = expected[name].flatten(2).transpose(0, 1).numpy()       # (time, stimulus, unit)
+        # Batches of 8 vs 21 round differently; eight recurrent steps compound it to ~1e-4.
+        np.testing.assert_allclose(ds[name].isel(epoch=-1).values, direct, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(ds["area1"].isel(epoch=-1, time=0), ds["area1"].isel(epoch=-1, time=-1))
+
+
+def test_feedforward_content_key_has_no_time_steps(setup):
+    root, checkpoints = setup
+    assert "time_steps" not in content_key(checkpoints[:1], root / "probe.zarr")

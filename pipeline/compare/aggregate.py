@@ -6,7 +6,8 @@ validation split inside its training stimuli (stage "select": maps fit on a seed
 ``train_frac`` of the training stimuli, scored on the rest; `splits.inner_splits`). For
 each (model, epoch, area, mapping) and split s, `best_layer` picks the layer with the
 highest median over units of the "select" score (units nan-averaged over split-halves),
-then reports that layer's "test" scores on split s. Each unit's reported value is the
+then reports that layer's "test" scores on split s (a recurrent model's candidates are its
+(layer, time step) pairs, chosen the same way). Each unit's reported value is the
 nan-mean over splits of the chosen layers' test scores, and the summary is the median and
 s.e.m. over units, as for one layer. The test stimuli of split s never enter the choice
 for split s, so the reported score is not inflated by the max over layers.
@@ -25,11 +26,22 @@ from pipeline.compare.scoring import POPULATION_MAPPINGS, SCORES
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = (*SCORES, "r_full")
-_GROUPS = ("dataset", "model", "area", "mapping", "layer", "epoch", "n_stimuli")
+_GROUPS = ("dataset", "model", "area", "mapping", "layer", "epoch", "time", "n_stimuli")
 
 
 def _default_by(frame, candidates):
     return [c for c in candidates if c in frame.columns]
+
+
+def _time_filled(scores):
+    """Scores with a missing ``time`` (rows of tables from before the column) read as step 0.
+
+    Feedforward layers are time 0, and groupby would drop NaN keys, so concatenations of old
+    and new tables are kept whole.
+    """
+    if "time" in scores.columns and scores["time"].isna().any():
+        scores = scores.assign(time=scores["time"].fillna(0).astype(np.int64))
+    return scores
 
 
 def _test_rows(scores):
@@ -78,7 +90,7 @@ def summarize(scores, by=None):
         Output of `interanimal`, `interanimal_curve` or `predictivity` (optionally with
         dataset/model columns).
     by : sequence of str, optional
-        Grouping columns; default those of dataset, model, area, mapping, layer, epoch,
+        Grouping columns; default those of dataset, model, area, mapping, layer, epoch, time,
         n_stimuli present.
 
     Returns
@@ -92,7 +104,7 @@ def summarize(scores, by=None):
         (means over animals; NaN for other mappings).
     """
     by = list(by) if by is not None else _default_by(scores, _GROUPS)
-    rows = _test_rows(scores)
+    rows = _test_rows(_time_filled(scores))
     metrics = [m for m in SUMMARY_METRICS if m in rows.columns]      # r_full: tables before it lack it
     per_unit = rows.groupby(by + ["animal", "neuroid_id"], sort=True)[metrics].mean()
     out = _over_units(per_unit, by, metrics)
@@ -105,11 +117,12 @@ def summarize(scores, by=None):
 
 
 def best_layer(scores, metric="score", by=None):
-    """Each group's best layer chosen on validation splits, reported on held-out stimuli.
+    """Each group's best layer (and time step) chosen on validation splits, reported on held-out data.
 
-    See the module docstring for the protocol. Mappings without validation rows (RSA and
-    CKA, which fit nothing and use all stimuli) have no training data to choose on; they
-    are left out (logged).
+    See the module docstring for the protocol. With a ``time`` column (recurrent models), the
+    candidates are the (layer, time) pairs, chosen jointly the same way. Mappings without
+    validation rows (RSA and CKA, which fit nothing and use all stimuli) have no training data
+    to choose on; they are left out (logged).
 
     Parameters
     ----------
@@ -123,9 +136,11 @@ def best_layer(scores, metric="score", by=None):
     Returns
     -------
     pandas.DataFrame
-        One row per group: `by`, ``layer`` (the layer chosen most often over splits; ties go
-        to the earlier layer), ``layers_chosen`` ("layer:count, ..."), ``n_splits``, and the
-        `summarize` statistics of the chosen layers' test scores.
+        One row per group: `by`, ``layer`` and, with a time column, ``time`` (the candidate
+        chosen most often over splits; ties go to the earlier layer, then the earlier step),
+        ``layers_chosen`` ("layer:count, ..."; "layer@t<step>:count" when the table has more
+        than one time step), ``n_splits``, and the `summarize` statistics of the chosen
+        candidates' test scores.
     """
     missing = {"layer", "split", "stage", "neuroid_id", "animal"} - set(scores.columns)
     if missing:
@@ -134,6 +149,8 @@ def best_layer(scores, metric="score", by=None):
             f"missing {sorted(missing)}. Pass the score table itself (not a summary), from "
             "predictivity(..., select_layers=True).")
     by = list(by) if by is not None else _default_by(scores, ("dataset", "model", "area", "mapping", "epoch"))
+    scores = _time_filled(scores)
+    candidate = ["layer", "time"] if "time" in scores.columns and "time" not in by else ["layer"]
     select = scores[scores["stage"] == "select"]
     fitted = scores["mapping"].isin(select["mapping"].unique())
     skipped = sorted(set(scores.loc[~fitted, "mapping"]))
@@ -142,23 +159,28 @@ def best_layer(scores, metric="score", by=None):
     if select.empty:
         raise ValueError("best_layer: no validation rows (stage 'select'); run predictivity with "
                          "select_layers=True.")
-    order = {layer: i for i, layer in enumerate(dict.fromkeys(scores["layer"]))}
-    keys = by + ["split", "layer"]
+    order = scores[candidate].drop_duplicates().reset_index(drop=True)   # network order, then time
+    order["order"] = np.arange(len(order))
+    keys = by + ["split"] + candidate
     per_unit = select.groupby(keys + ["animal", "neuroid_id"], sort=False)[metric].mean()
     medians = per_unit.groupby(level=keys, sort=False).median().dropna().reset_index()
-    medians["order"] = medians["layer"].map(order)
+    medians = medians.merge(order, on=candidate)
     medians = medians.sort_values(by + ["split", metric, "order"], ascending=[True] * (len(by) + 1) + [False, True])
-    chosen = medians.drop_duplicates(by + ["split"])[by + ["split", "layer"]]
-    test = _test_rows(scores).merge(chosen, on=by + ["split", "layer"])
+    chosen = medians.drop_duplicates(by + ["split"])[keys]
+    test = _test_rows(scores).merge(chosen, on=keys)
     per_unit = test.groupby(by + ["animal", "neuroid_id"], sort=True)[list(SUMMARY_METRICS)].mean()
     out = _over_units(per_unit, by, SUMMARY_METRICS)
-    counts = chosen.groupby(by + ["layer"], sort=False).size().reset_index(name="count")
-    counts["order"] = counts["layer"].map(order)
+    counts = chosen.groupby(by + candidate, sort=False).size().reset_index(name="count")
+    counts = counts.merge(order, on=candidate)
     counts = counts.sort_values(by + ["count", "order"], ascending=[True] * len(by) + [False, True])
-    top = counts.drop_duplicates(by).set_index(by)["layer"]
+    top = counts.drop_duplicates(by).set_index(by)
+    show_time = "time" in candidate and scores["time"].nunique() > 1
+    counts["label"] = (counts["layer"].astype(str) + "@t" + counts["time"].astype(str) if show_time
+                       else counts["layer"].astype(str))
     listing = counts.groupby(by, sort=True).apply(
-        lambda g: ", ".join(f"{layer}:{n}" for layer, n in zip(g["layer"], g["count"])), include_groups=False)
-    out.insert(0, "layer", top)
-    out.insert(1, "layers_chosen", listing)
-    out.insert(2, "n_splits", chosen.groupby(by, sort=True).size())
+        lambda g: ", ".join(f"{label}:{n}" for label, n in zip(g["label"], g["count"])), include_groups=False)
+    for at, name in enumerate(candidate):
+        out.insert(at, name, top[name])
+    out.insert(len(candidate), "layers_chosen", listing)
+    out.insert(len(candidate) + 1, "n_splits", chosen.groupby(by, sort=True).size())
     return out.reset_index()

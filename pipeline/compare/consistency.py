@@ -45,7 +45,7 @@ from pipeline.compare.scoring import (  # noqa: F401  (public names of the estim
     corrected_scores,
     spearman_brown,
 )
-from pipeline.compare.sources import layer_sources, population
+from pipeline.compare.sources import layer_sources, population, source_positions
 from pipeline.compare.splits import inner_splits, stimulus_splits
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,10 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
     Parameters
     ----------
     activations : xarray.Dataset
-        One data var per layer, dims (epoch, stimulus, unit...), coord stimulus_id on stimulus.
-        Stimuli are matched to the assembly's by stimulus_id; extra ones are ignored.
+        One data var per layer, dims (epoch, stimulus, unit...), coord stimulus_id on stimulus;
+        a recurrent model's layers have dims (epoch, time, stimulus, unit...), and each
+        (layer, time step) is scored as a source of its own. Stimuli are matched to the
+        assembly's by stimulus_id; extra ones are ignored.
     assembly : xarray.DataArray
         NeuralAssembly, as for `interanimal`.
     mappings, n_halves, n_splits, train_frac, seed, alpha, n_components, alphas, rsa_compare
@@ -199,10 +201,11 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
     Returns
     -------
     pandas.DataFrame
-        The `interanimal` columns (source is the layer) plus layer, epoch, stage
-        ("test": held-out stimuli of the split; "select": the validation stimuli inside its
-        training set) and projection; one row per (layer, epoch, mapping, neuroid, split,
-        stage), RSA/CKA one per (layer, epoch, animal).
+        The `interanimal` columns (source is the layer) plus layer, epoch, time (the model's
+        time step; 0 for feedforward layers), stage ("test": held-out stimuli of the split;
+        "select": the validation stimuli inside its training set) and projection; one row per
+        (layer, epoch, time, mapping, neuroid, split, stage), RSA/CKA one per (layer, epoch,
+        time, animal).
     """
     check_settings("pooled", rsa_compare, None, n_halves, n_splits)
     maps = build_mappings(mappings, alpha, n_components, alphas)
@@ -226,11 +229,11 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
     tasks = []
     for layer in activations.data_vars:
         sources = dask.delayed(_read_layer)(_Layer(activations[layer]), order, projection, keep_features, layer)
-        for e, epoch in enumerate(epochs):
+        for e, position in enumerate(source_positions(activations[layer], epochs)):
             source = dask.delayed(operator.getitem)(sources, e)
             for (area, animal), idx in groups.items():
                 labels = {"area": area, "animal": animal, "source": str(layer), "layer": str(layer),
-                          "epoch": int(epoch)}
+                          **position}
                 for first, (offset, chunk) in enumerate(split_chunks(splits, splits_per_task)):
                     tasks.append(dask.delayed(_predictivity_task)(
                         source, targets[area, animal], halves, maps, chunk, offset, labels, neuroid_ids[idx],
@@ -243,7 +246,7 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
              f"{n_halves} split-halves" if halves else "no split-halves", n_splits, train_frac, seed,
              "; layer choice on validation splits inside the training stimuli" if select_layers else "")
     frames, ceilings = run(tasks, ceilings, scheduler, n_workers, "predictivity")
-    out = finish(frames, ceilings, ("layer", "epoch"), ("projection",))
+    out = finish(frames, ceilings, ("layer", "epoch", "time"), ("projection",))
     if "stage" not in out.columns:
         out.insert(out.columns.get_loc("split") + 1, "stage", "test")
     out["mode"] = "model"

@@ -151,8 +151,25 @@ def concatenated(populations, units=None):
 # ---------------------------------------------------------------- model layers
 
 def _unit_axes(var):
-    """The dims of an activations variable other than epoch and stimulus (its units)."""
-    return [d for d in var.dims if d not in ("epoch", "stimulus")]
+    """The dims of an activations variable other than epoch, time and stimulus (its units)."""
+    return [d for d in var.dims if d not in ("epoch", "time", "stimulus")]
+
+
+def source_axes(var):
+    """The leading dims of an activations variable, one source per entry: epoch[, time]."""
+    return [d for d in ("epoch", "time") if d in var.dims]
+
+
+def source_positions(var, epochs):
+    """Labels {"epoch", "time"} of each source `layer_sources` returns for `var`, in its order.
+
+    A feedforward layer (no ``time`` dim) has one source per epoch, labelled time 0, so score
+    tables of feedforward and recurrent models share their columns.
+    """
+    if "time" not in var.dims:
+        return [{"epoch": int(epoch), "time": 0} for epoch in epochs]
+    times = var["time"].values if "time" in var.coords else np.arange(var.sizes["time"])
+    return [{"epoch": int(epoch), "time": int(t)} for epoch in epochs for t in times]
 
 
 def _random_projection_block(seed, block, n_units, n_components):
@@ -162,7 +179,7 @@ def _random_projection_block(seed, block, n_units, n_components):
 
 
 def layer_sources(var, order, *, projection=None, keep_features=False, label="layer"):
-    """Kernel statistics of one model layer at every epoch, read chunk by chunk.
+    """Kernel statistics of one model layer at every epoch (and time step), read chunk by chunk.
 
     The layer is read in blocks of units (all epochs, the assembly's stimuli) of at most
     `_READ_ELEMENTS` values, so a lazily opened Zarr variable is never loaded whole; each
@@ -171,7 +188,8 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     Parameters
     ----------
     var : xarray.DataArray
-        Dims (epoch, stimulus, unit...), e.g. a lazily opened activations variable.
+        Dims (epoch, stimulus, unit...), or (epoch, time, stimulus, unit...) for a recurrent
+        model, e.g. a lazily opened activations variable.
     order : ndarray of int
         Positions along `stimulus` of the assembly's stimuli.
     projection : dict, optional
@@ -190,15 +208,17 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     Returns
     -------
     list of dict
-        One source per epoch: ``Gbar``, ``sbar``, ``p``, ``shared=True``, ``projection``
+        One source per epoch, or per (epoch, time) in epoch-major order: ``Gbar``, ``sbar``, ``p``, ``shared=True``, ``projection``
         (a label such as "none", "random:1000", "pca:100") and, if asked, ``Bbar``.
     """
     projection = dict(projection or {})
     method = projection.get("method", "none")
     k = int(projection.get("n_components", 0) or 0)
-    units = _unit_axes(var)
-    var = var.transpose("epoch", "stimulus", *units)
-    n_epochs, n_units = var.sizes["epoch"], int(np.prod([var.sizes[d] for d in units]))
+    units, leading = _unit_axes(var), source_axes(var)
+    var = var.transpose(*leading, "stimulus", *units)
+    # n_epochs counts sources: epochs, or (epoch, time) pairs flattened epoch-major.
+    n_epochs = int(np.prod([var.sizes[d] for d in leading]))
+    n_units = int(np.prod([var.sizes[d] for d in units]))
     if method not in ("none", "random", "pca"):
         raise ValueError(f"projection method must be 'none', 'random' or 'pca'; got {method!r}.")
     if method != "none" and k < 1:
@@ -216,7 +236,7 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     done = 0                                         # units read so far
     for start in range(0, var.sizes[lead], per_read):
         block = np.asarray(var.isel({lead: slice(start, start + per_read)}).values)
-        X = block.reshape(n_epochs, block.shape[1], -1)[:, order].astype(np.float64)
+        X = block.reshape(n_epochs, var.sizes["stimulus"], -1)[:, order].astype(np.float64)
         if not np.isfinite(X).all():
             raise ValueError(f"activations {label!r}: features contain NaN or inf; expected finite values.")
         G += X @ np.swapaxes(X, 1, 2)

@@ -39,7 +39,8 @@ def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *, dpi=150) -> None:
     """Median noise-corrected score per layer (final epoch), one panel per mapping × area.
 
-    Also writes `summary_out` (CSV): the ceiling and each model's best layer per area.
+    A recurrent model is drawn at each layer's last time step; its summary row names the
+    (layer, time) chosen. Also writes `summary_out` (CSV): the ceiling and each model's best layer per area.
     """
     ceiling = pd.read_parquet(interanimal_path)
     scores = pd.concat([pd.read_parquet(p) for p in predictivity_paths], ignore_index=True)
@@ -60,6 +61,8 @@ def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *,
                 ax.axhline(mid, color="0.5", lw=1, zorder=0)
             sub = by_layer[(by_layer["area"] == area) & (by_layer["mapping"] == mapping)]
             for model, rows in sub.groupby("model", sort=True):
+                if "time" in rows.columns:          # recurrent models: each layer's last step
+                    rows = rows[rows["time"] == rows.groupby("layer")["time"].transform("max")]
                 rows = rows.set_index("layer").reindex(layers)
                 ax.plot(range(len(layers)), rows["score"], marker="o", ms=3, lw=1, label=model)
             if i == 0:

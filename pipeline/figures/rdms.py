@@ -21,7 +21,8 @@ def category_order(stimuli_path) -> np.ndarray:
 def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> None:
     """RDMs (1 − Pearson r) of the trial-mean responses per area and of every layer (final epoch).
 
-    Stimuli are sorted by category, so the hierarchy shows as blocks.
+    Stimuli are sorted by category, so the hierarchy shows as blocks. A recurrent model's
+    layers are shown at their last time step.
     """
     neural = read_assembly(neural_path)
     order = category_order(stimuli_path)
@@ -31,8 +32,12 @@ def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> N
         population = neural.where(neural["area"] == area, drop=True).mean("trial")
         panels.append((area, population))
     for layer in layers:
-        features = read_layer(activations_path, layer)
-        panels.append((f"{layer} (epoch {int(features['epoch'][-1])})", features.isel(epoch=-1)))
+        features = read_layer(activations_path, layer).isel(epoch=-1)
+        title = f"{layer} (epoch {int(features['epoch'])})"
+        if "time" in features.dims:
+            features = features.isel(time=-1)
+            title = f"{layer} (epoch {int(features['epoch'])}, t{int(features['time'])})"
+        panels.append((title, features))
     n_cols = max(len(set(neural["area"].values)), len(layers))
     fig, axes = plt.subplots(2, n_cols, figsize=(1.9 * n_cols, 4.0), squeeze=False)
     for ax in axes.flat:
