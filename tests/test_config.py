@@ -47,3 +47,18 @@ def test_bad_field_is_named(schema, bad, field):
     with pytest.raises(ConfigError, match=f"'{field}'") as info:
         validate_config(bad, schema, source="my.yaml")
     assert str(info.value).startswith("my.yaml: ")
+
+
+def test_model_part_enums_match_the_registries(schema):
+    from pipeline.models.names import ARCHS, OBJECTIVES, RULES
+
+    models = yaml.safe_load(schema.read_text())["properties"]["models"]["properties"]
+    for key, registry in [("archs", ARCHS), ("objectives", OBJECTIVES), ("rules", RULES)]:
+        assert set(models[key]["items"]["enum"]) == set(registry), key
+
+
+def test_included_models_need_full_names(schema):
+    config = validate_config({"models": {"include": ["lenet-simclr-fa-s2"]}}, schema)
+    assert config["models"]["include"] == ["lenet-simclr-fa-s2"]
+    with pytest.raises(ConfigError, match="'models.include.0'"):
+        validate_config({"models": {"include": ["lenet-simclr-fa"]}}, schema)

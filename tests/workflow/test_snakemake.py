@@ -47,7 +47,8 @@ def test_tiny_run_leaves_scores_figures_and_report(tiny_run):
     results = tiny_run / "results"
     assert (results / "report.html").stat().st_size > 10_000
     for name in ["learning_curves.png", "alignment.png", "predictivity_synthetic_mouse.png",
-                 "predictivity_by_rule_synthetic_mouse.png",
+                 "predictivity_by_rule_synthetic_mouse.png", "predictivity_by_model_synthetic_mouse.png",
+                 "performance_vs_predictivity_synthetic_mouse.png",
                  *[f"rdms/{m}/synthetic_mouse.png" for m in MODELS]]:
         assert (results / "figures" / name).stat().st_size > 1_000, name
     ceiling = pd.read_parquet(results / "scores/interanimal/synthetic_mouse.parquet")
@@ -81,7 +82,9 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
     assert f"results/models/{MODELS[1]}" in outputs
     shared = {"results/figures/learning_curves.png", "results/figures/alignment.png",
               "results/figures/predictivity_synthetic_mouse.png, results/scores/summary/synthetic_mouse.csv",
-              "results/figures/predictivity_by_rule_synthetic_mouse.png"}
+              "results/figures/predictivity_by_rule_synthetic_mouse.png",
+              "results/figures/predictivity_by_model_synthetic_mouse.png",
+              "results/figures/performance_vs_predictivity_synthetic_mouse.png"}
     assert all(MODELS[1] in out or out in shared for out in outputs), outputs
     assert not any(MODELS[0] in out for out in outputs)
 

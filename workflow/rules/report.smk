@@ -111,6 +111,46 @@ rule rule_figure:
         "python -m pipeline rule_figure {input:q} --out {output:q} --style {params.style:q} 2> {log:q}"
 
 
+rule model_figure:
+    input:
+        "results/scores/summary/{dataset}.csv",
+    output:
+        report(
+            f"results/figures/predictivity_by_model_{{dataset}}.{FIG}",
+            caption="../report/predictivity_by_model.rst",
+            category="Predictivity",
+        ),
+    params:
+        style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/model_figure/{dataset}.log",
+    shell:
+        "python -m pipeline model_figure {input:q} --out {output:q} --style {params.style:q} 2> {log:q}"
+
+
+rule performance_figure:
+    input:
+        summary="results/scores/summary/{dataset}.csv",
+        transfer=expand("results/transfer/{model}.csv", model=MODELS),
+    output:
+        report(
+            f"results/figures/performance_vs_predictivity_{{dataset}}.{FIG}",
+            caption="../report/performance_vs_predictivity.rst",
+            category="Predictivity",
+        ),
+    params:
+        style=config_block("figures"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/performance_figure/{dataset}.log",
+    shell:
+        "python -m pipeline performance_figure {input.summary:q} {input.transfer:q}"
+        " --out {output:q} --style {params.style:q} 2> {log:q}"
+
+
 rule curve_figure:
     input:
         "results/scores/interanimal_curve/{dataset}.parquet",
