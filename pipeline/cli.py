@@ -71,6 +71,16 @@ def _train(args):
           num_threads=args.threads, **args.settings)
 
 
+def _transfer(args):
+    from pipeline.objectives.linear_eval import transfer
+    from pipeline.runtime import set_num_threads
+
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    transfer(args.model_dir, args.train, args.test, args.out, device=args.device,
+             **args.settings)
+
+
 def _extract(args):
     from pipeline.activations import extract
     from pipeline.runtime import set_num_threads
@@ -181,9 +191,21 @@ def _curve_figure(args):
 
 
 def _rule_figure(args):
-    from pipeline.figures.rules import plot_rules
+    from pipeline.figures.comparison import plot_groups
 
-    plot_rules(args.summary, args.out, dpi=args.style.get("dpi", 150))
+    plot_groups(args.summary, args.out, parts=("rule",), dpi=args.style.get("dpi", 150))
+
+
+def _model_figure(args):
+    from pipeline.figures.comparison import plot_groups
+
+    plot_groups(args.summary, args.out, parts=("arch", "objective"), dpi=args.style.get("dpi", 150))
+
+
+def _performance_figure(args):
+    from pipeline.figures.comparison import plot_performance
+
+    plot_performance(args.summary, args.transfer, args.out, dpi=args.style.get("dpi", 150))
 
 
 def _allen_download(download):
@@ -238,6 +260,62 @@ def _assemble_psailamul(args):
     write_zarr(stimuli, args.stimuli)
 
 
+def _download_majajhong2015(out_dir, settings):
+    from pipeline.data.macaque import download_majajhong2015
+
+    download_majajhong2015(out_dir, settings)
+
+
+def _download_horikawa2017(out_dir, settings):
+    from pipeline.data.fmri import download_horikawa2017
+
+    download_horikawa2017(out_dir, settings)
+
+
+def _assemble_source(args):
+    """assemble_majajhong2015 / assemble_horikawa2017: a manifest -> NeuralAssembly Zarr."""
+    from pipeline.data.assembly import write_assembly
+
+    if args.verb == "assemble_majajhong2015":
+        from pipeline.data.macaque import assemble_majajhong2015 as assemble
+    else:
+        from pipeline.data.fmri import assemble_horikawa2017 as assemble
+    write_assembly(assemble(args.manifest, args.settings), args.out)
+
+
+def _majajhong2015_stimuli(args):
+    from pipeline.data.macaque import majajhong2015_stimuli
+    from pipeline.io import write_zarr
+
+    write_zarr(majajhong2015_stimuli(args.manifest, args.settings, name=args.name), args.out)
+
+
+def _horikawa2017_stimuli(args):
+    from pipeline.data.assembly import read_assembly
+    from pipeline.data.fmri import stimulus_set_from_folder
+    from pipeline.io import write_zarr
+
+    if not args.settings.get("images"):
+        raise SystemExit("error: horikawa2017: `images` is null; the ImageNet stimuli are not "
+                         "distributed with the fMRI data, so point it at a folder holding them")
+    ids = read_assembly(args.neural)["stimulus_id"].values
+    write_zarr(stimulus_set_from_folder(args.settings["images"], ids, name=args.name,
+                                        size=args.settings["stimulus_size"]), args.out)
+
+
+def _download_mec(out_dir, settings):
+    from pipeline.data.mec import download_mec
+
+    download_mec(out_dir, settings)
+
+
+def _assemble_mec(args):
+    from pipeline.data.assembly import write_assembly
+    from pipeline.data.mec import assemble_mec_manifest
+
+    write_assembly(assemble_mec_manifest(args.manifest, args.settings), args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -270,7 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train")
     p.add_argument("test")
     p.add_argument("out_dir")
-    p.add_argument("--settings", type=_json, default={}, help="epochs, batch_size, lr, label_level")
+    p.add_argument("--settings", type=_json, default={},
+                   help="epochs, batch_size, lr, label_level, input_size, rule_settings, "
+                        "objective_settings")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+
+    p = verb("transfer", _transfer,
+             "linear-evaluation top-1 of a model's frozen penultimate features -> CSV")
+    p.add_argument("model_dir")
+    p.add_argument("train")
+    p.add_argument("test")
+    p.add_argument("out")
+    p.add_argument("--settings", type=_json, default={},
+                   help="the config's models.transfer block: epochs, label_level, C, max_iter")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
 
@@ -330,8 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--style", type=_json, default={})
 
-    p = verb("rule_figure", _rule_figure, "best-layer predictivity per area by learning rule")
+    for name, func, help in [
+        ("rule_figure", _rule_figure, "best-layer predictivity per area by learning rule"),
+        ("model_figure", _model_figure,
+         "best-layer predictivity per area by architecture x objective"),
+    ]:
+        p = verb(name, func, help)
+        p.add_argument("summary", help="results/scores/summary/{dataset}.csv")
+        p.add_argument("--out", required=True)
+        p.add_argument("--style", type=_json, default={})
+
+    p = verb("performance_figure", _performance_figure,
+             "best-layer predictivity against linear-evaluation top-1 across models")
     p.add_argument("summary", help="results/scores/summary/{dataset}.csv")
+    p.add_argument("transfer", nargs="+", help="results/models/{model}/transfer.csv of every model")
     p.add_argument("--out", required=True)
     p.add_argument("--style", type=_json, default={})
     for name, func, help in [
@@ -365,6 +468,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="folder holding allen_ns_ordered_derived.npz")
     p.add_argument("neural")
     p.add_argument("stimuli")
+
+    for name, func, help in [
+        ("download_majajhong2015", _download_majajhong2015,
+         "fetch and sha1-verify the Brain-Score Majaj-Hong 2015 assembly and HvM stimulus set"),
+        ("download_horikawa2017", _download_horikawa2017,
+         "fetch and md5-verify the Horikawa & Kamitani 2017 subject files (figshare)"),
+    ]:
+        p = verb(name, _allen_download(func), help)
+        p.add_argument("out_dir", help="the cache, data/raw/<dataset>; gets manifest.json")
+        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+    for name, help in [("assemble_majajhong2015", "Brain-Score netCDF assembly of a manifest -> "
+                        "V4/IT NeuralAssembly (trials by repetition, time window)"),
+                       ("assemble_horikawa2017", "BData subject files of a manifest -> "
+                        "NeuralAssembly of ROI voxels (trials by run)")]:
+        p = verb(name, _assemble_source, help)
+        p.add_argument("manifest")
+        p.add_argument("out")
+        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+    p = verb("majajhong2015_stimuli", _majajhong2015_stimuli,
+             "HvM stimulus CSV + zip of a manifest -> stimulus set Zarr")
+    p.add_argument("manifest")
+    p.add_argument("out")
+    p.add_argument("--name", required=True, help="stimulus set name (stored in its attrs)")
+    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+    p = verb("horikawa2017_stimuli", _horikawa2017_stimuli,
+             "ImageNet images of the fMRI stimulus ids, from the folder `images` -> stimulus set")
+    p.add_argument("neural", help="results/neural/horikawa2017.zarr (its stimulus ids)")
+    p.add_argument("out")
+    p.add_argument("--name", required=True, help="stimulus set name (stored in its attrs)")
+    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+
+    p = verb("download_mec", _allen_download(_download_mec),
+             "fetch and verify MEC open-field sessions (DANDI 000582, 000053)")
+    p.add_argument("out_dir", help="the cache, data/raw/mec; gets manifest.json")
+    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+    p = verb("assemble_mec", _assemble_mec,
+             "MEC sessions of a manifest -> NeuralAssembly of 5-cm rate maps (split-half trials)")
+    p.add_argument("manifest")
+    p.add_argument("out")
+    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
     return parser
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.models.names import parse_model_name
 
 
-MODELS = [
+MODELS = list(dict.fromkeys([
     f"{arch}-{objective}-{rule}-s{seed}"
     for arch, objective, rule, seed in itertools.product(
         config["models"]["archs"],
@@ -18,9 +18,13 @@ MODELS = [
         config["models"]["rules"],
         config["models"]["seeds"],
     )
-]
+] + [parse_model_name(name).name for name in config["models"]["include"]]))
 DATASETS = [name for name, block in config["datasets"].items() if block is not None]
 FIG = config["figures"]["format"]
+# Datasets whose stimuli are spatial bins (MEC rate maps), which image models cannot be scored on.
+SPATIAL_DATASETS = {"mec"}
+# Stimulus sets of the macaque and fMRI sources (results/stimuli/{name}.zarr).
+SOURCE_STIMULI = {"majajhong2015": "majajhong2015_hvm", "horikawa2017": "horikawa2017_images"}
 
 
 
@@ -34,11 +38,13 @@ def config_block(*keys):
 
 def train_settings(wildcards):
     """Training settings of one model: the shared block updated by that model's override,
-    plus the hyperparameters of its learning rule (the third part of the model name)."""
+    plus the hyperparameters of its objective and learning rule (second and third parts of
+    the model name)."""
     settings = dict(config["models"]["train"])
     settings.update(config["models"]["overrides"].get(wildcards.model, {}))
-    learning_rule = parse_model_name(wildcards.model).rule
-    settings["rule_settings"] = config["models"]["rule_settings"].get(learning_rule, {})
+    spec = parse_model_name(wildcards.model)
+    settings["rule_settings"] = config["models"]["rule_settings"].get(spec.rule, {})
+    settings["objective_settings"] = config["models"]["objective_settings"].get(spec.objective, {})
     return json.dumps(settings, sort_keys=True)
 
 
@@ -49,7 +55,15 @@ def stimulus_set_of(dataset):
         return f"{config['stimuli']['name']}_probe"
     if dataset == "allen_psailamul":
         return "allen_psailamul_scenes"
+    if dataset in SOURCE_STIMULI:
+        return SOURCE_STIMULI[dataset]
     return f"{dataset}_scenes"
+
+
+def without_images(dataset):
+    """True for the fMRI data when no folder of their ImageNet stimuli is configured: the images
+    are not distributed, so only the inter-subject RSA can run."""
+    return dataset == "horikawa2017" and not config["datasets"][dataset].get("images")
 
 
 def activations_for(wildcards):
@@ -59,11 +73,26 @@ def activations_for(wildcards):
 def final_outputs():
     """Score tables and figures of every model and dataset (the targets of `rule all`)."""
     outputs = [f"results/figures/learning_curves.{FIG}", f"results/figures/alignment.{FIG}"]
+    outputs += expand("results/transfer/{model}.csv", model=MODELS)
+    if DATASETS and all(dataset in SPATIAL_DATASETS or without_images(dataset) for dataset in DATASETS):
+        outputs = []                      # no image dataset: no model is trained
     for dataset in DATASETS:
+        if without_images(dataset):
+            outputs.append(f"results/scores/interanimal/{dataset}.parquet")
+            continue
+        if dataset in SPATIAL_DATASETS:
+            # Stimuli are position bins, not images: only the inter-animal scores apply.
+            outputs += [
+                f"results/scores/interanimal/{dataset}.parquet",
+                f"results/figures/interanimal_curve_{dataset}.{FIG}",
+            ]
+            continue
         outputs += [
             f"results/scores/interanimal/{dataset}.parquet",
             f"results/figures/predictivity_{dataset}.{FIG}",
             f"results/figures/predictivity_by_rule_{dataset}.{FIG}",
+            f"results/figures/predictivity_by_model_{dataset}.{FIG}",
+            f"results/figures/performance_vs_predictivity_{dataset}.{FIG}",
             f"results/figures/interanimal_curve_{dataset}.{FIG}",
         ]
         outputs += expand(

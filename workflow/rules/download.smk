@@ -147,3 +147,72 @@ rule assemble_psailamul:
     shell:
         "python -m pipeline assemble_psailamul {input:q} {output.neural:q} {output.stimuli:q}"
         " 2> {log:q}"
+
+
+# Macaque V4/IT (Brain-Score packaging of Majaj, Hong et al. 2015) and human fMRI (Horikawa &
+# Kamitani 2017, figshare): the blocks' keys that decide what is downloaded.
+MAJAJHONG2015_DOWNLOAD_KEYS = ["base_url", "assembly", "stimulus_set", "retries", "backoff", "timeout"]
+HORIKAWA2017_DOWNLOAD_KEYS = ["api_url", "article", "subjects", "retries", "backoff", "timeout"]
+
+
+rule download_majajhong2015:
+    output:
+        "data/raw/majajhong2015/manifest.json",
+    params:
+        settings=lambda wc: json.dumps(
+            {k: config["datasets"]["majajhong2015"][k] for k in MAJAJHONG2015_DOWNLOAD_KEYS},
+            sort_keys=True,
+        ),
+    resources:
+        downloads=1,
+    retries: 2
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/download_majajhong2015/majajhong2015.log",
+    shell:
+        "python -m pipeline download_majajhong2015 data/raw/majajhong2015"
+        " --settings {params.settings:q} 2> {log:q}"
+
+
+rule download_horikawa2017:
+    output:
+        "data/raw/horikawa2017/manifest.json",
+    params:
+        settings=lambda wc: json.dumps(
+            {k: config["datasets"]["horikawa2017"][k] for k in HORIKAWA2017_DOWNLOAD_KEYS},
+            sort_keys=True,
+        ),
+    resources:
+        downloads=1,
+    retries: 2
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/download_horikawa2017/horikawa2017.log",
+    shell:
+        "python -m pipeline download_horikawa2017 data/raw/horikawa2017"
+        " --settings {params.settings:q} 2> {log:q}"
+
+
+# MEC open field (DANDI 000582, 000053): only the asset selection and retry settings reach the
+# download, so editing a rate-map setting reruns the assembly, never the download.
+MEC_DOWNLOAD_KEYS = ["api_url", "dandisets", "retries", "backoff", "timeout"]
+
+
+rule download_mec:
+    output:
+        "data/raw/mec/manifest.json",
+    params:
+        settings=lambda wc: json.dumps(
+            {k: config["datasets"]["mec"][k] for k in MEC_DOWNLOAD_KEYS}, sort_keys=True
+        ),
+    resources:
+        downloads=1,
+    retries: 2
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/download_mec/mec.log",
+    shell:
+        "python -m pipeline download_mec data/raw/mec --settings {params.settings:q} 2> {log:q}"
