@@ -102,12 +102,20 @@ _COMPARE_DEFAULTS = {
 }
 
 
+def _scheduler(dask: dict) -> str | None:
+    """The engine's scheduler from the config's `dask` block: an address, "slurm" or None."""
+    if dask.get("scheduler") and dask.get("cluster"):
+        raise ValueError(f"dask: set scheduler ({dask['scheduler']!r}) or cluster "
+                         f"({dask['cluster']!r}), not both")
+    return dask.get("scheduler") or dask.get("cluster")
+
+
 def _compare_kwargs(settings: dict, dask: dict, threads: int, verb: str = "interanimal") -> dict:
     """Map the config's `compare` and `dask` blocks onto the keyword arguments of one engine verb.
 
     Common: mappings, split_halves -> n_halves, splits -> n_splits, train_frac, seed, alpha,
-    n_components, alphas, rsa_compare, noise_correction, splits_per_task; dask.scheduler ->
-    scheduler, --threads (or dask.workers) -> n_workers. interanimal and interanimal_curve add
+    n_components, alphas, rsa_compare, noise_correction, splits_per_task; dask.scheduler
+    (or dask.cluster) -> scheduler, --threads (or dask.workers) -> n_workers. interanimal and interanimal_curve add
     mode and equalize_sources (and the curve curve_sizes -> sizes); predictivity adds
     projection and select_layers.
     """
@@ -116,7 +124,7 @@ def _compare_kwargs(settings: dict, dask: dict, threads: int, verb: str = "inter
         mappings=tuple(s["mappings"]), n_halves=s["split_halves"], n_splits=s["splits"],
         train_frac=s["train_frac"], seed=s["seed"], alpha=s["alpha"], n_components=s["n_components"],
         alphas=s["alphas"], rsa_compare=s["rsa_compare"], noise_correction=s["noise_correction"],
-        splits_per_task=s["splits_per_task"], scheduler=dask.get("scheduler"),
+        splits_per_task=s["splits_per_task"], scheduler=_scheduler(dask),
         n_workers=threads or dask.get("workers", 1),
     )
     if verb == "predictivity":
