@@ -1,6 +1,6 @@
 """Model × stimulus set → activations of every layer at every checkpoint, in one Zarr store.
 
-Each layer is one variable (epoch, stimulus, unit_{layer}) float32, chunked along stimulus.
+Each layer is one variable (epoch, stimulus, unit_{layer}) float32, chunked by epoch and stimulus.
 Layers differ in width, and one xarray Dataset cannot give a dimension two lengths, so the unit
 dimension carries the layer name in the store; `read_layer` returns it renamed to `unit`.
 A recurrent model (one with `time_steps`, e.g. `convrnn`) stores every layer at every time step,
@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.io import read_zarr, write_zarr
+from pipeline.io import atomic_path, read_zarr
 from pipeline.models import build_model, layer_outputs
 from pipeline.runtime import resolve_device
 from pipeline.train import preprocess, read_stimuli, stimulus_sha256, to_tensor
@@ -42,8 +44,9 @@ def _sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def _load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _load(path, *, mmap: bool = False) -> dict:
+    """A checkpoint; `mmap=True` maps its tensors instead of reading them (cheap header reads)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _header(checkpoint: dict) -> tuple:
@@ -75,16 +78,17 @@ def content_key(checkpoints, stimuli_path) -> dict:
     """
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
-    first = _load(checkpoints[0])
+    first = _load(checkpoints[0], mmap=True)
     for path in checkpoints[1:]:
-        other = _load(path)
+        other = _load(path, mmap=True)
         if _header(other) != _header(first) or other["preprocessing"] != first["preprocessing"]:
             raise ValueError(
                 f"{path}: arch/n_classes/input_size/rule/preprocessing differ from "
                 f"{checkpoints[0]}; "
                 "one activations store holds checkpoints of one model"
             )
-    model = build_model(*_header(first))
+    with torch.device("meta"):                    # layer names only: no weights drawn
+        model = build_model(*_header(first))
     key = {
         "weights_sha256": [_sha256_file(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
@@ -161,43 +165,70 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         log.info("resizing stimuli from %s to the model's input size %d×%d (bilinear, antialiased)",
                  tuple(images.shape[-2:]), size, size)
     n_batches = -(-len(images) // batch_size)
-    epochs, per_layer = [], {layer: [] for layer in key["layers"]}
-    with logging_redirect_tqdm(), tqdm(total=len(checkpoints) * n_batches, unit="batch",
-                                       desc=f"extract {out_path.parent.name}/{out_path.stem}",
-                                       disable=None) as bar:
-        for path in checkpoints:
+    epochs = [int(_load(path, mmap=True)["epoch"]) for path in checkpoints]
+    stimulus_ids = stimuli["stimulus_id"].values.astype(str)
+    with (atomic_path(out_path) as tmp, ThreadPoolExecutor(1) as writer,
+          logging_redirect_tqdm(),
+          tqdm(total=len(checkpoints) * n_batches, unit="batch",
+               desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
+        written = []
+        for index, path in enumerate(checkpoints):
             checkpoint = _load(path)
             model = build_model(*_header(checkpoint))
             model.load_state_dict(checkpoint["state_dict"])
             model.to(device).eval()
             outputs = _forward_all(model, images, checkpoint["preprocessing"], batch_size,
                                    device, bar)
-            for layer in key["layers"]:
-                per_layer[layer].append(outputs[layer])
-            epochs.append(int(checkpoint["epoch"]))
+            if index == 0:
+                widths = {layer: outputs[layer].shape[-1] for layer in key["layers"]}
+                _create_store(tmp, key, widths, epochs, stimulus_ids)
+            # the next checkpoint's forward pass runs while this epoch is written
+            written.append(writer.submit(_write_epoch, tmp, outputs, index, key.get("time_steps")))
+            for previous in written[:-1]:
+                previous.result()                 # surface a write error early
+        for future in written:
+            future.result()
+    log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs),
+             len(stimulus_ids), ", ".join(f"{k} ({v} units)" for k, v in widths.items()))
 
-    n_stimuli = len(images)
+
+def _layer_dims(layer: str, time_steps) -> tuple[str, ...]:
+    if time_steps is None:
+        return ("epoch", "stimulus", unit_dim(layer))
+    return ("epoch", "time", "stimulus", unit_dim(layer))
+
+
+def _create_store(path, key, widths, epochs, stimulus_ids) -> None:
+    """Write the store's metadata and coords; layer data follow one epoch at a time.
+
+    Chunks hold one epoch (so epochs are written independently) and `CHUNK` stimuli.
+    """
     time_steps = key.get("time_steps")
+    n_stimuli = len(stimulus_ids)
     data_vars = {}
-    for layer, arrays in per_layer.items():
-        values = np.stack(arrays).astype(np.float32, copy=False)
-        if time_steps is None:
-            var = xr.Variable(("epoch", "stimulus", unit_dim(layer)), values)
-            var.encoding["chunks"] = (len(epochs), min(CHUNK, n_stimuli), values.shape[-1])
-        else:                                   # (epoch, stimulus, time, unit) -> time first
-            var = xr.Variable(("epoch", "time", "stimulus", unit_dim(layer)),
-                              np.ascontiguousarray(values.transpose(0, 2, 1, 3)))
-            var.encoding["chunks"] = (len(epochs), time_steps, min(CHUNK, n_stimuli),
-                                      values.shape[-1])
-        data_vars[layer] = var
+    for layer, width in widths.items():
+        lead = (len(epochs),) if time_steps is None else (len(epochs), time_steps)
+        chunks = (1,) + lead[1:] + (min(CHUNK, n_stimuli), width)
+        data_vars[layer] = (_layer_dims(layer, time_steps),
+                            dask.array.zeros(lead + (n_stimuli, width), chunks=chunks,
+                                             dtype=np.float32))
     coords = {"epoch": ("epoch", np.array(epochs, dtype=np.int64)),
-              "stimulus_id": ("stimulus", stimuli["stimulus_id"].values.astype(str))}
+              "stimulus_id": ("stimulus", stimulus_ids)}
     if time_steps is not None:
         coords["time"] = ("time", np.arange(time_steps, dtype=np.int64))
-    ds = xr.Dataset(data_vars, coords=coords, attrs={"content_key": key})
-    write_zarr(ds, out_path)
-    log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs), n_stimuli,
-             ", ".join(f"{k} ({v.shape[-1]} units)" for k, v in data_vars.items()))
+    ds = xr.Dataset(data_vars, coords=coords, attrs={"content_key": json.dumps(key)})
+    ds.to_zarr(path, mode="w", compute=False, consolidated=True, zarr_format=2)
+
+
+def _write_epoch(path, outputs, index, time_steps) -> None:
+    """Write one checkpoint's layer outputs into epoch slot `index` of the store at `path`."""
+    data_vars = {}
+    for layer, values in outputs.items():
+        values = values.astype(np.float32, copy=False)
+        if time_steps is not None:                 # (stimulus, time, unit) -> time first
+            values = np.ascontiguousarray(values.transpose(1, 0, 2))
+        data_vars[layer] = (_layer_dims(layer, time_steps), values[None])
+    xr.Dataset(data_vars).to_zarr(path, mode="r+", region={"epoch": slice(index, index + 1)})
 
 
 def read_layer(path, layer: str) -> xr.DataArray:

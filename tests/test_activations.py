@@ -71,7 +71,7 @@ def test_store_layout_and_values(setup, tmp_path):
     assert ds["area1"].shape == (3, 21, 16 * 8 * 8)
     assert ds["readout"].shape == (3, 21, 3)
     assert all(ds[layer].dtype == np.float32 for layer in LAYERS)
-    assert ds["area1"].encoding["chunks"] == (3, 21, 16 * 8 * 8)
+    assert ds["area1"].encoding["chunks"] == (1, 21, 16 * 8 * 8)      # one epoch per chunk
     key = json.loads(ds.attrs["content_key"])
     assert key == content_key(checkpoints, root / "probe.zarr")
     assert key["stimulus_sha256"] == "sha-probe-2" and key["layers"] == LAYERS
@@ -109,7 +109,7 @@ def test_cache_reused_for_same_key_and_recomputed_when_stale(setup, tmp_path, mo
         raise AssertionError("store rewritten although its content key is unchanged")
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline.activations, "write_zarr", fail)
+        patch.setattr(pipeline.activations, "_create_store", fail)
         extract(mine, root / "probe.zarr", out, device="cpu")
 
     checkpoint = torch.load(mine[1], weights_only=True)
@@ -206,3 +206,20 @@ def test_recurrent_model_stores_every_time_step(setup, tmp_path):
 def test_feedforward_content_key_has_no_time_steps(setup):
     root, checkpoints = setup
     assert "time_steps" not in content_key(checkpoints[:1], root / "probe.zarr")
+
+
+def test_a_failure_mid_extraction_leaves_no_store(setup, tmp_path, monkeypatch):
+    root, checkpoints = setup
+    forward = pipeline.activations._forward_all
+    calls = []
+
+    def fail_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.activations, "_forward_all", fail_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu")
+    assert list(tmp_path.iterdir()) == []            # neither the store nor its temporary
