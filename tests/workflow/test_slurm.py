@@ -149,7 +149,8 @@ def test_cancelled_job_fails_the_run_and_a_rerun_completes(slurm, local_run, tmp
 
 
 @pytest.mark.timeout(5 * 60)
-def test_dask_workers_started_as_slurm_jobs_give_the_local_scores(slurm, monkeypatch):
+def test_dask_workers_started_as_slurm_jobs_give_the_local_scores(slurm, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)                               # sbatch writes slurm-<id>.out here
     for name, value in slurm.env.items():                     # sbatch exports these to the workers
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PYTHONPATH", str(REPO))
