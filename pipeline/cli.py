@@ -99,6 +99,7 @@ _COMPARE_DEFAULTS = {
     "n_components": 25, "alphas": None, "rsa_compare": "pearson", "mode": "pooled", "equalize_sources": None,
     "projection": {"method": "none", "n_components": 1000, "seed": 0}, "select_layers": True,
     "noise_correction": True, "splits_per_task": None, "curve_sizes": [20, 40, 60, 80, 100, None], "seed": 0,
+    "epochs": "all",
 }
 
 
@@ -117,7 +118,7 @@ def _compare_kwargs(settings: dict, dask: dict, threads: int, verb: str = "inter
     n_components, alphas, rsa_compare, noise_correction, splits_per_task; dask.scheduler
     (or dask.cluster) -> scheduler, --threads (or dask.workers) -> n_workers. interanimal and interanimal_curve add
     mode and equalize_sources (and the curve curve_sizes -> sizes); predictivity adds
-    projection and select_layers.
+    projection, select_layers and epochs.
     """
     s = {**_COMPARE_DEFAULTS, **settings}
     kwargs = dict(
@@ -129,7 +130,7 @@ def _compare_kwargs(settings: dict, dask: dict, threads: int, verb: str = "inter
     )
     if verb == "predictivity":
         kwargs.update(projection={**_COMPARE_DEFAULTS["projection"], **(s["projection"] or {})},
-                      select_layers=s["select_layers"])
+                      select_layers=s["select_layers"], epochs=s["epochs"])
     else:
         kwargs.update(mode=s["mode"], equalize_sources=s["equalize_sources"])
     if verb == "interanimal_curve":

@@ -166,10 +166,34 @@ def _read_layer(layer, order, projection, keep_features, label):
                              label=label)
 
 
+def select_epochs(activations, epochs):
+    """The activations of the checkpoints to score.
+
+    Parameters
+    ----------
+    activations : xarray.Dataset
+        With dim and coord `epoch`.
+    epochs : "all", "final", "ends" or list of int
+        Every stored epoch, the last one, the first and the last, or these epoch numbers.
+    """
+    stored = [int(e) for e in activations["epoch"].values]
+    if isinstance(epochs, str):
+        choices = {"all": stored, "final": stored[-1:], "ends": sorted({stored[0], stored[-1]})}
+        if epochs not in choices:
+            raise ValueError(f"epochs must be 'all', 'final', 'ends' or a list of ints; got {epochs!r}")
+        wanted = choices[epochs]
+    else:
+        wanted = sorted({int(e) for e in epochs})
+        missing = sorted(set(wanted) - set(stored))
+        if missing:
+            raise ValueError(f"epochs {missing} are not in the activations (stored: {stored})")
+    return activations if wanted == stored else activations.sel(epoch=wanted)
+
+
 def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5,
                  train_frac=0.5, seed=0, alpha=1.0, n_components=25, alphas=None, rsa_compare="pearson",
                  projection=None, select_layers=True, noise_correction=True, per_half=False,
-                 splits_per_task=None, scheduler=None, n_workers=1):
+                 splits_per_task=None, scheduler=None, n_workers=1, epochs="all"):
     """Neural predictivity of every model layer and epoch, mapped per target animal (spec §1.3).
 
     The model source is deterministic (A1 = A2 = Abar = features), so the RSA and CKA
@@ -197,6 +221,9 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
         `pipeline.compare.aggregate.best_layer` uses to choose layers without test data.
     noise_correction, per_half, splits_per_task, scheduler, n_workers
         As for `interanimal`.
+    epochs : "all", "final", "ends" or list of int
+        Checkpoints to score (`select_epochs`): every stored epoch, the last, the first and
+        last (untrained and trained), or the listed epoch numbers.
 
     Returns
     -------
@@ -208,6 +235,7 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
         time, animal).
     """
     check_settings("pooled", rsa_compare, None, n_halves, n_splits)
+    activations = select_epochs(activations, epochs)
     maps = build_mappings(mappings, alpha, n_components, alphas)
     order = _align_stimuli(activations, assembly)
     R = responses(assembly, "predictivity assembly")

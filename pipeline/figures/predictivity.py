@@ -39,12 +39,19 @@ def summary_table(ceiling: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *, dpi=150) -> None:
     """Median noise-corrected score per layer (final epoch), one panel per mapping × area.
 
-    A recurrent model is drawn at each layer's last time step; its summary row names the
-    (layer, time) chosen. Also writes `summary_out` (CSV): the ceiling and each model's best layer per area.
+    Models that share their layers are drawn against the layer names; models of different
+    architectures against relative depth (first compared layer 0, readout 1). A recurrent
+    model is drawn at each layer's last time step; its summary row names the (layer, time)
+    chosen. Also writes `summary_out` (CSV): the ceiling and each model's best layer per area.
     """
     ceiling = pd.read_parquet(interanimal_path)
     scores = pd.concat([pd.read_parquet(p) for p in predictivity_paths], ignore_index=True)
-    layers = list(dict.fromkeys(scores["layer"]))          # network order, as extracted
+    # each model's layers in network order, as extracted
+    model_layers = {m: list(dict.fromkeys(rows["layer"])) for m, rows in scores.groupby("model", sort=False)}
+    layers = next(iter(model_layers.values()))
+    shared = all(names == layers for names in model_layers.values())
+    position = {m: {name: (k if shared else k / max(len(names) - 1, 1)) for k, name in enumerate(names)}
+                for m, names in model_layers.items()}
     by_layer = summarize(final_epoch(scores))
     by_area = summarize(ceiling)
     areas = list(dict.fromkeys(ceiling["area"]))
@@ -63,14 +70,18 @@ def plot_predictivity(interanimal_path, predictivity_paths, out, summary_out, *,
             for model, rows in sub.groupby("model", sort=True):
                 if "time" in rows.columns:          # recurrent models: each layer's last step
                     rows = rows[rows["time"] == rows.groupby("layer")["time"].transform("max")]
-                rows = rows.set_index("layer").reindex(layers)
-                ax.plot(range(len(layers)), rows["score"], marker="o", ms=3, lw=1, label=model)
+                rows = rows.set_index("layer").reindex(model_layers[model])
+                ax.plot([position[model][name] for name in rows.index], rows["score"], marker="o",
+                        ms=3, lw=1, label=model)
             if i == 0:
                 ax.set_title(area)
             if j == 0:
                 ax.set_ylabel(f"{mapping}\nmedian score")
     for ax in axes[-1]:
-        ax.set_xticks(range(len(layers)), layers, rotation=60, fontsize=7)
+        if shared:
+            ax.set_xticks(range(len(layers)), layers, rotation=60, fontsize=7)
+        else:
+            ax.set_xlabel("relative depth (first layer → readout)", fontsize=7)
     axes[0][-1].legend(fontsize=6, frameon=False, loc="lower right")
     fig.suptitle("Noise-corrected predictivity by layer; grey: inter-animal ceiling (median ± s.e.m.)",
                  fontsize=9)

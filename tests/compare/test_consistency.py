@@ -398,3 +398,22 @@ def test_cli_verbs_pass_the_compare_block_to_the_engine(simulate, tmp_path):
                          mode="pairwise", equalize_sources=3)
     written = pd.read_parquet(tmp_path / "interanimal.parquet").drop(columns="dataset")
     pd.testing.assert_frame_equal(written, direct, check_dtype=False)
+
+
+@pytest.mark.parametrize("epochs, expected", [("all", [0, 2, 5]), ("final", [5]), ("ends", [0, 5]),
+                                              ([5, 2], [2, 5])])
+def test_select_epochs_keeps_the_requested_checkpoints(to_activations, epochs, expected):
+    from pipeline.compare.consistency import select_epochs
+
+    store = to_activations(np.zeros((4, 3)), ["a", "b", "c", "d"], epochs=(0, 2, 5))
+    assert select_epochs(store, epochs)["epoch"].values.tolist() == expected
+
+
+def test_select_epochs_names_what_is_missing(to_activations):
+    from pipeline.compare.consistency import select_epochs
+
+    store = to_activations(np.zeros((4, 3)), ["a", "b", "c", "d"], epochs=(0, 2))
+    with pytest.raises(ValueError, match=r"\[7\] are not in the activations \(stored: \[0, 2\]\)"):
+        select_epochs(store, [2, 7])
+    with pytest.raises(ValueError, match="'first'"):
+        select_epochs(store, "first")

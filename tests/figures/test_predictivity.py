@@ -42,3 +42,15 @@ def test_figure_and_summary_are_written(tables, tmp_path):
                       tmp_path / "fig.png", tmp_path / "summary.csv", dpi=50)
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     assert list(pd.read_csv(tmp_path / "summary.csv")["layer"]) == ["b"]
+
+
+def test_models_of_different_architectures_share_the_figure(tables, tmp_path):
+    ceiling, scores = tables
+    other = scores.assign(model="n-s-r-s0", layer=scores["layer"].map({"a": "conv1", "b": "fc"}))
+    ceiling.to_parquet(tmp_path / "ceiling.parquet")
+    scores.to_parquet(tmp_path / "m.parquet")
+    other.to_parquet(tmp_path / "n.parquet")
+    plot_predictivity(tmp_path / "ceiling.parquet", [tmp_path / "m.parquet", tmp_path / "n.parquet"],
+                      tmp_path / "fig.png", tmp_path / "summary.csv", dpi=50)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("model")
+    assert summary.loc["m-s-r-s0", "layer"] == "b" and summary.loc["n-s-r-s0", "layer"] == "fc"
