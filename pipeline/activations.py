@@ -12,7 +12,6 @@ stimulus set's sha256 and the layers, so a store is reused only for identical in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.io import atomic_path, read_zarr
+from pipeline.io import atomic_path, file_sha256, read_zarr
 from pipeline.models import build_model, layer_outputs
 from pipeline.runtime import resolve_device
 from pipeline.train import preprocess, read_stimuli, stimulus_sha256, to_tensor
@@ -34,14 +33,6 @@ log = logging.getLogger(__name__)
 
 # Stimuli per Zarr chunk along `stimulus`.
 CHUNK = 256
-
-
-def _sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load(path, *, mmap: bool = False) -> dict:
@@ -90,7 +81,7 @@ def content_key(checkpoints, stimuli_path) -> dict:
     with torch.device("meta"):                    # layer names only: no weights drawn
         model = build_model(*_header(first))
     key = {
-        "weights_sha256": [_sha256_file(p) for p in checkpoints],
+        "weights_sha256": [file_sha256(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
         "stimulus_sha256": stimulus_sha256(read_zarr(stimuli_path)),
         "layers": list(model.layer_names),
@@ -112,17 +103,28 @@ def _stored_key(out_path: Path):
 
 
 @torch.no_grad()
-def _forward_all(model, images, preprocessing, batch_size, device, bar) -> dict[str, np.ndarray]:
-    """Flattened outputs (stimulus, unit), or (stimulus, time, unit) if recurrent, of every layer."""
+def _forward_all(model, images, preprocessing, batch_size, device, bar, buffers=None
+                 ) -> dict[str, np.ndarray]:
+    """Flattened outputs (stimulus, unit), or (stimulus, time, unit) if recurrent, of every layer.
+
+    Written batch by batch into `buffers` (layer -> float32 array) when they have the right
+    shapes, else into new arrays: reusing the memory of an earlier checkpoint saves the page
+    faults of fresh arrays, which cost as much as the copies themselves.
+    """
     leading = 2 if getattr(model, "time_steps", None) is not None else 1
-    chunks = {name: [] for name in model.layer_names}
+    outputs = {}
     for start in range(0, len(images), batch_size):
         # preprocess resizes to the model's input size (bilinear, antialiased), as in training
         x = preprocess(images[start:start + batch_size].to(device), preprocessing)
         for name, out in layer_outputs(model, x).items():
-            chunks[name].append(out.flatten(leading).float().cpu().numpy())
+            out = out.flatten(leading)
+            if name not in outputs:
+                shape = (len(images), *out.shape[1:])
+                reuse = buffers is not None and name in buffers and buffers[name].shape == shape
+                outputs[name] = buffers[name] if reuse else np.empty(shape, dtype=np.float32)
+            outputs[name][start:start + len(out)] = out.float().cpu().numpy()
         bar.update(1)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+    return outputs
 
 
 def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
@@ -171,14 +173,18 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
           logging_redirect_tqdm(),
           tqdm(total=len(checkpoints) * n_batches, unit="batch",
                desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
-        written = []
+        written, buffers = [], [None, None]      # two output sets: one fills, one is written
         for index, path in enumerate(checkpoints):
-            checkpoint = _load(path)
-            model = build_model(*_header(checkpoint))
-            model.load_state_dict(checkpoint["state_dict"])
+            # mapped, not read: only the weights are touched (not the optimizer state), and a
+            # meta-device build takes them as they are instead of drawing weights to overwrite
+            checkpoint = _load(path, mmap=True)
+            with torch.device("meta"):
+                model = build_model(*_header(checkpoint))
+            model.load_state_dict(checkpoint["state_dict"], assign=True)
             model.to(device).eval()
             outputs = _forward_all(model, images, checkpoint["preprocessing"], batch_size,
-                                   device, bar)
+                                   device, bar, buffers[index % 2])
+            buffers[index % 2] = outputs
             if index == 0:
                 widths = {layer: outputs[layer].shape[-1] for layer in key["layers"]}
                 _create_store(tmp, key, widths, epochs, stimulus_ids)

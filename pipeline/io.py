@@ -7,6 +7,8 @@ into place only when complete, so an interrupted job never leaves a store a reru
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -77,3 +79,58 @@ def write_json(obj, path) -> None:
     """Write JSON atomically (sorted keys, so equal content gives equal bytes)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that feeds every byte written through it to a sha256."""
+
+    def __init__(self, file):
+        super().__init__()
+        self._file = file
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self._file.write(data)
+
+
+def _digest_sidecar(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def save_torch(obj, path) -> None:
+    """`torch.save` atomically, recording the file's sha256 as it is written.
+
+    The digest goes to `<path>.sha256` with the file's size and mtime, so `file_sha256` can
+    skip re-reading a large checkpoint that has not changed since.
+    """
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        writer = _HashingWriter(file)
+        torch.save(obj, writer)
+    stat = path.stat()
+    write_json({"sha256": writer.sha256.hexdigest(), "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns}, _digest_sidecar(path))
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes; taken from its `save_torch` record while the file's size and
+    mtime still match it, else computed by reading the file."""
+    path = Path(path)
+    try:
+        record = json.loads(_digest_sidecar(path).read_text())
+        stat = path.stat()
+        if (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return record["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass                                          # no usable record: read the file
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.data.stimuli import stimulus_set_sha256
-from pipeline.io import atomic_path, read_zarr, write_csv
+from pipeline.io import read_zarr, save_torch, write_csv
 from pipeline.learning import alignment_table, make_rule
 from pipeline.learning.diagnostics import COLUMNS as ALIGNMENT_COLUMNS
 from pipeline.models import build_model, parse_model_name
@@ -87,11 +88,24 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
 
 
-def _channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (stimulus, y, x, channel) scaled to [0, 1]."""
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
-    std = pixels.std(axis=0)
-    return pixels.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
+def _channel_stats(images: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (stimulus, y, x, channel) scaled to [0, 1].
+
+    Exact integer sums over chunks of images, so memory stays small for any number of images
+    (a float64 copy of ImageNet at 64 px would take 126 GB).
+    """
+    n_channels = images.shape[-1]
+    s1 = np.zeros(n_channels, dtype=np.int64)
+    s2 = np.zeros(n_channels, dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        pixels = images[start:start + chunk].reshape(-1, n_channels).astype(np.uint16)
+        s1 += pixels.sum(axis=0, dtype=np.int64)
+        s2 += np.square(pixels).sum(axis=0, dtype=np.int64)     # 255² fits uint16
+    n = images.size // n_channels
+    mean = [int(a) / n / 255 for a in s1]
+    # n·Σx² − (Σx)² in Python ints: exact, no cancellation
+    std = [np.sqrt((n * int(b) - int(a) ** 2) / n ** 2) / 255 for a, b in zip(s1, s2)]
+    return mean, [float(v) if v > 0 else 1.0 for v in std]
 
 
 def _labels(ds, level: str, classes: list[str], path) -> torch.Tensor:
@@ -130,19 +144,59 @@ def _checkpoint_path(out_dir: Path, epoch: int) -> Path:
     return out_dir / f"epoch_{epoch:03d}.pt"
 
 
-def _save_checkpoint(path, net, optimizers, generators, *, header, epoch, metrics, alignment):
-    def cpu(module):
-        return {name: t.detach().cpu() for name, t in module.state_dict().items()}
+def _snapshot(value):
+    """A copy of a nested dict/list of tensors on the CPU that later training steps cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_snapshot(v) for v in value)
+    return value
 
+
+def _checkpoint(net, optimizers, generators, *, header, epoch, metrics, alignment) -> dict:
+    """Everything a resumed run needs, copied off the live model and optimizers."""
     task, align = optimizers
-    checkpoint = {**header, "state_dict": cpu(net.backbone), "heads": cpu(net.heads),
-                  "epoch": epoch, "metrics": metrics, "alignment": alignment,
-                  "optimizer": task.state_dict(),
-                  "alignment_optimizer": None if align is None else align.state_dict(),
-                  "generator": generators[0].get_state(),
-                  "noise_generator": generators[1].get_state().cpu()}
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    return _snapshot({**header, "state_dict": net.backbone.state_dict(),
+                      "heads": net.heads.state_dict(), "epoch": epoch, "metrics": metrics,
+                      "alignment": alignment, "optimizer": task.state_dict(),
+                      "alignment_optimizer": None if align is None else align.state_dict(),
+                      "generator": generators[0].get_state(),
+                      "noise_generator": generators[1].get_state()})
+
+
+class _CheckpointWriter:
+    """Writes checkpoints atomically in a background thread while training goes on.
+
+    At most one write is in flight (memory: one extra copy of the state), and leaving the
+    context waits for the last one, so every checkpoint exists when `train` returns and a
+    failed write raises in the training process.
+    """
+
+    def __enter__(self):
+        self._pool = ThreadPoolExecutor(1)
+        self._pending = None
+        return self
+
+    def save(self, path, checkpoint: dict) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, path, checkpoint)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    @staticmethod
+    def _write(path, checkpoint):
+        save_torch(checkpoint, path)
+
+    def __exit__(self, *exc):
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def _resumable(out_dir: Path, header: dict, epochs: int) -> list[dict]:
@@ -156,7 +210,8 @@ def _resumable(out_dir: Path, header: dict, epochs: int) -> list[dict]:
         if not path.exists():
             break
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            # mapped: only the header is read here, and only the last checkpoint's tensors later
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:  # truncated or corrupt file: retrain from the one before
             log.warning("%s unreadable (%s); training resumes before it", path, err)
             break
@@ -371,15 +426,18 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
         metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
                    "test_loss": test_loss, "seconds": time.perf_counter() - start}
         epoch_rows = _alignment_rows(net, objective, probe, 0)
-        _save_checkpoint(_checkpoint_path(out_dir, 0), net, optimizers, (generator, noise),
-                         header=header, epoch=0, metrics=metrics, alignment=epoch_rows)
+        with _CheckpointWriter() as writer:
+            writer.save(_checkpoint_path(out_dir, 0),
+                        _checkpoint(net, optimizers, (generator, noise), header=header, epoch=0,
+                                    metrics=metrics, alignment=epoch_rows))
         rows.append({"epoch": 0, **metrics})
         alignment += epoch_rows
 
     first = rows[-1]["epoch"] + 1
     n_batches = -(-len(images) // batch_size)
-    with logging_redirect_tqdm(), tqdm(total=(epochs - first + 1) * n_batches, unit="batch",
-                                       desc=f"train {model_name}", disable=None) as bar:
+    with (_CheckpointWriter() as writer, logging_redirect_tqdm(),
+          tqdm(total=(epochs - first + 1) * n_batches, unit="batch", desc=f"train {model_name}",
+               disable=None) as bar):
         for epoch in range(first, epochs + 1):
             start = time.perf_counter()
             for group in optimizers[0].param_groups:
@@ -390,9 +448,10 @@ def train(model_name: str, train_path, test_path, out_dir, *, epochs: int = 5,
             metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
                        "test_loss": test_loss, "seconds": time.perf_counter() - start}
             epoch_rows = _alignment_rows(net, objective, probe, epoch)
-            _save_checkpoint(_checkpoint_path(out_dir, epoch), net, optimizers,
-                             (generator, noise), header=header, epoch=epoch, metrics=metrics,
-                             alignment=epoch_rows)
+            # written while the next epoch trains
+            writer.save(_checkpoint_path(out_dir, epoch),
+                        _checkpoint(net, optimizers, (generator, noise), header=header,
+                                    epoch=epoch, metrics=metrics, alignment=epoch_rows))
             rows.append({"epoch": epoch, **metrics})
             alignment += epoch_rows
             bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{test_acc:.3f}")

@@ -350,3 +350,16 @@ def test_input_size_resizes_in_training_and_extraction(stimuli, tmp_path):
     assert read_layer(tmp_path / "acts.zarr", "area1").shape[-1] == 16 * 12 * 12
     with pytest.raises(ValueError, match="input_size must be a positive int or None"):
         run(stimuli, tmp_path / "bad", input_size=0)
+
+
+def test_channel_stats_are_exact_over_chunks():
+    from pipeline.train import _channel_stats
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (250, 6, 6, 3), dtype=np.uint8)
+    images[..., 2] = 7                                    # constant channel: std 1, not 0
+    mean, std = _channel_stats(images, chunk=64)
+    pixels = images.reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(mean, pixels.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(std[:2], pixels.std(0)[:2], rtol=0, atol=1e-12)
+    assert std[2] == 1.0
