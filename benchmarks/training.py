@@ -1,10 +1,18 @@
-"""Overhead of pipeline.train and pipeline.activations against bare PyTorch loops.
+"""Throughput of pipeline.train and pipeline.activations.extract against bare PyTorch loops.
 
-Same model, same data, same batch size and threads in one run. Prints the seconds per
-training epoch of `pipeline.train` (shuffle, flip, per-batch preprocessing, test evaluation,
-checkpoint) and of a bare SGD loop over pre-normalised tensors with the same test evaluation,
-and the seconds of `pipeline.activations.extract` for one checkpoint against a bare forward
-pass. Usage: `python benchmarks/training.py [--n-train 3200] [--threads 2]`.
+Per architecture, same model, data, batch size and threads in one run:
+
+- training: `train()` continuing a run from its epoch-1 checkpoint for `--epochs` more epochs
+  (loading the stimulus sets, rebuilding and resuming the model, shuffled and flipped
+  batches, per-batch preprocessing, test evaluation, alignment diagnostics, a checkpoint per
+  epoch, metrics.csv) against a bare SGD loop over pre-normalised tensors with the same test
+  evaluation and nothing saved;
+- extraction: `extract()` of all the run's checkpoints (content key, stimuli read, weights
+  loaded, forward hooks on every compared layer, Zarr write) against bare forward passes over
+  the same uint8 images, one per checkpoint, standardised per batch, outputs discarded.
+
+Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhead).
+Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--threads 2]`.
 """
 
 from __future__ import annotations
@@ -25,12 +33,22 @@ from pipeline.models import build_model
 from pipeline.runtime import set_num_threads
 from pipeline.train import train
 
-MODEL = "ventral_cnn-supervised-bp-s0"
+# arch -> (input px, training images, test images, probe images, batch size)
+SETUPS = {
+    "ventral_cnn": (32, 3200, 640, 1200, 128),
+    "lenet": (32, 3200, 640, 1200, 128),
+    "convrnn": (32, 640, 128, 240, 64),
+    "streamnet_dual": (64, 640, 128, 480, 64),
+    "alexnet64": (64, 640, 128, 480, 64),
+    "resnet18": (64, 128, 64, 128, 32),
+    "vgg16": (64, 256, 64, 128, 32),
+}
+N_CLASSES = 32
 
 
-def write_set(path, n, n_classes, size, seed):
+def write_set(path, n, size, seed):
     rng = np.random.default_rng(seed)
-    label = rng.integers(0, n_classes, n)
+    label = rng.integers(0, N_CLASSES, n)
     ds = xr.Dataset(
         {"image": (("stimulus", "y", "x", "channel"),
                    rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))},
@@ -38,7 +56,7 @@ def write_set(path, n, n_classes, size, seed):
                 "superordinate": ("stimulus", [f"s{c % 2}" for c in label]),
                 "basic": ("stimulus", [f"b{c % 8}" for c in label]),
                 "subordinate": ("stimulus", [f"b{c % 8}/c{c}" for c in label])},
-        attrs={"sha256": f"bench-{seed}"},
+        attrs={"sha256": f"bench-{seed}-{n}-{size}"},
     )
     write_zarr(ds, path)
     return ds
@@ -52,83 +70,95 @@ def tensors(ds):
     return ((x - mean) / std).contiguous(), y
 
 
-def bare_epoch(x, y, x_test, y_test, n_classes, size, batch_size):
-    """Bare SGD epoch plus test evaluation; returns seconds."""
+def bare_training(arch, x, y, x_test, epochs, batch_size):
+    """Bare SGD epochs, each followed by a test-set forward pass; returns seconds."""
     torch.manual_seed(0)
-    model = build_model("ventral_cnn", n_classes, size)
+    model = build_model(arch, N_CLASSES, x.shape[-1])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     start = time.perf_counter()
-    model.train()
-    for idx in torch.randperm(len(x)).split(batch_size):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        for xb in x_test.split(batch_size):
-            model(xb)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x)).split(batch_size):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            for xb in x_test.split(batch_size):
+                model(xb)
     return time.perf_counter() - start
 
 
-def bare_forward(x, n_classes, size, batch_size):
-    model = build_model("ventral_cnn", n_classes, size).eval()
+def bare_forward(arch, images, mean, std, n_checkpoints, batch_size):
+    """Forward passes over the stored uint8 images (scaled and standardised per batch), once
+    per checkpoint, outputs discarded; returns seconds."""
+    model = build_model(arch, N_CLASSES, images.shape[-1]).eval()
     start = time.perf_counter()
     with torch.no_grad():
-        for xb in x.split(batch_size):
-            model(xb)
+        for _ in range(n_checkpoints):
+            for xb in images.split(batch_size):
+                model((xb.float() / 255 - mean) / std)
     return time.perf_counter() - start
+
+
+def bench(arch, root, args):
+    size, n_train, n_test, n_probe, batch_size = SETUPS[arch]
+    scale = args.scale
+    n_train, n_test, n_probe = (max(batch_size, int(n * scale)) for n in (n_train, n_test, n_probe))
+    paths = {name: root / f"{arch}_{name}.zarr" for name in ("train", "test", "probe")}
+    sets = {name: write_set(paths[name], n, size, seed)
+            for seed, (name, n) in enumerate([("train", n_train), ("test", n_test), ("probe", n_probe)])}
+    x, y = tensors(sets["train"])
+    x_test, _ = tensors(sets["test"])
+    probe = torch.from_numpy(sets["probe"]["image"].values).permute(0, 3, 1, 2).contiguous()
+    mean = probe.float().mean((0, 2, 3), keepdim=True) / 255
+    std = (probe.float() / 255).std((0, 2, 3), keepdim=True)
+    model = f"{arch}-supervised-bp-s0"
+    settings = dict(batch_size=batch_size, lr=0.01, device="cpu")
+
+    bare_training(arch, x[:batch_size * 2], y[:batch_size * 2], x_test[:batch_size], 1, batch_size)
+    bare_train, ours_train = [], []
+    for repeat in range(args.repeats):
+        out = root / f"{model}-{repeat}"
+        train(model, paths["train"], paths["test"], out, epochs=1, **settings)
+        start = time.perf_counter()
+        train(model, paths["train"], paths["test"], out, epochs=1 + args.epochs, **settings)
+        ours_train.append(time.perf_counter() - start)
+        bare_train.append(bare_training(arch, x, y, x_test, args.epochs, batch_size))
+
+    checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
+    bare_extract, ours_extract = [], []
+    for repeat in range(args.repeats):
+        bare_extract.append(bare_forward(arch, probe, mean, std, len(checkpoints), 256))
+        start = time.perf_counter()
+        extract(checkpoints, paths["probe"], root / f"{model}-act{repeat}.zarr", device="cpu")
+        ours_extract.append(time.perf_counter() - start)
+    bt, ot, be, oe = (min(v) for v in (bare_train, ours_train, bare_extract, ours_extract))
+    print(f"| {arch} | {size} px, {n_train} train / {n_test} test, batch {batch_size}, "
+          f"{args.epochs} epochs | {bt:.2f} s | {ot:.2f} s | {bt / ot:.2f} "
+          f"| {n_probe} stimuli × {len(checkpoints)} checkpoints | {be:.2f} s | {oe:.2f} s "
+          f"| {be / oe:.2f} |", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=3200)
-    parser.add_argument("--n-test", type=int, default=640)
-    parser.add_argument("--n-probe", type=int, default=1200)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--classes", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--archs", nargs="+", default=["ventral_cnn", "lenet", "convrnn",
+                                                       "streamnet_dual", "alexnet64"],
+                        choices=sorted(SETUPS))
+    parser.add_argument("--epochs", type=int, default=2, help="epochs timed after the first")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the set sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     set_num_threads(args.threads)
-
+    print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
+    print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
+          "| extract | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        train_ds = write_set(root / "train.zarr", args.n_train, args.classes, args.size, 0)
-        test_ds = write_set(root / "test.zarr", args.n_test, args.classes, args.size, 1)
-        probe_ds = write_set(root / "probe.zarr", args.n_probe, args.classes, args.size, 2)
-        x, y = tensors(train_ds)
-        x_test, y_test = tensors(test_ds)
-        x_probe, _ = tensors(probe_ds)
-        n_classes = len(set(train_ds["subordinate"].values.tolist()))
-
-        # Warm-up: oneDNN builds its kernels for these shapes on first use.
-        bare_epoch(x[:512], y[:512], x_test[:128], y_test[:128], n_classes, args.size,
-                   args.batch_size)
-        bare, ours, total = [], [], []
-        for repeat in range(args.repeats):
-            bare.append(bare_epoch(x, y, x_test, y_test, n_classes, args.size, args.batch_size))
-            out = root / f"model{repeat}"
-            start = time.perf_counter()
-            metrics = train(MODEL, root / "train.zarr", root / "test.zarr", out, epochs=1,
-                            batch_size=args.batch_size, device="cpu")
-            total.append(time.perf_counter() - start)
-            ours.append(float(metrics["seconds"].iloc[1]))
-        print(f"training epoch ({args.n_train} × {args.size}px, batch {args.batch_size}, "
-              f"{args.threads} threads): bare {min(bare):.2f}s  pipeline.train {min(ours):.2f}s  "
-              f"ratio {min(ours) / min(bare):.2f}  (whole train(epochs=1) call {min(total):.2f}s)")
-
-        checkpoint = [root / "model0" / "epoch_001.pt"]
-        bare, ours = [], []
-        for repeat in range(args.repeats):
-            bare.append(bare_forward(x_probe, n_classes, args.size, 256))
-            start = time.perf_counter()
-            extract(checkpoint, root / "probe.zarr", root / f"act{repeat}.zarr", device="cpu")
-            ours.append(time.perf_counter() - start)
-        print(f"extraction ({args.n_probe} stimuli, 1 checkpoint, 5 layers): bare forward "
-              f"{min(bare):.2f}s  pipeline.activations.extract {min(ours):.2f}s  "
-              f"ratio {min(ours) / min(bare):.2f}")
+        for arch in args.archs:
+            bench(arch, Path(tmp), args)
 
 
 if __name__ == "__main__":
