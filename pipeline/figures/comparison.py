@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from pipeline.data.assembly import ALLEN_AREAS
 from pipeline.figures.style import plt, save
 from pipeline.models.names import parse_model_name
 
@@ -24,6 +25,14 @@ def _check_columns(table: pd.DataFrame, needed: set[str], what: str) -> None:
     missing = needed - set(table.columns)
     if missing:
         raise ValueError(f"{what} lacks column(s) {sorted(missing)}; found {list(table.columns)}")
+
+
+def area_order(areas) -> list[str]:
+    """Areas in the Allen hierarchy's order when they are Allen areas, else as they come."""
+    areas = list(dict.fromkeys(areas))
+    if set(areas) <= set(ALLEN_AREAS):
+        return [a for a in ALLEN_AREAS if a in areas]
+    return areas
 
 
 def with_parts(summary: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +95,7 @@ def plot_groups(summary_path, out, *, parts: tuple[str, ...] | None = None, dpi=
     parts = varying_parts(summary) if parts is None else tuple(parts)
     table = by_parts(summary, parts)
     mappings = list(dict.fromkeys(table["mapping"]))
-    areas = list(dict.fromkeys(table["area"]))
+    areas = area_order(table["area"])
     groups = list(dict.fromkeys(table["group"]))
     colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10").colors
     width = 0.8 / max(len(groups), 1)
@@ -111,7 +120,7 @@ def plot_groups(summary_path, out, *, parts: tuple[str, ...] | None = None, dpi=
     axes[0, 0].legend(fontsize=7, frameon=False, ncol=min(len(groups) + 1, 4), loc="lower left",
                       bbox_to_anchor=(0, 1.02))
     fig.suptitle(f"Predictivity by {' × '.join(parts)} (final epoch, mean ± s.d. over models)",
-                 fontsize=9, y=1.02 + 0.04 * np.ceil((len(groups) + 1) / 4))
+                 fontsize=9, y=0.99 + 0.03 * np.ceil((len(groups) + 1) / 4))
     fig.tight_layout()
     save(fig, out, dpi=dpi)
 
@@ -171,7 +180,7 @@ def plot_performance(summary_path, transfer_paths, out, *, dpi=150) -> None:
     table = performance_table(pd.read_csv(summary_path), transfer)
     rhos = rank_correlations(table).set_index(["mapping", "area"])["rho"]
     mappings = list(dict.fromkeys(table["mapping"]))
-    areas = list(dict.fromkeys(table["area"]))
+    areas = area_order(table["area"])
     objectives = list(dict.fromkeys(table["objective"]))
     archs = list(dict.fromkeys(table["arch"]))
     colours = dict(zip(objectives, plt.get_cmap("tab10").colors))

@@ -98,3 +98,10 @@ def test_figures_are_written(summary, transfer, tmp_path):
     plot_performance(tmp_path / "summary.csv", paths, tmp_path / "performance.png", dpi=40)
     for name in ("rules.png", "groups.png", "performance.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_allen_areas_follow_the_hierarchy():
+    from pipeline.figures.comparison import area_order
+
+    assert area_order(["VISl", "VISam", "VISp"]) == ["VISp", "VISl", "VISam"]
+    assert area_order(["IT", "V4"]) == ["IT", "V4"]
