@@ -9,6 +9,7 @@ heads are not brain layers, so extraction rebuilds and exposes the backbone only
 
 from __future__ import annotations
 
+import abc
 import copy
 from dataclasses import dataclass
 
@@ -92,9 +93,9 @@ def resolve_settings(name: str, defaults: dict, settings: dict | None) -> dict:
     return {**copy.deepcopy(defaults), **settings}
 
 
-class Objective:
-    """Base class: override `readout_size`, `loss` and `evaluate`; `heads` and `check_rule`
-    when needed.
+class Objective(abc.ABC):
+    """Base class: subclasses define `readout_size`, `loss` and `evaluate`; `heads` and
+    `check_rule` when needed.
 
     Parameters
     ----------
@@ -119,15 +120,16 @@ class Objective:
             raise ValueError(f"objective {self.name!r} cannot be trained with rule {rule!r}: "
                              f"{self.UNSUPPORTED_RULES[rule]}")
 
+    @abc.abstractmethod
     def readout_size(self, n_classes: int) -> int:
         """Width of the backbone's readout, given the classes at the run's label level."""
-        raise NotImplementedError
 
     def heads(self, backbone: nn.Module, *, input_size: int, n_train: int
               ) -> dict[str, nn.Module]:
         """Extra modules around the backbone (drawn from torch's global generator)."""
         return {}
 
+    @abc.abstractmethod
     def loss(self, net: ObjectiveNet, images: torch.Tensor, labels: torch.Tensor, *,
              index: torch.Tensor, preprocessing: dict, generator: torch.Generator
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,14 +138,12 @@ class Objective:
         `images` are uint8 (batch, channel, y, x); `index` their positions in the training
         set; random views are drawn from `generator`. Called by `Rule.step` as its loss.
         """
-        raise NotImplementedError
 
-    @torch.no_grad()
+    @abc.abstractmethod
     def evaluate(self, net: ObjectiveNet, data: Split, train: Split) -> tuple[float, float]:
         """(mean loss, task accuracy) of `net` in eval mode on `data`; NaN where undefined.
 
         `train` is the training split (kNN evaluation reads its labels)."""
-        raise NotImplementedError
 
 
 def mean_over_batches(net, data: Split, batch_metrics) -> tuple[float, float]:
