@@ -7,6 +7,7 @@ so the command line and the config schema use the same field names.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -217,28 +218,61 @@ def _performance_figure(args):
     plot_performance(args.summary, args.transfer, args.out, dpi=args.style.get("dpi", 150))
 
 
-def _allen_download(download):
+# Real sources: verb -> (module, function, help). Downloads take (out_dir, settings) and
+# write out_dir/manifest.json; assemblers take (manifest, settings) and return a NeuralAssembly.
+_DOWNLOADS = {
+    "download_allen_neuropixels": ("pipeline.data.allen_download", "download_allen_neuropixels",
+                                   "fetch and verify Allen Neuropixels sessions (DANDI 000021) "
+                                   "and scene templates"),
+    "download_allen_ophys": ("pipeline.data.allen_download", "download_allen_ophys",
+                             "fetch and verify Allen two-photon natural-scene experiments (S3)"),
+    "download_majajhong2015": ("pipeline.data.macaque", "download_majajhong2015",
+                               "fetch and sha1-verify the Brain-Score Majaj-Hong 2015 assembly "
+                               "and HvM stimulus set"),
+    "download_horikawa2017": ("pipeline.data.fmri", "download_horikawa2017",
+                              "fetch and md5-verify the Horikawa & Kamitani 2017 subject files "
+                              "(figshare)"),
+    "download_mec": ("pipeline.data.mec", "download_mec",
+                     "fetch and verify MEC open-field sessions (DANDI 000582, 000053)"),
+}
+_ASSEMBLERS = {
+    "assemble_allen_neuropixels": ("pipeline.data.allen_ecephys", "assemble_allen_neuropixels",
+                                   "Neuropixels sessions of a manifest -> NeuralAssembly with "
+                                   "the spec's unit, window and specimen filters"),
+    "assemble_allen_ophys": ("pipeline.data.allen_ophys", "assemble_allen_ophys",
+                             "two-photon experiments of a manifest -> NeuralAssembly of "
+                             "per-trial mean dF/F with the spec's filters"),
+    "assemble_majajhong2015": ("pipeline.data.macaque", "assemble_majajhong2015",
+                               "Brain-Score netCDF assembly of a manifest -> V4/IT "
+                               "NeuralAssembly (trials by repetition, time window)"),
+    "assemble_horikawa2017": ("pipeline.data.fmri", "assemble_horikawa2017",
+                              "BData subject files of a manifest -> NeuralAssembly of ROI "
+                              "voxels (trials by run)"),
+    "assemble_mec": ("pipeline.data.mec", "assemble_mec_manifest",
+                     "MEC sessions of a manifest -> NeuralAssembly of 5-cm rate maps "
+                     "(split-half trials)"),
+}
+
+
+def _source_function(table: dict, verb: str):
+    module, name, _ = table[verb]
+    return getattr(importlib.import_module(module), name)
+
+
+def _download(args):
     """A download verb: one line on stderr (no traceback) when the source cannot be used."""
-    def run(args):
-        from pipeline.data.download import DownloadError
+    from pipeline.data.download import DownloadError
 
-        try:
-            download(args.out_dir, args.settings)
-        except DownloadError as err:
-            raise SystemExit(f"error: {err}") from None
-    return run
+    try:
+        _source_function(_DOWNLOADS, args.verb)(args.out_dir, args.settings)
+    except DownloadError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
-def _download_allen_neuropixels(out_dir, settings):
-    from pipeline.data.allen_download import download_allen_neuropixels
+def _assemble_manifest(args):
+    from pipeline.data.assembly import write_assembly
 
-    download_allen_neuropixels(out_dir, settings)
-
-
-def _download_allen_ophys(out_dir, settings):
-    from pipeline.data.allen_download import download_allen_ophys
-
-    download_allen_ophys(out_dir, settings)
+    write_assembly(_source_function(_ASSEMBLERS, args.verb)(args.manifest, args.settings), args.out)
 
 
 def _allen_stimuli(args):
@@ -249,16 +283,6 @@ def _allen_stimuli(args):
                                           size=args.settings["stimulus_size"]), args.out)
 
 
-def _assemble_allen(args):
-    from pipeline.data.assembly import write_assembly
-
-    if args.verb == "assemble_allen_neuropixels":
-        from pipeline.data.allen_ecephys import assemble_allen_neuropixels as assemble
-    else:
-        from pipeline.data.allen_ophys import assemble_allen_ophys as assemble
-    write_assembly(assemble(args.manifest, args.settings), args.out)
-
-
 def _assemble_psailamul(args):
     from pipeline.data.allen_ophys import load_psailamul
     from pipeline.data.assembly import write_assembly
@@ -267,29 +291,6 @@ def _assemble_psailamul(args):
     assembly, stimuli = load_psailamul(args.source)
     write_assembly(assembly, args.neural)
     write_zarr(stimuli, args.stimuli)
-
-
-def _download_majajhong2015(out_dir, settings):
-    from pipeline.data.macaque import download_majajhong2015
-
-    download_majajhong2015(out_dir, settings)
-
-
-def _download_horikawa2017(out_dir, settings):
-    from pipeline.data.fmri import download_horikawa2017
-
-    download_horikawa2017(out_dir, settings)
-
-
-def _assemble_source(args):
-    """assemble_majajhong2015 / assemble_horikawa2017: a manifest -> NeuralAssembly Zarr."""
-    from pipeline.data.assembly import write_assembly
-
-    if args.verb == "assemble_majajhong2015":
-        from pipeline.data.macaque import assemble_majajhong2015 as assemble
-    else:
-        from pipeline.data.fmri import assemble_horikawa2017 as assemble
-    write_assembly(assemble(args.manifest, args.settings), args.out)
 
 
 def _majajhong2015_stimuli(args):
@@ -310,19 +311,6 @@ def _horikawa2017_stimuli(args):
     ids = read_assembly(args.neural)["stimulus_id"].values
     write_zarr(stimulus_set_from_folder(args.settings["images"], ids, name=args.name,
                                         size=args.settings["stimulus_size"]), args.out)
-
-
-def _download_mec(out_dir, settings):
-    from pipeline.data.mec import download_mec
-
-    download_mec(out_dir, settings)
-
-
-def _assemble_mec(args):
-    from pipeline.data.assembly import write_assembly
-    from pipeline.data.mec import assemble_mec_manifest
-
-    write_assembly(assemble_mec_manifest(args.manifest, args.settings), args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -446,14 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("transfer", nargs="+", help="results/models/{model}/transfer.csv of every model")
     p.add_argument("--out", required=True)
     p.add_argument("--style", type=_json, default={})
-    for name, func, help in [
-        ("download_allen_neuropixels", _download_allen_neuropixels,
-         "fetch and verify Allen Neuropixels sessions (DANDI 000021) and scene templates"),
-        ("download_allen_ophys", _download_allen_ophys,
-         "fetch and verify Allen two-photon natural-scene experiments (S3)"),
-    ]:
-        p = verb(name, _allen_download(func), help)
+    for name, (_, _, help) in _DOWNLOADS.items():
+        p = verb(name, _download, help)
         p.add_argument("out_dir", help="the cache, data/raw/<dataset>; gets manifest.json")
+        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
+    for name, (_, _, help) in _ASSEMBLERS.items():
+        p = verb(name, _assemble_manifest, help)
+        p.add_argument("manifest")
+        p.add_argument("out")
         p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
 
     p = verb("allen_stimuli", _allen_stimuli,
@@ -463,38 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="stimulus set name (stored in its attrs)")
     p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
 
-    for name, help in [("assemble_allen_neuropixels", "Neuropixels sessions of a manifest -> "
-                        "NeuralAssembly with the spec's unit, window and specimen filters"),
-                       ("assemble_allen_ophys", "two-photon experiments of a manifest -> "
-                        "NeuralAssembly of per-trial mean dF/F with the spec's filters")]:
-        p = verb(name, _assemble_allen, help)
-        p.add_argument("manifest")
-        p.add_argument("out")
-        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
-
     p = verb("assemble_psailamul", _assemble_psailamul,
              "psailamul Allen VISp trial means -> single-trial NeuralAssembly and 31x31 stimuli")
     p.add_argument("source", help="folder holding allen_ns_ordered_derived.npz")
     p.add_argument("neural")
     p.add_argument("stimuli")
 
-    for name, func, help in [
-        ("download_majajhong2015", _download_majajhong2015,
-         "fetch and sha1-verify the Brain-Score Majaj-Hong 2015 assembly and HvM stimulus set"),
-        ("download_horikawa2017", _download_horikawa2017,
-         "fetch and md5-verify the Horikawa & Kamitani 2017 subject files (figshare)"),
-    ]:
-        p = verb(name, _allen_download(func), help)
-        p.add_argument("out_dir", help="the cache, data/raw/<dataset>; gets manifest.json")
-        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
-    for name, help in [("assemble_majajhong2015", "Brain-Score netCDF assembly of a manifest -> "
-                        "V4/IT NeuralAssembly (trials by repetition, time window)"),
-                       ("assemble_horikawa2017", "BData subject files of a manifest -> "
-                        "NeuralAssembly of ROI voxels (trials by run)")]:
-        p = verb(name, _assemble_source, help)
-        p.add_argument("manifest")
-        p.add_argument("out")
-        p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
     p = verb("majajhong2015_stimuli", _majajhong2015_stimuli,
              "HvM stimulus CSV + zip of a manifest -> stimulus set Zarr")
     p.add_argument("manifest")
@@ -508,15 +470,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="stimulus set name (stored in its attrs)")
     p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
 
-    p = verb("download_mec", _allen_download(_download_mec),
-             "fetch and verify MEC open-field sessions (DANDI 000582, 000053)")
-    p.add_argument("out_dir", help="the cache, data/raw/mec; gets manifest.json")
-    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
-    p = verb("assemble_mec", _assemble_mec,
-             "MEC sessions of a manifest -> NeuralAssembly of 5-cm rate maps (split-half trials)")
-    p.add_argument("manifest")
-    p.add_argument("out")
-    p.add_argument("--settings", type=_json, required=True, help="the dataset's config block")
     return parser
 
 

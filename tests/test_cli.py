@@ -19,3 +19,13 @@ def test_dask_block_picks_the_scheduler(dask, scheduler):
 def test_scheduler_and_cluster_together_are_refused():
     with pytest.raises(ValueError, match="not both"):
         _compare_kwargs({"mappings": ["ridge"]}, {"scheduler": "tcp://h:1", "cluster": "slurm"}, threads=2)
+
+
+def test_every_source_verb_names_a_library_function():
+    from pipeline.cli import _ASSEMBLERS, _DOWNLOADS, _source_function, build_parser
+
+    parser = build_parser()
+    for table, paths in ((_DOWNLOADS, ["out_dir"]), (_ASSEMBLERS, ["manifest", "out"])):
+        for verb in table:
+            assert callable(_source_function(table, verb)), verb
+            assert parser.parse_args([verb, *paths, "--settings", "{}"]).verb == verb
