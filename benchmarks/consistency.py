@@ -37,7 +37,8 @@ from sklearn.linear_model import Ridge
 from threadpoolctl import threadpool_limits
 
 from pipeline.compare.consistency import interanimal
-from pipeline.compare.splits import stimulus_splits, trial_halves
+from pipeline.compare.splits import stimulus_splits
+from pipeline.data.reliability import trial_halves
 
 # Spec Table 3.1, Neuropixels: area -> (units, specimens).
 TABLE_3_1 = {"VISp": (442, 8), "VISl": (162, 6), "VISal": (396, 6),

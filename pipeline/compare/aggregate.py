@@ -1,4 +1,5 @@
-"""Aggregation of score tables (spec §1.3): per-unit means, medians over units, best layer.
+"""Aggregation of score tables (spec §1.3): per-unit means, medians over units, best layer,
+and `summarize`, the per-dataset headline table (results/scores/summary/{dataset}.csv).
 
 Best-layer protocol (no selection on test data). `predictivity` scores every layer twice
 for each train/test split s: on the split's test stimuli (rows with stage "test") and on a
@@ -76,7 +77,7 @@ def _brainscore(rows, by):
                          "brainscore_score": ceiled}, index=agg.index)
 
 
-def summarize(scores, by=None):
+def median_over_units(scores, by=None):
     """Median and s.e.m. over units of the per-unit averaged scores (spec §1.3).
 
     Each unit (animal, neuroid_id) is first nan-averaged over splits (and, pairwise, over
@@ -139,7 +140,7 @@ def best_layer(scores, metric="score", by=None):
         One row per group: `by`, ``layer`` and, with a time column, ``time`` (the candidate
         chosen most often over splits; ties go to the earlier layer, then the earlier step),
         ``layers_chosen`` ("layer:count, ..."; "layer@t<step>:count" when the table has more
-        than one time step), ``n_splits``, and the `summarize` statistics of the chosen
+        than one time step), ``n_splits``, and the `median_over_units` statistics of the chosen
         candidates' test scores.
     """
     missing = {"layer", "split", "stage", "neuroid_id", "animal"} - set(scores.columns)
@@ -184,3 +185,36 @@ def best_layer(scores, metric="score", by=None):
     out.insert(len(candidate), "layers_chosen", listing)
     out.insert(len(candidate) + 1, "n_splits", chosen.groupby(by, sort=True).size())
     return out.reset_index()
+
+
+def final_epoch(scores):
+    """Rows of each model's last scored epoch."""
+    return scores[scores["epoch"] == scores.groupby("model")["epoch"].transform("max")]
+
+
+def summarize(ceiling, scores):
+    """Per area and mapping: the inter-animal ceiling and each model's best layer at its final epoch.
+
+    The layer is chosen on validation splits inside each split's training stimuli and
+    reported on held-out stimuli (`best_layer`); RSA and CKA fit nothing, so they have no
+    layer choice here (their per-layer scores are in the predictivity figure).
+
+    Parameters
+    ----------
+    ceiling : pandas.DataFrame
+        `interanimal` scores of one dataset.
+    scores : pandas.DataFrame
+        `predictivity` scores of any number of models on the same dataset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The `best_layer` columns, then ``score_ceiling`` and ``score_sem_ceiling`` (the
+        ceiling's median and s.e.m. over units) and ``fraction_of_ceiling``.
+    """
+    ceiling = median_over_units(ceiling)
+    best = best_layer(final_epoch(scores))
+    merged = best.merge(ceiling[["dataset", "area", "mapping", "score", "score_sem"]],
+                        on=["dataset", "area", "mapping"], suffixes=("", "_ceiling"))
+    merged["fraction_of_ceiling"] = merged["score"] / merged["score_ceiling"]
+    return merged

@@ -1,12 +1,11 @@
-"""Noise ceilings and ceiled scores under the conventions of the thesis, Brain-Score and rsatoolbox.
+"""Noise ceilings and ceiled scores under the conventions of the thesis and Brain-Score.
 
 All functions take the components the score tables store (DESIGN "Scores": ``r``,
 ``r_mapping``, ``r_target``, and the all-trial numerator ``r_full``), so a convention is a
 column computed from a table, not a second pass over the data.
 
 - **Thesis** (spec §1.2): ``score_thesis = r / sqrt(SB(r_mapping) · SB(r_target))``, computed
-  by `corrected_scores` (with score and score_full); `thesis_score` is that column under
-  its own name.
+  by `corrected_scores` with score and score_full.
 - **Brain-Score** (anchors §4; brain-score/vision ``metrics/internal_consistency/ceiling.py``
   and ``benchmark_helpers/neural_common.py``): the raw score is the Pearson r between a map's
   test predictions and the trial-averaged target, per neuroid; its median over neuroids,
@@ -20,21 +19,16 @@ column computed from a table, not a second pass over the data.
   DESIGN's "r²/SB reliability" is the current convention. Here the split-half r is the
   stored ``r_target`` (test stimuli of each split, averaged over trial split-halves),
   where Brain-Score uses all stimuli: the same quantity, estimated on fewer stimuli.
-- **rsatoolbox** RSA ceilings: `pipeline.compare.rsa.rsa_noise_ceiling`, re-exported.
+  `brainscore_neuroid_ceiling` and `brainscore_ceiled` give the per-row columns;
+  `pipeline.compare.aggregate` does the median over neuroids and the mean over splits.
+- **rsatoolbox** RSA noise ceilings: `pipeline.compare.rsa.rsa_noise_ceiling`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.compare.rsa import rsa_noise_ceiling
-
-__all__ = [
-    "BRAINSCORE_CONVENTIONS", "brainscore_aggregate", "brainscore_ceiled", "brainscore_ceiling",
-    "brainscore_neuroid_ceiling", "rsa_noise_ceiling", "thesis_score",
-]
-
-BRAINSCORE_CONVENTIONS = ("explained_variance", "explained_variance_v1", "ratio")
+BRAINSCORE_CONVENTIONS = ("explained_variance", "ratio")
 
 
 def spearman_brown(r, n=2):
@@ -63,14 +57,6 @@ def corrected_scores(r, r_mapping, r_target, r_full):
     return score, score_full, score_thesis
 
 
-def thesis_score(r, r_mapping, r_target):
-    """The thesis' noise-corrected r, ``r / sqrt(SB(r_mapping) · SB(r_target))`` (spec §1.2).
-
-    The ``score_thesis`` of `corrected_scores`. NaN where r_mapping or r_target <= 0.
-    """
-    return corrected_scores(r, r_mapping, r_target, r)[2]
-
-
 def brainscore_neuroid_ceiling(r_target):
     """Per-neuroid Brain-Score ceiling: the Spearman-Brown (n = 2) split-half reliability.
 
@@ -87,48 +73,6 @@ def brainscore_neuroid_ceiling(r_target):
     return spearman_brown(np.asarray(r_target, dtype=np.float64))
 
 
-def brainscore_aggregate(values, *, neuroid_axis=-1, split_axis=None):
-    """Brain-Score's aggregation: median over neuroids, then mean over cross-validation splits.
-
-    Used for the raw score (``CrossRegressedCorrelation``) and for the ceiling
-    (``InternalConsistency``). NaN values are skipped, as xarray's median and mean skip them.
-
-    Parameters
-    ----------
-    values : array_like
-        Per-neuroid values, e.g. shape (split, neuroid).
-    neuroid_axis : int
-        Axis of neuroids.
-    split_axis : int or None
-        Axis of splits, numbered as in `values`; None when there is none.
-
-    Returns
-    -------
-    float or ndarray
-        `values` without the neuroid and split axes.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    neuroid_axis = neuroid_axis % values.ndim
-    if split_axis is not None:
-        split_axis = split_axis % values.ndim
-        if split_axis == neuroid_axis:
-            raise ValueError(f"brainscore_aggregate: split_axis and neuroid_axis are both axis {split_axis}.")
-    median = np.nanmedian(values, axis=neuroid_axis)
-    if split_axis is None:
-        return median
-    return np.nanmean(median, axis=split_axis - (split_axis > neuroid_axis))
-
-
-def brainscore_ceiling(r_target, *, neuroid_axis=-1, split_axis=None):
-    """Brain-Score ``InternalConsistency`` ceiling from per-neuroid split-half correlations.
-
-    ``brainscore_aggregate(brainscore_neuroid_ceiling(r_target))``: Spearman-Brown per
-    neuroid, median over neuroids, mean over splits.
-    """
-    return brainscore_aggregate(brainscore_neuroid_ceiling(r_target), neuroid_axis=neuroid_axis,
-                                split_axis=split_axis)
-
-
 def brainscore_ceiled(raw, ceiling, *, convention="explained_variance"):
     """Brain-Score's ceiled score from a raw score and a ceiling (arrays broadcast).
 
@@ -141,10 +85,10 @@ def brainscore_ceiled(raw, ceiling, *, convention="explained_variance"):
     raw : array_like
         Raw Pearson r of predictions against the trial-averaged target (``r_full``).
     ceiling : array_like
-        From `brainscore_ceiling` or `brainscore_neuroid_ceiling`.
-    convention : {"explained_variance", "explained_variance_v1", "ratio"}
+        Brain-Score's ceiling: per row, `brainscore_neuroid_ceiling`; aggregated, its median
+        over neuroids averaged over splits.
+    convention : {"explained_variance", "ratio"}
         "explained_variance": ``raw² / ceiling``, Brain-Score since vision#2169;
-        "explained_variance_v1": ``(raw / ceiling)²``, Brain-Score before it;
         "ratio": ``raw / ceiling``, Brain-Score's RDM and CKA benchmarks.
 
     Returns
@@ -156,8 +100,6 @@ def brainscore_ceiled(raw, ceiling, *, convention="explained_variance"):
     with np.errstate(invalid="ignore", divide="ignore"):
         if convention == "explained_variance":
             return raw**2 / ceiling
-        if convention == "explained_variance_v1":
-            return (raw / ceiling) ** 2
         if convention == "ratio":
             return raw / ceiling
     raise ValueError(f"brainscore_ceiled convention must be one of {BRAINSCORE_CONVENTIONS}; got {convention!r}.")

@@ -70,27 +70,3 @@ def cka_from_grams(K, L, unbiased=False):
     with np.errstate(invalid="ignore", divide="ignore"):
         return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
-
-def cka(X, Y, unbiased=False):
-    """Linear CKA between two representations of the same stimuli.
-
-    Parameters
-    ----------
-    X : ndarray, shape (..., stimulus, unit_x)
-    Y : ndarray, shape (..., stimulus, unit_y)
-        Leading axes broadcast.
-    unbiased : bool
-        See `cka_from_grams`.
-
-    Returns
-    -------
-    float or ndarray, shape (...)
-    """
-    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
-    if X.ndim < 2 or Y.ndim < 2 or X.shape[-2] != Y.shape[-2]:
-        raise ValueError(f"cka needs (..., stimulus, unit) arrays over the same stimuli; got shapes "
-                         f"{X.shape} and {Y.shape}.")
-    # Centring the features first changes neither estimator and keeps the Gram entries small.
-    X = X - X.mean(-2, keepdims=True)
-    Y = Y - Y.mean(-2, keepdims=True)
-    return cka_from_grams(X @ np.swapaxes(X, -1, -2), Y @ np.swapaxes(Y, -1, -2), unbiased)

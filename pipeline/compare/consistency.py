@@ -7,7 +7,7 @@ split inside each split's training stimuli so that `pipeline.compare.aggregate.b
 can choose a layer without the test data; `pipeline.compare.curves.interanimal_curve` is
 the inter-animal consistency against the number of stimuli. The estimator is in
 `pipeline.compare.scoring`, the kernel statistics in `pipeline.compare.sources`, the task
-grid in `pipeline.compare.grid`.
+grid in `pipeline.compare.tasks`.
 
 Every job is a dask task over the grid (layer, epoch, area, target animal[, source animal],
 chunk of splits); resamples are seeded, so a job's result does not depend on the scheduler
@@ -23,27 +23,17 @@ import dask
 import numpy as np
 import pandas as pd
 
-from pipeline.compare.grid import (
-    FEATURE_MAPPINGS,
+from pipeline.compare.mappings import FEATURE_MAPPINGS
+from pipeline.compare.tasks import (
     animal_groups,
     area_responses,
-    build_mappings,
-    check_settings,
     finish,
-    halves_or_none,
     interanimal_tasks,
-    responses,
+    prepare,
     rsa_ceilings,
     run,
     score_task,
     split_chunks,
-)
-from pipeline.compare.scoring import (  # noqa: F401  (public names of the estimator)
-    POPULATION_MAPPINGS,
-    QUANTITIES,
-    SCORES,
-    corrected_scores,
-    spearman_brown,
 )
 from pipeline.compare.sources import layer_sources, population, source_positions
 from pipeline.compare.splits import inner_splits, stimulus_splits
@@ -58,7 +48,7 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
 
     For every area and target animal, the source is the concatenation of all other
     animals' units in that area ("pooled", the thesis' "holdout" mode), or each other animal
-    in turn ("pairwise"; rows carry the source animal, and `summarize` averages over
+    in turn ("pairwise"; rows carry the source animal, and `median_over_units` averages over
     sources per unit, spec §1.3). Areas with a single animal are skipped (logged).
 
     Parameters
@@ -94,6 +84,9 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
         One row per split-half (column ``half``) instead of their nan-mean.
     splits_per_task : int, optional
         Splits per dask task (finer parallel grain); all splits in one task by default.
+        Fitted kernel maps then agree to rounding (about 1e-12), not bit for bit: a task's
+        centred split kernels come from one matrix product over its splits, whose BLAS
+        rounding depends on how many there are (`pipeline.compare.scoring._split_kernels`).
     scheduler : None or str
         None: a local pool of `n_workers` threads; "threads", "processes" or "synchronous"
         pick a local scheduler. Any other string is the address of a dask.distributed
@@ -111,10 +104,10 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
         n_source_units, noise_corrected. One row per (mapping, source, neuroid, split);
         RSA/CKA one per (target, source) with split 0 and neuroid_id "".
     """
-    check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits)
-    maps = build_mappings(mappings, alpha, n_components, alphas)
-    R = responses(assembly, "interanimal assembly")
-    halves = halves_or_none(R, n_halves, seed, noise_correction, "interanimal assembly")
+    maps, R, halves = prepare(assembly, "interanimal assembly", mappings=mappings, alpha=alpha,
+                              n_components=n_components, alphas=alphas, mode=mode, rsa_compare=rsa_compare,
+                              equalize_sources=equalize_sources, n_halves=n_halves, n_splits=n_splits, seed=seed,
+                              noise_correction=noise_correction)
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)
     tasks, ceilings = interanimal_tasks(
         R, animal_groups(assembly), assembly["neuroid_id"].values.astype(str), maps, halves, splits, mode=mode,
@@ -234,12 +227,12 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
         (layer, epoch, time, mapping, neuroid, split, stage), RSA/CKA one per (layer, epoch,
         time, animal).
     """
-    check_settings("pooled", rsa_compare, None, n_halves, n_splits)
+    maps, R, halves = prepare(assembly, "predictivity assembly", mappings=mappings, alpha=alpha,
+                              n_components=n_components, alphas=alphas, mode="pooled", rsa_compare=rsa_compare,
+                              equalize_sources=None, n_halves=n_halves, n_splits=n_splits, seed=seed,
+                              noise_correction=noise_correction)
     activations = select_epochs(activations, epochs)
-    maps = build_mappings(mappings, alpha, n_components, alphas)
     order = _align_stimuli(activations, assembly)
-    R = responses(assembly, "predictivity assembly")
-    halves = halves_or_none(R, n_halves, seed, noise_correction, "predictivity assembly")
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)
     inner = inner_splits(splits, train_frac, seed) if select_layers else None
     neuroid_ids = assembly["neuroid_id"].values.astype(str)
@@ -285,5 +278,5 @@ def _predictivity_task(source, R_target, halves, maps, splits, offset, labels, i
     """One layer-epoch source against one target animal: the target's population, then `score_task`."""
     target = population(R_target, halves, f"{labels['area']}/{labels['animal']}")
     frame = score_task(source, target, maps, splits, offset, labels, ids, **kwargs)
-    frame["projection"] = source.get("projection", "none")
+    frame["projection"] = source.projection
     return frame

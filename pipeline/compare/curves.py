@@ -8,23 +8,18 @@ split-halves are the same for every size.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
-import numpy as np
-
-from pipeline.compare.grid import (
-    animal_groups,
-    build_mappings,
-    check_settings,
-    finish,
-    halves_or_none,
-    interanimal_tasks,
-    responses,
-    run,
-)
+from pipeline.compare.consistency import interanimal
 from pipeline.compare.splits import stimulus_splits, stimulus_subset
+from pipeline.compare.tasks import animal_groups, finish, interanimal_tasks, prepare, run
 
 log = logging.getLogger(__name__)
+
+_OPTIONS = {name: parameter.default for name, parameter in inspect.signature(interanimal).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY}
+"""The keywords of `interanimal` and their defaults, which `interanimal_curve` shares."""
 
 
 def interanimal_curve(assembly, *, sizes=(20, 40, 60, 80, 100, None), **kwargs):
@@ -48,19 +43,15 @@ def interanimal_curve(assembly, *, sizes=(20, 40, 60, 80, 100, None), **kwargs):
     pandas.DataFrame
         The `interanimal` columns plus ``n_stimuli``.
     """
-    options = dict(mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5, train_frac=0.5, seed=0,
-                   alpha=1.0, n_components=25, alphas=None, rsa_compare="pearson", mode="pooled",
-                   equalize_sources=None, noise_correction=True, per_half=False, splits_per_task=None,
-                   scheduler=None, n_workers=1)
-    unknown = set(kwargs) - set(options)
+    unknown = set(kwargs) - set(_OPTIONS)
     if unknown:
         raise TypeError(f"interanimal_curve got unexpected keyword arguments {sorted(unknown)}.")
-    options.update(kwargs)
-    o = options
-    check_settings(o["mode"], o["rsa_compare"], o["equalize_sources"], o["n_halves"], o["n_splits"])
-    maps = build_mappings(o["mappings"], o["alpha"], o["n_components"], o["alphas"])
-    R = responses(assembly, "interanimal_curve assembly")
-    halves = halves_or_none(R, o["n_halves"], o["seed"], o["noise_correction"], "interanimal_curve assembly")
+    o = {**_OPTIONS, **kwargs}
+    maps, R, halves = prepare(assembly, "interanimal_curve assembly", mappings=o["mappings"], alpha=o["alpha"],
+                              n_components=o["n_components"], alphas=o["alphas"], mode=o["mode"],
+                              rsa_compare=o["rsa_compare"], equalize_sources=o["equalize_sources"],
+                              n_halves=o["n_halves"], n_splits=o["n_splits"], seed=o["seed"],
+                              noise_correction=o["noise_correction"])
     groups, ids = animal_groups(assembly), assembly["neuroid_id"].values.astype(str)
     tasks, ceilings = [], {}
     for size in sizes:
@@ -75,13 +66,6 @@ def interanimal_curve(assembly, *, sizes=(20, 40, 60, 80, 100, None), **kwargs):
         ceilings.update({(area, int(stimuli.size)): task for area, task in area_ceilings.items()})
     log.info("interanimal_curve: sizes %s, %d tasks", list(sizes), len(tasks))
     frames, ceilings = run(tasks, ceilings, o["scheduler"], o["n_workers"], "interanimal_curve")
-    out = finish(frames, {}, ("n_stimuli",))
-    out["nc_lower"] = np.nan
-    out["nc_upper"] = np.nan
-    for (area, size), per_animal in ceilings.items():
-        for animal, (lo, up) in per_animal.items():
-            rows = ((out["mapping"] == "rsa") & (out["area"] == area) & (out["animal"] == animal)
-                    & (out["n_stimuli"] == size))
-            out.loc[rows, ["nc_lower", "nc_upper"]] = [lo, up]
+    out = finish(frames, ceilings, ("n_stimuli",), ceiling_keys=("area", "n_stimuli"))
     out["mode"] = o["mode"]
     return out

@@ -306,7 +306,7 @@ def _pls_chunk(K0, Y0, n_components, max_iter, tol, A, R):
     return n_capped
 
 
-def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
+def _power_iteration(S, start, alive, max_iter, tol):
     """sklearn's power iteration for the first PLS weights, in the target space.
 
     sklearn (``_get_first_singular_vectors_power_method``, mode A) starts from the first
@@ -325,9 +325,6 @@ def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
         Fits to iterate; the others get e_start.
     max_iter, tol : int, float
         As sklearn's.
-    n_direct : int, optional
-        Iterate only this far and finish the fits still running in closed form from
-        S = V Λ Vᵀ (`_stopping_iteration`); by default, iterate to the end.
 
     Returns
     -------
@@ -339,7 +336,6 @@ def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
     b, q = S.shape[0], S.shape[1]
     z = np.zeros((b, q))
     z[np.arange(b), start] = 1.0
-    limit = max_iter if n_direct is None else min(n_direct, max_iter)
     if q == 1 or max_iter <= 1:                      # sklearn stops after one iteration if q = 1
         return z, 0
     idx = np.flatnonzero(alive)
@@ -352,8 +348,8 @@ def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
     running = np.ones(idx.size, bool)
     i0 = 1
     with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
-        while i0 < limit:
-            m = min(_PLS_BLOCK, limit - i0)          # check iterations i0 .. i0 + m - 1
+        while i0 < max_iter:
+            m = min(_PLS_BLOCK, max_iter - i0)          # check iterations i0 .. i0 + m - 1
             for j in range(1, m + 1):
                 np.matvec(S_run, buf[j], out=buf[j + 1])
             power = np.vecdot(buf[1:m + 1], buf[1:m + 1])                # P(2i)
@@ -376,60 +372,9 @@ def _power_iteration(S, start, alive, max_iter, tol, n_direct=None):
                 running = np.ones(idx.size, bool)
                 buf = np.empty((_PLS_BLOCK + 2, idx.size, q))
             buf[:2] = carry
-    rows = np.flatnonzero(running)
-    if limit >= max_iter:                            # sklearn keeps its last iterate, y_{max_iter-1}
-        z[idx[rows]] = buf[0, rows]
-        return z, rows.size
-    lam, V = np.linalg.eigh(S[idx[rows]])
-    lam = np.clip(lam, 0.0, None)
-    top = lam[:, -1:]
-    lam = np.divide(lam, top, out=np.zeros_like(lam), where=top > 0)    # largest is 1
-    a = np.take_along_axis(V, start[idx[rows], None, None], axis=1)[:, 0]   # Vᵀ e_j
-    stop = _stopping_iteration(a**2, lam, max_iter, tol, first=limit)
-    z[idx[rows]] = np.matvec(V, a * lam ** stop[:, None])
-    return z, int((stop == max_iter - 1).sum())
-
-
-def _first_direction(Kk, Yk, start, alive, max_iter, tol, n_direct=None):
-    """sklearn's first PLS weights of deflated data, as sample coefficients (w = X_kᵀ c, ‖w‖ = 1).
-
-    `_power_iteration` on S = y_kᵀ K_k y_k; zero for fits that are not alive.
-
-    Returns
-    -------
-    c : ndarray, shape (batch, n)
-    n_capped : int
-    """
-    S = np.swapaxes(Yk, 1, 2) @ Kk @ Yk
-    z, n_capped = _power_iteration(S, start, alive, max_iter, tol, n_direct)
-    u = np.matvec(Yk, z)
-    norm = np.sqrt(np.maximum(np.vecdot(u, np.matvec(Kk, u)), 0.0))[:, None]
-    c = np.where(alive[:, None] & (norm > 0), u / np.where(norm > 0, norm, 1.0), 0.0)
-    return c, n_capped
-
-
-def _stopping_iteration(a2, lam, max_iter, tol, first=1):
-    """First iteration i ≥ `first` with ‖w_i − w_{i−1}‖² = 2 − 2 cos_i < tol (else max_iter − 1).
-
-    cos_i = P(2i) / sqrt(P(2i+1) P(2i−1)) with P(m) = Σ a² λ^m. Iterations are scanned in
-    growing blocks and finished fits leave the batch.
-    """
-    stop = np.full(len(a2), max_iter - 1)
-    pending = np.arange(len(a2))
-    lo = first
-    while pending.size and lo < max_iter:
-        hi = min(max_iter, max(16, 4 * lo))
-        i = np.arange(lo, hi)
-        P = np.einsum("bq,bqm->bm", a2[pending], lam[pending, :, None] ** np.arange(2 * lo - 1, 2 * hi))
-        k = 2 * (i - lo) + 1                                # column of P(2i)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cosine = P[:, k] / np.sqrt(P[:, k + 1] * P[:, k - 1])
-        done = ~(2.0 - 2.0 * cosine >= tol)                 # NaN (degenerate) counts as converged
-        hit = done.any(1)
-        stop[pending[hit]] = i[done[hit].argmax(1)]
-        pending = pending[~hit]
-        lo = hi
-    return stop
+    rows = np.flatnonzero(running)                   # sklearn keeps its last iterate, y_{max_iter-1}
+    z[idx[rows]] = buf[0, rows]
+    return z, rows.size
 
 
 def pls_predict_kernel(K_train, K_cross, Y_train, n_components, max_iter=500, tol=1e-6):

@@ -125,15 +125,15 @@ def _kernel_predictions(maps, source, Y_halves, Y_bar, splits):
         (split, test, unit) or None).
     """
     out = {}
-    shared = source.get("shared", False)
+    shared = source.shared
     if shared or Y_halves is None:
-        K_bar = _split_kernels(source["Gbar"], splits)
+        K_bar = _split_kernels(source.gram_mean, splits)
         K_half = K_bar if Y_halves is not None else None
     else:
-        K_half = _split_kernels(np.stack([source["G1"], source["G2"]]), splits)
-        K_bar = _split_kernels(source["Gbar"], splits) if Y_bar is not None else None
+        K_half = _split_kernels(np.stack([source.gram_half1, source.gram_half2]), splits)
+        K_bar = _split_kernels(source.gram_mean, splits) if Y_bar is not None else None
     for name, mapping in maps.items():
-        p = source["p"]
+        p = source.n_units
         if shared or Y_halves is None or Y_bar is None:
             halves = None if Y_halves is None else mapping.predict_from_kernel(*K_half, Y_halves, p)
             full = None if Y_bar is None else mapping.predict_from_kernel(*K_bar, Y_bar, p)
@@ -161,9 +161,10 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
     maps : dict
         name -> mapping, names from `MAPPINGS` (``predict_from_kernel``) or
         `FEATURE_MAPPINGS` (``predict_from_features``).
-    source, target : dict
-        From `pipeline.compare.sources`; the target needs its features, and so does the
-        source for feature-space maps.
+    source : pipeline.compare.sources.Population or LayerSource
+        Needs its features for feature-space maps.
+    target : pipeline.compare.sources.Population
+        With its features.
     splits : list of (ndarray, ndarray)
         Train/test splits of equal sizes.
     keep_halves : bool
@@ -177,20 +178,20 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
     """
     train = np.stack([tr for tr, _ in splits])
     test = np.stack([te for _, te in splits])
-    Bbar = target["Bbar"]
+    Bbar = target.mean
     kernel_maps = {n: m for n, m in maps.items() if n in MAPPINGS}
     feature_maps = {n: m for n, m in maps.items() if n in FEATURE_MAPPINGS}
     unknown = set(maps) - set(kernel_maps) - set(feature_maps)
     if unknown:
         raise ValueError(f"score_fitted: {sorted(unknown)} are not fitted mappings.")
-    raw = target["B1"] is None
-    shared = source.get("shared", False)
+    raw = not target.has_halves
+    shared = source.shared
     r_full = {}
     for name, mapping in feature_maps.items():
-        r_full[name] = pearson(_feature_predictions(mapping, source["Bbar"], Bbar[train], train, test),
+        r_full[name] = pearson(_feature_predictions(mapping, source.mean, Bbar[train], train, test),
                                Bbar[test], axis=-2)
     accs = {name: _HalfMean(keep_halves) for name in maps}
-    n_halves = 0 if raw else target["B1"].shape[0]
+    n_halves = 0 if raw else target.half1.shape[0]
     B_test = None
     if kernel_maps and raw:
         for name, (_, full) in _kernel_predictions(kernel_maps, source, None, Bbar[train], splits).items():
@@ -204,12 +205,11 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
     chunk = max(1, _FITS_PER_CALL // (2 * len(splits)))
     for start in range(0, n_halves, chunk):
         halves = slice(start, start + chunk)
-        Y = np.stack([target["B1"][halves], target["B2"][halves]])      # (2, h, stimulus, unit)
+        Y = np.stack([target.half1[halves], target.half2[halves]])      # (2, h, stimulus, unit)
         B_test = (Y[0][:, test], Y[1][:, test])                          # (h, split, test, unit)
         if not kernel_maps:
             continue
-        sub = source if shared else {k: source[k][halves] for k in ("G1", "G2")} | {
-            k: source[k] for k in ("Gbar", "p")}
+        sub = source if shared else source.select_halves(halves)
         first = start == 0
         predictions = _kernel_predictions(kernel_maps, sub, Y[:, :, train], Bbar[train] if first else None, splits)
         for name, (pair, full) in predictions.items():
@@ -217,13 +217,13 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
                 r_full[name] = pearson(full, Bbar[test], axis=-2)
             add(name, *pair)
     if feature_maps and not raw:
-        per_fit = 2 * len(splits) * max(1, train.shape[1] * source["p"])
+        per_fit = 2 * len(splits) * max(1, train.shape[1] * source.n_units)
         feature_chunk = max(1, _FEATURE_ELEMENTS // per_fit)
         for start in range(0, n_halves, feature_chunk):
             halves = slice(start, start + feature_chunk)
-            Y = np.stack([target["B1"][halves], target["B2"][halves]])
+            Y = np.stack([target.half1[halves], target.half2[halves]])
             B_test = (Y[0][:, test], Y[1][:, test])
-            X = source["Bbar"] if shared else np.stack([source["B1"][halves], source["B2"][halves]])
+            X = source.mean if shared else np.stack([source.half1[halves], source.half2[halves]])
             for name, mapping in feature_maps.items():
                 add(name, *_feature_predictions(mapping, X, Y[:, :, train], train, test))
     out = {}
@@ -241,16 +241,20 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
 
 
 def _population_compare(name, method):
-    """(statistic of a population, comparison of two statistics) for RSA or CKA."""
+    """(statistic of a kernel, comparison of two statistics) for RSA or CKA.
+
+    The statistic takes a kernel (..., stimulus, stimulus), its unit sums (..., stimulus)
+    and the unit count: the condensed RDM for RSA, the kernel itself for CKA.
+    """
     if name == "rsa":
-        def stat(pop, key):
-            return rdm_from_gram(pop["G" + key], pop["s" + key], pop["p"], condensed=True)
+        def stat(gram, sums, n_units):
+            return rdm_from_gram(gram, sums, n_units, condensed=True)
 
         def compare(a, b):
             return compare_rdms(a, b, method, condensed=True)
     else:
-        def stat(pop, key):
-            return pop["G" + key]
+        def stat(gram, sums, n_units):
+            return gram
 
         def compare(a, b):
             return cka_from_grams(a, b, unbiased=name == "cka_unbiased")
@@ -271,17 +275,21 @@ def score_population(name, source, target, *, rsa_compare="pearson", keep_halves
         `QUANTITIES`, shape (1, 1) (split 0, one "unit"), or (half, 1, 1) with `keep_halves`.
     """
     stat, compare = _population_compare(name, rsa_compare)
-    r_full = np.asarray(compare(stat(source, "bar"), stat(target, "bar")))
-    if target["G1"] is None:
+    r_full = np.asarray(compare(stat(source.gram_mean, source.sum_mean, source.n_units),
+                                stat(target.gram_mean, target.sum_mean, target.n_units)))
+    if not target.has_halves:
         shape = ((1,) if keep_halves else ()) + (1, 1)
         out = {q: np.full(shape, np.nan) for q in QUANTITIES}
         out["r_full"] = np.full(shape, float(r_full))
         return out
-    shared = source.get("shared", False)
-    A1 = stat(source, "bar" if shared else "1")
-    A2 = A1 if shared else stat(source, "2")
-    B1, B2 = stat(target, "1"), stat(target, "2")
-    n_halves = target["G1"].shape[0]
+    if source.shared:
+        A1 = A2 = stat(source.gram_mean, source.sum_mean, source.n_units)
+    else:
+        A1 = stat(source.gram_half1, source.sum_half1, source.n_units)
+        A2 = stat(source.gram_half2, source.sum_half2, source.n_units)
+    B1 = stat(target.gram_half1, target.sum_half1, target.n_units)
+    B2 = stat(target.gram_half2, target.sum_half2, target.n_units)
+    n_halves = target.gram_half1.shape[0]
     r = np.broadcast_to(compare(A1, B2), (n_halves,))
     r_mapping = np.broadcast_to(compare(A1, A2), (n_halves,))
     values = half_quantities(r, r_mapping, compare(B1, B2), r_full)

@@ -8,25 +8,107 @@ accumulated over chunks of units read from Zarr, never holding the whole layer. 
 themselves are kept only when a feature-space map (one-to-one) or a unit subsample needs
 them.
 
-Keys of a population dict: ``B1``, ``B2`` (half, stimulus, unit) half-trial means and
-``Bbar`` (stimulus, unit) all-trial means (when features are kept); ``G1``, ``G2`` (half,
-stimulus, stimulus), ``Gbar``; ``s1``, ``s2``, ``sbar``; ``p``. Without trial halves
-(single-trial data, raw r only) the half keys are None. A model layer has one kernel for
-every half (``shared`` is True): A¹ = A² = Ā = its features.
+Two records carry these statistics: `Population` (an animal, or a source pooled from
+several, with a kernel per trial half) and `LayerSource` (a model layer at one epoch and
+time step, one kernel for every half). Their docstrings give the shapes in the dimensions
+``stimulus``, ``unit`` and ``half`` (trial split-halves, from `trial_halves`).
 """
 
 from __future__ import annotations
 
 import logging
+import operator
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-KERNEL_KEYS = ("G1", "G2", "Gbar", "s1", "s2", "sbar", "p")
-FEATURE_KEYS = ("B1", "B2", "Bbar")
 _READ_ELEMENTS = 1 << 23         # activations read per chunk (float32: 32 MiB)
 _PROJECTION_BLOCK = 4096         # units per block of the random projection matrix (fixes its draw)
+
+
+@dataclass(frozen=True)
+class Population:
+    """One population of units (an animal, or a source pooled from several) over stimuli.
+
+    With B¹, B² the means over the two trial halves of each split-half and B̄ the mean over
+    all trials (spec §1.2), the kernels are G = B Bᵀ and the sums s = B 1. The half fields
+    are None without trial halves (single-trial data or raw r only); the feature fields
+    are None unless the features were kept.
+
+    Attributes
+    ----------
+    n_units : int
+        p, the number of units.
+    gram_mean : ndarray, shape (stimulus, stimulus)
+        Ḡ = B̄ B̄ᵀ.
+    sum_mean : ndarray, shape (stimulus,)
+        s̄ = B̄ 1.
+    gram_half1, gram_half2 : ndarray, shape (half, stimulus, stimulus), or None
+        G¹, G².
+    sum_half1, sum_half2 : ndarray, shape (half, stimulus), or None
+        s¹, s².
+    mean : ndarray, shape (stimulus, unit), or None
+        B̄ (targets, feature-space maps and unit subsamples need it).
+    half1, half2 : ndarray, shape (half, stimulus, unit), or None
+        B¹, B², kept together with `mean`.
+    """
+
+    shared: ClassVar[bool] = False          # one kernel per trial half
+    n_units: int
+    gram_mean: np.ndarray
+    sum_mean: np.ndarray
+    gram_half1: np.ndarray | None = None
+    gram_half2: np.ndarray | None = None
+    sum_half1: np.ndarray | None = None
+    sum_half2: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    half1: np.ndarray | None = None
+    half2: np.ndarray | None = None
+
+    @property
+    def has_halves(self):
+        """Whether the population has trial split-halves (else only raw r is defined)."""
+        return self.gram_half1 is not None
+
+    def select_halves(self, index):
+        """The same population restricted to the split-halves `index` (a slice of axis ``half``)."""
+        def part(X):
+            return None if X is None else X[index]
+        return Population(self.n_units, self.gram_mean, self.sum_mean, part(self.gram_half1),
+                          part(self.gram_half2), part(self.sum_half1), part(self.sum_half2), self.mean,
+                          part(self.half1), part(self.half2))
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """One model layer at one epoch (and time step) over stimuli.
+
+    A model is deterministic, so one kernel serves every trial half: A¹ = A² = Ā = its
+    (possibly projected) features A, with Ḡ = A Aᵀ and s̄ = A 1.
+
+    Attributes
+    ----------
+    n_units : int
+        p, the number of units (or of dimensions after a projection).
+    gram_mean : ndarray, shape (stimulus, stimulus)
+        Ḡ.
+    sum_mean : ndarray, shape (stimulus,)
+        s̄.
+    projection : str
+        "none", or the method and dimension of the projection, e.g. "random:1000", "pca:100".
+    mean : ndarray, shape (stimulus, unit), float32, or None
+        The features A, when asked for (feature-space maps).
+    """
+
+    shared: ClassVar[bool] = True           # one kernel for every trial half
+    n_units: int
+    gram_mean: np.ndarray
+    sum_mean: np.ndarray
+    projection: str = "none"
+    mean: np.ndarray | None = None
 
 
 def _kernels(X):
@@ -50,34 +132,31 @@ def population(R, halves, label, *, keep_features=True):
 
     Returns
     -------
-    dict
-        See the module docstring.
+    Population
     """
     R = np.asarray(R, dtype=np.float64)
     valid = ~np.isnan(R)
     R0 = np.where(valid, R, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         Bbar = R0.sum(1) / valid.sum(1)
-    pop = {"p": R.shape[2], "B1": None, "B2": None, "G1": None, "G2": None, "s1": None, "s2": None}
-    pop["Gbar"], pop["sbar"] = _kernels(Bbar)
-    if halves is not None:
-        masks = np.zeros((2, len(halves), R.shape[1]))
-        for h, (first, second) in enumerate(halves):
-            masks[0, h, first] = 1.0
-            masks[1, h, second] = 1.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            B = (np.tensordot(masks, R0, axes=([2], [1]))
-                 / np.tensordot(masks, valid.astype(np.float64), axes=([2], [1])))
-        n_empty = int(np.isnan(B).any(axis=(0, 1, 2)).sum())
-        if n_empty:
-            log.warning("%s: %d units have a stimulus with no valid trial in some split-half; "
-                        "their correlations are NaN", label, n_empty)
-        for key, X in (("1", B[0]), ("2", B[1])):
-            pop["G" + key], pop["s" + key] = _kernels(X)
-        if keep_features:
-            pop["B1"], pop["B2"] = B[0], B[1]
-    pop["Bbar"] = Bbar if keep_features else None
-    return pop
+    gram_mean, sum_mean = _kernels(Bbar)
+    if halves is None:
+        return Population(R.shape[2], gram_mean, sum_mean, mean=Bbar if keep_features else None)
+    masks = np.zeros((2, len(halves), R.shape[1]))
+    for h, (first, second) in enumerate(halves):
+        masks[0, h, first] = 1.0
+        masks[1, h, second] = 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        B = (np.tensordot(masks, R0, axes=([2], [1]))
+             / np.tensordot(masks, valid.astype(np.float64), axes=([2], [1])))
+    n_empty = int(np.isnan(B).any(axis=(0, 1, 2)).sum())
+    if n_empty:
+        log.warning("%s: %d units have a stimulus with no valid trial in some split-half; "
+                    "their correlations are NaN", label, n_empty)
+    gram_half1, sum_half1 = _kernels(B[0])
+    gram_half2, sum_half2 = _kernels(B[1])
+    features = (Bbar, B[0], B[1]) if keep_features else (None, None, None)
+    return Population(R.shape[2], gram_mean, sum_mean, gram_half1, gram_half2, sum_half1, sum_half2, *features)
 
 
 def pooled_kernels(R, unit_groups, halves, label="pool"):
@@ -94,28 +173,31 @@ def pooled_kernels(R, unit_groups, halves, label="pool"):
     halves : list of (ndarray, ndarray) or None
     label : str
         Names the pool in log messages.
+
+    Returns
+    -------
+    Population
+        Kernel statistics only (no features).
     """
     total = None
     for k, idx in enumerate(unit_groups):
         pop = population(R[:, :, idx], halves, f"{label}[{k}]", keep_features=False)
-        stats = {key: pop[key] for key in KERNEL_KEYS}
-        total = stats if total is None else {key: None if value is None else value + stats[key]
-                                             for key, value in total.items()}
+        total = pop if total is None else _combine(total, pop, operator.add)
     return total
 
 
-def pool(populations):
-    """Kernel statistics of the concatenation of several populations (sums over them)."""
-    out = {}
-    for key in KERNEL_KEYS:
-        parts = [pop[key] for pop in populations]
-        out[key] = None if parts[0] is None and key != "p" else sum(parts)
-    return out
-
-
 def leave_out(pooled, own):
-    """A pooled source less one of its populations (the held-out target's own units)."""
-    return {key: None if pooled[key] is None else pooled[key] - own[key] for key in KERNEL_KEYS}
+    """A pooled source less one of its populations (the held-out target's own units); kernels only."""
+    return _combine(pooled, own, operator.sub)
+
+
+def _combine(a, b, op):
+    """Kernel statistics of two populations combined field by field with `op` (features dropped)."""
+    def apply(x, y):
+        return None if x is None else op(x, y)
+    return Population(op(a.n_units, b.n_units), op(a.gram_mean, b.gram_mean), op(a.sum_mean, b.sum_mean),
+                      apply(a.gram_half1, b.gram_half1), apply(a.gram_half2, b.gram_half2),
+                      apply(a.sum_half1, b.sum_half1), apply(a.sum_half2, b.sum_half2))
 
 
 def concatenated(populations, units=None):
@@ -123,29 +205,29 @@ def concatenated(populations, units=None):
 
     Parameters
     ----------
-    populations : list of dict
+    populations : list of Population
         With their features (``keep_features=True``).
     units : ndarray of int, optional
         Positions in the concatenation to keep (equalised source sizes); all by default.
 
     Returns
     -------
-    dict
-        Kernel statistics and features (``B1``, ``B2``, ``Bbar``) of the source.
+    Population
+        Kernel statistics and features of the source.
     """
-    source = {}
-    for key in FEATURE_KEYS:
-        parts = [pop[key] for pop in populations]
+    def features(name):
+        parts = [getattr(pop, name) for pop in populations]
         if parts[0] is None:
-            source[key] = None
-            continue
+            return None
         X = np.concatenate(parts, axis=-1)
-        source[key] = X if units is None else X[..., units]
-    for key in ("1", "2", "bar"):
-        X = source["B" + key]
-        source["G" + key], source["s" + key] = (None, None) if X is None else _kernels(X)
-    source["p"] = source["Bbar"].shape[-1]
-    return source
+        return X if units is None else X[..., units]
+
+    mean, half1, half2 = features("mean"), features("half1"), features("half2")
+    gram_mean, sum_mean = _kernels(mean)
+    gram_half1, sum_half1 = (None, None) if half1 is None else _kernels(half1)
+    gram_half2, sum_half2 = (None, None) if half2 is None else _kernels(half2)
+    return Population(mean.shape[-1], gram_mean, sum_mean, gram_half1, gram_half2, sum_half1, sum_half2,
+                      mean, half1, half2)
 
 
 # ---------------------------------------------------------------- model layers
@@ -207,9 +289,9 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
 
     Returns
     -------
-    list of dict
-        One source per epoch, or per (epoch, time) in epoch-major order: ``Gbar``, ``sbar``, ``p``, ``shared=True``, ``projection``
-        (a label such as "none", "random:1000", "pca:100") and, if asked, ``Bbar``.
+    list of LayerSource
+        One per epoch, or per (epoch, time) in epoch-major order; with `keep_features`, their
+        ``mean`` holds the features.
     """
     projection = dict(projection or {})
     method = projection.get("method", "none")
@@ -254,19 +336,19 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     label_projection = "none" if method == "none" else f"{method}:{k}"
     sources = []
     for e in range(n_epochs):
-        src = {"Gbar": G[e], "sbar": s[e], "p": n_units, "shared": True, "projection": label_projection}
+        gram, sums, p = G[e], s[e], n_units
         features = None
         if method == "random":
             features = Z[e]
         elif method == "pca":
             features = _pca_features(G[e], k)
         if features is not None:
-            src["Gbar"], src["sbar"] = _kernels(features)
-            src["p"] = features.shape[1]
+            (gram, sums), p = _kernels(features), features.shape[1]
+        kept_features = None
         if keep_features:
-            src["Bbar"] = (np.concatenate([c[e] for c in kept], axis=1) if kept is not None
-                           else features.astype(np.float32))
-        sources.append(src)
+            kept_features = (np.concatenate([c[e] for c in kept], axis=1) if kept is not None
+                             else features.astype(np.float32))
+        sources.append(LayerSource(p, gram, sums, label_projection, kept_features))
     if method != "none":
         log.info("%s: %d units reduced to %d dimensions (%s)", label, n_units, k, label_projection)
     return sources

@@ -1,4 +1,4 @@
-"""Random train/test splits of the stimuli and sync split-halves of the trials (spec §1.1, §1.3)."""
+"""Random train/test splits and subsets of the stimuli (spec §1.3); trial halves: `pipeline.data.reliability`."""
 
 from __future__ import annotations
 
@@ -46,40 +46,6 @@ def stimulus_splits(n_stimuli, n_splits=10, train_frac=0.5, seed=0):
         order = np.random.RandomState(seed + s).permutation(n_stimuli)
         splits.append((np.sort(order[:n_train]), np.sort(order[n_train:])))
     return splits
-
-
-def trial_halves(n_trials, n_halves, seed=0):
-    """Sync split-halves of the trials: one permutation per half-split, shared by all stimuli.
-
-    As mouse-vision's ``splithalf_sync``. With an odd number of trials the last trial of the
-    permutation is left out, so both halves hold ``n_trials // 2`` trials and the
-    Spearman-Brown step (which assumes equal halves) applies.
-
-    Parameters
-    ----------
-    n_trials : int
-        Length of the trial dimension.
-    n_halves : int
-        Number of split-halves.
-    seed : int
-        Seed of ``RandomState``, drawn from once per split-half.
-
-    Returns
-    -------
-    list of (ndarray, ndarray)
-        ``(first, second)`` trial indices per split-half, each sorted.
-    """
-    if n_trials < 2:
-        raise ValueError(f"split-halves need at least 2 trials; got {n_trials}.")
-    if n_halves < 1:
-        raise ValueError(f"n_halves must be a positive integer; got {n_halves!r}.")
-    rng = np.random.RandomState(seed)
-    half = n_trials // 2
-    halves = []
-    for _ in range(n_halves):
-        order = rng.permutation(n_trials)
-        halves.append((np.sort(order[:half]), np.sort(order[half:2 * half])))
-    return halves
 
 
 def inner_splits(splits, train_frac=0.5, seed=0):

@@ -1,7 +1,7 @@
 """What each feedback rule does with a layer's backward weight B: its start and its updates.
 
-One class per rule (spec §A.10.4). `Feedback` keeps a fixed random B; `Backprop` and
-`SignSymmetry` set B from W before every step; the others learn B by gradient descent on a
+One class per rule (spec §A.10.4). `Feedback` keeps a fixed random B; `SignSymmetry` sets
+B from W before every step; the others learn B by gradient descent on a
 per-layer alignment loss R = Σ_k c_k R_k of the primitives of spec Table 5.2, run by a second
 optimizer (`pipeline.learning.rules`). `KolenPollack` also receives W's task gradient in B
 (tie_grad). Coefficients follow the released code's convention (no ½; see primitives).
@@ -141,17 +141,6 @@ class Alignment:
 
 class Feedback(Alignment):
     """Feedback alignment (Lillicrap et al. 2016; spec §A.4.2): R = 0, B fixed and random."""
-
-
-class Backprop(Alignment):
-    """Backprop through the feedback machinery (spec §A.4.1): B ≡ W at every step."""
-
-    def init_feedback(self, weight):
-        return weight.detach().clone()
-
-    @torch.no_grad()
-    def sync(self, layer):
-        layer.weight_fb.copy_(layer.weight)
 
 
 class SignSymmetry(Alignment):

@@ -1,11 +1,25 @@
-"""Linear CKA against its defining formulas, written out plainly, and its invariances."""
+"""Linear CKA against its defining formulas, written out plainly, and its invariances.
+
+The engine calls `cka_from_grams` on the populations' uncentred kernels (``cka`` and
+``cka_unbiased`` rows of `interanimal` and `predictivity`), so the tests do the same."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from pipeline.compare.cka import cka, cka_from_grams
+from pipeline.compare.cka import cka_from_grams
+from pipeline.compare.consistency import interanimal
+
+
+def _gram(X):
+    """The uncentred linear kernel X Xᵀ over stimuli, as `pipeline.compare.sources` keeps it."""
+    return X @ np.swapaxes(X, -1, -2)
+
+
+def cka(X, Y, unbiased=False):
+    """Linear CKA of two representations (..., stimulus, unit), from their uncentred kernels."""
+    return cka_from_grams(_gram(X), _gram(Y), unbiased)
 
 
 def _biased_cka_by_formula(X, Y):
@@ -55,7 +69,6 @@ def test_unbiased_cka_equals_the_u_statistic(seed):
     expected = _unbiased_hsic_as_u_statistic(K, L) / np.sqrt(
         _unbiased_hsic_as_u_statistic(K, K) * _unbiased_hsic_as_u_statistic(L, L))
     assert cka_from_grams(K, L, unbiased=True) == pytest.approx(expected, abs=1e-12)
-    assert cka(X, Y, unbiased=True) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("unbiased", [False, True])
@@ -85,15 +98,28 @@ def test_cka_is_batched_and_pooled_grams_equal_the_concatenation(unbiased):
     rng = np.random.default_rng(5)
     parts = rng.standard_normal((3, 30, 8))                   # three animals of one area
     Y = rng.standard_normal((4, 30, 6))                       # four model layers
-    batched = cka_from_grams((parts @ np.swapaxes(parts, 1, 2)).sum(0), Y @ np.swapaxes(Y, 1, 2), unbiased)
+    batched = cka_from_grams(_gram(parts).sum(0), _gram(Y), unbiased)
     pooled = np.concatenate(list(parts), axis=1)
     np.testing.assert_allclose(batched, [cka(pooled, y, unbiased) for y in Y], atol=1e-12)
 
 
+def test_interanimal_cka_rows_are_the_cka_of_the_pooled_and_target_means(simulate):
+    # The engine's pooled kernel is the area's kernel less the target's own; its CKA rows must
+    # equal the defining formula on the concatenated means of the other animals.
+    assembly, _ = simulate(n_animals=3, units_per_animal=10, n_stimuli=30, n_trials=6, seed=6)
+    rows = interanimal(assembly, mappings=("cka",), n_halves=2, n_splits=1)
+    means = assembly.values.mean(1)
+    animal = assembly["animal"].values
+    for target in ("m00", "m01", "m02"):
+        row = rows[rows["animal"] == target].iloc[0]
+        expected = _biased_cka_by_formula(means[:, animal != target], means[:, animal == target])
+        assert row["r_full"] == pytest.approx(expected, abs=1e-10)
+
+
 def test_cka_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 4 stimuli"):
-        cka(np.ones((3, 2)), np.ones((3, 2)), unbiased=True)
-    with pytest.raises(ValueError, match="same stimuli"):
-        cka(np.ones((5, 2)), np.ones((4, 2)))
+        cka_from_grams(np.ones((3, 3)), np.ones((3, 3)), unbiased=True)
     with pytest.raises(ValueError, match="same stimuli"):
         cka_from_grams(np.eye(5), np.eye(4))
+    with pytest.raises(ValueError, match="same stimuli"):
+        cka_from_grams(np.ones((5, 4)), np.ones((5, 4)))

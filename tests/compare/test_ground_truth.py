@@ -11,15 +11,15 @@ from sklearn.base import clone
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import Ridge
 
-from pipeline.compare.aggregate import best_layer, summarize
+from pipeline.compare.aggregate import best_layer, median_over_units
 from pipeline.compare.consistency import interanimal, predictivity
 from pipeline.compare.mappings import PLSMap, RidgeMap, pearson
 from pipeline.compare.one_to_one import OneToOneMap
 from pipeline.compare.splits import stimulus_splits
-from pipeline.data.allen_ecephys import assemble_ecephys
+from pipeline.data.allen_neuropixels import neuropixels_assembly
 from pipeline.data.assembly import ALLEN_AREAS
 from pipeline.data.stimuli import make_stimulus_sets
-from pipeline.data.synthetic import Generator, synthesize_ecephys
+from pipeline.data.synthetic_mouse import Generator, simulate_synthetic_mouse
 from pipeline.io import read_zarr
 
 SEED = 0
@@ -35,9 +35,9 @@ def virtual(tmp_path_factory):
     """
     probe = make_stimulus_sets(train_per_class=0, test_per_class=0, probe=120, seed=SEED)["probe"]
     out = tmp_path_factory.mktemp("virtual")
-    paths = synthesize_ecephys(probe, out, animals_per_area=4, units_per_animal=16, trials=40,
-                               seed=SEED)
-    assembly = assemble_ecephys(paths, probe["stimulus_id"].values, n_boot=20, seed=SEED)
+    paths = simulate_synthetic_mouse(probe, out, animals_per_area=4, units_per_animal=16, trials=40,
+                                     seed=SEED)
+    assembly = neuropixels_assembly(paths, probe["stimulus_id"].values, n_boot=20, seed=SEED)
     return probe, assembly, read_zarr(out / "truth.zarr").load()
 
 
@@ -84,7 +84,7 @@ def true_ceiling(assembly, rates, mapping):
 def test_interanimal_recovers_the_noise_free_ceiling(virtual, name, mapping):
     _, assembly, truth = virtual
     scores = interanimal(assembly, mappings=(name,), n_halves=10, n_splits=N_SPLITS, seed=SEED)
-    estimated = summarize(scores).set_index("area")
+    estimated = median_over_units(scores).set_index("area")
     truth_by_area = true_ceiling(assembly, true_window_rates(assembly, truth), mapping)
     errors = {area: estimated.loc[area, "score"] - truth_by_area[area] for area in ALLEN_AREAS}
     assert all(abs(e) < 0.05 for e in errors.values()), errors
@@ -132,7 +132,7 @@ def seeded_estimates(simulate):
     for seed in SEEDS:
         assembly, rates = simulate(n_animals=4, units_per_animal=30, n_trials=20, latent_dim=8,
                                    noise_sd=1.0, seed=seed)
-        summary = summarize(interanimal(assembly, mappings=tuple(maps), n_halves=8, n_splits=4,
+        summary = median_over_units(interanimal(assembly, mappings=tuple(maps), n_halves=8, n_splits=4,
                                         n_components=10, seed=seed)).set_index("mapping")
         splits = stimulus_splits(118, 4, 0.5, seed)
         for name, mapping in maps.items():

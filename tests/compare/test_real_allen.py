@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import xarray as xr
 from sklearn.linear_model import Ridge
 
-from pipeline.compare.aggregate import best_layer, summarize
+from pipeline.compare.aggregate import best_layer, median_over_units
 from pipeline.compare.consistency import predictivity
 from pipeline.compare.mappings import pearson
 from pipeline.compare.splits import stimulus_splits
@@ -67,7 +67,7 @@ def test_untrained_cnn_predicts_every_allen_cell_with_finite_raw_r(allen, untrai
     assert np.isfinite(test["r_full"]).all()
     assert set(test["neuroid_id"]) == set(assembly["neuroid_id"].values)
     assert test[["r", "r_mapping", "r_target", "score", "score_full", "score_thesis"]].isna().all().all()
-    summary = summarize(scores)
+    summary = median_over_units(scores)
     assert np.isfinite(summary["r_full"]).all() and (summary["n_units"] == 212).all()
     chosen = best_layer(scores, metric="r_full")
     assert set(chosen["mapping"]) == {"ridge", "pls"} and np.isfinite(chosen["r_full"]).all()

@@ -5,8 +5,8 @@ import pytest
 import xarray as xr
 
 from pipeline.compare import sources
-from pipeline.compare.sources import concatenated, layer_sources, leave_out, pool, pooled_kernels, population
-from pipeline.compare.splits import trial_halves
+from pipeline.compare.sources import LayerSource, concatenated, layer_sources, leave_out, pooled_kernels, population
+from pipeline.data.reliability import trial_halves
 from pipeline.io import read_zarr, write_zarr
 
 
@@ -31,10 +31,11 @@ def test_layer_kernels_do_not_depend_on_the_read_chunk(monkeypatch, elements):
     got = layer_sources(var, order, keep_features=True)
     X = var.values.reshape(2, 30, -1)[:, order].astype(np.float64)
     for e, src in enumerate(got):
-        np.testing.assert_allclose(src["Gbar"], X[e] @ X[e].T, rtol=1e-10)
-        np.testing.assert_allclose(src["sbar"], X[e].sum(1), rtol=1e-10)
-        np.testing.assert_array_equal(src["Bbar"], X[e].astype(np.float32))
-        assert (src["p"], src["projection"], src["shared"]) == (77, "none", True)
+        np.testing.assert_allclose(src.gram_mean, X[e] @ X[e].T, rtol=1e-10)
+        np.testing.assert_allclose(src.sum_mean, X[e].sum(1), rtol=1e-10)
+        np.testing.assert_array_equal(src.mean, X[e].astype(np.float32))
+        assert isinstance(src, LayerSource) and src.shared
+        assert (src.n_units, src.projection) == (77, "none")
 
 
 def test_a_lazily_opened_zarr_layer_gives_the_in_memory_kernels(tmp_path, monkeypatch):
@@ -45,7 +46,7 @@ def test_a_lazily_opened_zarr_layer_gives_the_in_memory_kernels(tmp_path, monkey
     monkeypatch.setattr(sources, "_READ_ELEMENTS", 2 * 30 * 8)   # 5 reads of 8 units
     order = np.arange(30)
     for ours, theirs in zip(layer_sources(lazy, order), layer_sources(var, order)):
-        np.testing.assert_allclose(ours["Gbar"], theirs["Gbar"], rtol=1e-12)
+        np.testing.assert_allclose(ours.gram_mean, theirs.gram_mean, rtol=1e-12)
 
 
 def test_random_projection_is_seeded_chunk_independent_and_near_isometric(monkeypatch):
@@ -55,13 +56,13 @@ def test_random_projection_is_seeded_chunk_independent_and_near_isometric(monkey
     whole = layer_sources(var, order, projection=projection)[0]
     monkeypatch.setattr(sources, "_READ_ELEMENTS", 30 * 700)      # reads straddle projection blocks
     chunked = layer_sources(var, order, projection=projection)[0]
-    np.testing.assert_allclose(chunked["Gbar"], whole["Gbar"], rtol=1e-9)
-    assert (whole["p"], whole["projection"]) == (2000, "random:2000")
+    np.testing.assert_allclose(chunked.gram_mean, whole.gram_mean, rtol=1e-9)
+    assert (whole.n_units, whole.projection) == (2000, "random:2000")
     X = var.values[0].astype(np.float64)
-    exact, approx = _centred(X @ X.T), _centred(whole["Gbar"])
+    exact, approx = _centred(X @ X.T), _centred(whole.gram_mean)
     assert np.abs(approx - exact).max() / np.abs(exact).max() < 0.15
     other = layer_sources(var, order, projection={**projection, "seed": 5})[0]
-    assert not np.allclose(other["Gbar"], whole["Gbar"])
+    assert not np.allclose(other.gram_mean, whole.gram_mean)
 
 
 def test_pca_with_every_component_keeps_the_centred_kernel():
@@ -69,10 +70,10 @@ def test_pca_with_every_component_keeps_the_centred_kernel():
     order = np.arange(30)
     full = layer_sources(var, order, projection={"method": "pca", "n_components": 29})[0]
     X = var.values[0].astype(np.float64)
-    np.testing.assert_allclose(_centred(full["Gbar"]), _centred(X @ X.T), atol=1e-8 * np.abs(X @ X.T).max())
-    assert full["projection"] == "pca:29"
+    np.testing.assert_allclose(_centred(full.gram_mean), _centred(X @ X.T), atol=1e-8 * np.abs(X @ X.T).max())
+    assert full.projection == "pca:29"
     narrow = layer_sources(var, order, projection={"method": "pca", "n_components": 200})[0]
-    assert narrow["projection"] == "none"                 # the layer is narrower than k
+    assert narrow.projection == "none"                 # the layer is narrower than k
 
 
 def test_projection_settings_are_checked():
@@ -83,6 +84,8 @@ def test_projection_settings_are_checked():
 
 
 def test_pooled_kernels_equal_the_kernels_of_the_concatenation():
+    # The pooled source of the inter-animal engine: the area's pooled kernels less the
+    # target's own (`leave_out(pooled_kernels(...), own)`), or accumulated over the others.
     rng = np.random.default_rng(3)
     halves = trial_halves(6, 3, seed=0)
     R = rng.standard_normal((12, 6, 12))
@@ -90,12 +93,32 @@ def test_pooled_kernels_equal_the_kernels_of_the_concatenation():
     groups = [np.arange(0, 3), np.arange(3, 8), np.arange(8, 12)]
     pops = [population(R[:, :, idx], halves, f"a{k}") for k, idx in enumerate(groups)]
     direct = concatenated(pops[1:])
-    held_out = leave_out(pool(pops), pops[0])
+    held_out = leave_out(pooled_kernels(R, groups, halves), pops[0])
     accumulated = pooled_kernels(R, groups[1:], halves)
-    for key in ("G1", "G2", "Gbar", "s1", "s2", "sbar", "p"):
-        np.testing.assert_allclose(held_out[key], direct[key], atol=1e-10)
-        np.testing.assert_allclose(accumulated[key], direct[key], atol=1e-10)
+    for field in ("gram_half1", "gram_half2", "gram_mean", "sum_half1", "sum_half2", "sum_mean", "n_units"):
+        np.testing.assert_allclose(getattr(held_out, field), getattr(direct, field), atol=1e-10)
+        np.testing.assert_allclose(getattr(accumulated, field), getattr(direct, field), atol=1e-10)
     subset = concatenated(pops[1:], units=np.array([0, 2, 7]))
-    X = np.concatenate([p["B1"] for p in pops[1:]], axis=-1)[..., [0, 2, 7]]
-    np.testing.assert_allclose(subset["G1"], X @ np.swapaxes(X, 1, 2), atol=1e-12)
-    assert subset["p"] == 3
+    X = np.concatenate([p.half1 for p in pops[1:]], axis=-1)[..., [0, 2, 7]]
+    np.testing.assert_allclose(subset.gram_half1, X @ np.swapaxes(X, 1, 2), atol=1e-12)
+    assert subset.n_units == 3
+
+
+def test_a_population_holds_its_means_and_their_kernels():
+    rng = np.random.default_rng(4)
+    R = rng.standard_normal((10, 6, 5))
+    halves = trial_halves(6, 2, seed=1)
+    pop = population(R, halves, "a")
+    assert pop.has_halves and pop.half1.shape == pop.half2.shape == (2, 10, 5)
+    for h, (first, second) in enumerate(halves):
+        np.testing.assert_allclose(pop.half1[h], R[:, first].mean(1), atol=1e-12)
+        np.testing.assert_allclose(pop.half2[h], R[:, second].mean(1), atol=1e-12)
+    np.testing.assert_allclose(pop.mean, R.mean(1), atol=1e-12)
+    np.testing.assert_allclose(pop.gram_half2, pop.half2 @ np.swapaxes(pop.half2, 1, 2), atol=1e-12)
+    np.testing.assert_allclose(pop.sum_half1, pop.half1.sum(-1), atol=1e-12)
+    first = pop.select_halves(slice(1, 2))
+    np.testing.assert_array_equal(first.gram_half1, pop.gram_half1[1:2])
+    np.testing.assert_array_equal(first.half2, pop.half2[1:2])
+    raw = population(R, None, "a", keep_features=False)
+    assert not raw.has_halves and raw.mean is None and raw.half1 is None
+    np.testing.assert_array_equal(raw.gram_mean, pop.gram_mean)

@@ -1,11 +1,11 @@
-"""Stimulus train/test splits and sync trial split-halves."""
+"""Stimulus train/test splits and subsets."""
 
 import math
 
 import numpy as np
 import pytest
 
-from pipeline.compare.splits import stimulus_splits, trial_halves
+from pipeline.compare.splits import stimulus_splits
 
 
 @pytest.mark.parametrize("n_stimuli,train_frac", [(118, 0.5), (117, 0.5), (40, 0.2)])
@@ -34,28 +34,6 @@ def test_stimulus_splits_reject_degenerate_fractions():
         stimulus_splits(10, train_frac=1.0)
     with pytest.raises(ValueError, match="at least 2"):
         stimulus_splits(10, train_frac=0.95)
-
-
-@pytest.mark.parametrize("n_trials", [50, 51, 2])
-def test_trial_halves_are_disjoint_equal_halves(n_trials):
-    halves = trial_halves(n_trials, n_halves=5, seed=0)
-    assert len(halves) == 5
-    for first, second in halves:
-        assert first.size == second.size == n_trials // 2
-        assert np.intersect1d(first, second).size == 0
-
-
-def test_trial_halves_are_deterministic_and_vary_across_resamples():
-    a, b = trial_halves(50, 6, seed=1), trial_halves(50, 6, seed=1)
-    for (a1, a2), (b1, b2) in zip(a, b):
-        np.testing.assert_array_equal(a1, b1)
-        np.testing.assert_array_equal(a2, b2)
-    assert len({tuple(first) for first, _ in a}) == 6
-
-
-def test_trial_halves_need_two_trials():
-    with pytest.raises(ValueError, match="at least 2 trials"):
-        trial_halves(1, 3)
 
 
 def test_inner_splits_lie_inside_each_training_set():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from pipeline.compare.aggregate import best_layer, summarize
+from pipeline.compare.aggregate import best_layer, median_over_units
 from pipeline.compare.consistency import predictivity
 from pipeline.compare.scoring import QUANTITIES
 
@@ -51,7 +51,7 @@ def test_every_layer_and_time_step_is_scored_as_its_own_source(cohort):
     merged = ours.merge(alone, on=keys, suffixes=("", "_alone"))
     assert len(merged) == len(ours) == len(alone)
     np.testing.assert_allclose(merged["score"], merged["score_alone"], rtol=1e-10, equal_nan=True)
-    summary = summarize(scores)
+    summary = median_over_units(scores)
     assert len(summary[summary["mapping"] == "ridge"]) == 12          # one row per (layer, epoch, time)
 
 
@@ -85,7 +85,7 @@ def test_feedforward_tables_without_a_time_column_still_aggregate():
     assert row["layer"] == "a" and "time" not in row and row["layers_chosen"] == "a:3"
     mixed = pd.concat([table, _table(select={("c", 2): [0.9] * 3}, test={("c", 2): [0.7] * 3})])
     assert best_layer(mixed)[["layer", "time"]].values.tolist() == [["c", 2]]
-    assert set(summarize(mixed)["time"]) == {0, 2}                     # missing time reads as step 0
+    assert set(median_over_units(mixed)["time"]) == {0, 2}                     # missing time reads as step 0
 
 
 def test_ground_truth_step_of_the_generating_layer_is_chosen(simulate):
@@ -116,6 +116,7 @@ def test_ground_truth_step_of_the_generating_layer_is_chosen(simulate):
 
 
 def test_predictivity_figure_and_summary_take_recurrent_tables(tmp_path):
+    from pipeline.compare.aggregate import summarize
     from pipeline.figures.predictivity import plot_predictivity
 
     table = _table(select={("a", 0): [0.2] * 3, ("a", 1): [0.6] * 3, ("b", 1): [0.4] * 3},
@@ -125,8 +126,9 @@ def test_predictivity_figure_and_summary_take_recurrent_tables(tmp_path):
     ceiling = ceiling.drop(columns=["layer", "epoch", "time", "stage", "model"]).assign(score=0.8)
     ceiling.to_parquet(tmp_path / "ceiling.parquet")
     table.to_parquet(tmp_path / "scores.parquet")
-    plot_predictivity(tmp_path / "ceiling.parquet", [tmp_path / "scores.parquet"], tmp_path / "fig.png",
-                      tmp_path / "summary.csv", dpi=40)
-    summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    plot_predictivity(tmp_path / "ceiling.parquet", [tmp_path / "scores.parquet"], tmp_path / "fig.png", dpi=40)
+    assert (tmp_path / "fig.png").stat().st_size > 0
+    summary = summarize(pd.read_parquet(tmp_path / "ceiling.parquet"),
+                        pd.read_parquet(tmp_path / "scores.parquet")).iloc[0]
     assert (summary["layer"], summary["time"]) == ("a", 1)
     assert summary["fraction_of_ceiling"] == pytest.approx(0.5 / 0.8)

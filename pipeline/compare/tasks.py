@@ -1,11 +1,13 @@
 """The task grid of the consistency engine: settings, one task per job, and their tidy frames.
 
-A job scores one source against one target population on a chunk of the train/test splits
-(`pipeline.compare.scoring` does the estimator); `interanimal_tasks` lays the inter-animal
-jobs out over areas, target animals and, pairwise, source animals, as dask delayed tasks
-sharing each animal's kernel statistics (`pipeline.compare.sources`). `run` computes the
-tasks (`pipeline.compare.parallel`) and `finish` concatenates their frames in a fixed column
-order, with the rsatoolbox RSA noise-ceiling terms of each area attached.
+`prepare` checks an analysis' settings and builds its mappings, responses and trial
+split-halves. A job scores one source against one target population on a chunk of the
+train/test splits (`score_task`; `pipeline.compare.scoring` does the estimator);
+`interanimal_tasks` lays the inter-animal jobs out over areas, target animals and,
+pairwise, source animals, as dask delayed tasks sharing each animal's kernel statistics
+(`pipeline.compare.sources`). `run` computes the tasks (`pipeline.compare.parallel`) and
+`finish` concatenates their frames in a fixed column order, with the rsatoolbox RSA
+noise-ceiling terms of each area attached.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pipeline.compare.parallel import compute
 from pipeline.compare.rsa import COMPARE_METHODS, rdm_from_gram, rsa_noise_ceiling
 from pipeline.compare.scoring import POPULATION_MAPPINGS, QUANTITIES
 from pipeline.compare.sources import concatenated, leave_out, pooled_kernels, population
-from pipeline.compare.splits import trial_halves, unit_subset
+from pipeline.compare.splits import unit_subset
 from pipeline.data.assembly import validate_assembly
+from pipeline.data.reliability import trial_halves
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ METADATA = ("mode", "n_source_units", "noise_corrected")
 
 # ---------------------------------------------------------------- settings
 
-def build_mappings(names, alpha, n_components, alphas):
+def _build_mappings(names, alpha, n_components, alphas):
     """Mapping objects by name; None for the population mappings (RSA, CKA), which fit nothing."""
     unknown = [name for name in names if name not in ALL_MAPPINGS]
     if unknown:
@@ -44,7 +47,7 @@ def build_mappings(names, alpha, n_components, alphas):
     return {name: makers[name]() if name in makers else None for name in names}
 
 
-def check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits):
+def _check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits):
     """ValueError naming the first setting out of its range."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
@@ -58,7 +61,29 @@ def check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits):
             raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
 
 
-def responses(assembly, source):
+def prepare(assembly, label, *, mappings, alpha, n_components, alphas, mode, rsa_compare, equalize_sources,
+            n_halves, n_splits, seed, noise_correction):
+    """Checked settings, then the mapping objects, responses and trial split-halves of one analysis.
+
+    Keywords as for `pipeline.compare.consistency.interanimal`; `label` names the assembly in
+    messages.
+
+    Returns
+    -------
+    maps : dict
+        From `_build_mappings`.
+    R : ndarray, shape (stimulus, trial, neuroid)
+        From `_responses`.
+    halves : list of (ndarray, ndarray) or None
+        From `_halves_or_none`.
+    """
+    _check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits)
+    maps = _build_mappings(mappings, alpha, n_components, alphas)
+    R = _responses(assembly, label)
+    return maps, R, _halves_or_none(R, n_halves, seed, noise_correction, label)
+
+
+def _responses(assembly, source):
     """Assembly as a float64 (stimulus, trial, neuroid) array, after validation."""
     validate_assembly(assembly, source)
     if "time_bin" in assembly.dims:
@@ -67,7 +92,7 @@ def responses(assembly, source):
     return assembly.transpose("stimulus", "trial", "neuroid").values.astype(np.float64)
 
 
-def halves_or_none(R, n_halves, seed, noise_correction, source):
+def _halves_or_none(R, n_halves, seed, noise_correction, source):
     """Trial split-halves, or None for raw r (single-trial data or noise correction off)."""
     if not noise_correction:
         return None
@@ -134,8 +159,8 @@ def score_task(source, target, maps, splits, split_offset, labels, ids, *, rsa_c
             if inner is not None:
                 frames[name][-1]["stage"] = "test"
     frame = pd.concat([f for name in maps for f in frames[name]], ignore_index=True)
-    frame["n_source_units"] = int(source["p"])
-    frame["noise_corrected"] = target["B1"] is not None
+    frame["n_source_units"] = int(source.n_units)
+    frame["noise_corrected"] = target.has_halves
     return frame
 
 
@@ -155,7 +180,7 @@ def _interanimal_task(R, local, target, members, pooled, halves, maps, splits, s
         others = [population(R[:, :, local[a]], halves, f"{label}<-{a}") for a in members]
         units = None
         if equalize is not None:
-            n_units = sum(pop["p"] for pop in others)
+            n_units = sum(pop.n_units for pop in others)
             if equalize > n_units:
                 log.warning("%s: source has %d units, fewer than equalize_sources=%d; all are used",
                             label, n_units, equalize)
@@ -184,29 +209,39 @@ def rsa_ceilings(R, unit_groups, animals, method):
     if len(unit_groups) < 2:
         return {}
     pops = [population(R[:, :, idx], None, animal, keep_features=False) for idx, animal in zip(unit_groups, animals)]
-    rdms = np.stack([rdm_from_gram(p["Gbar"], p["sbar"], p["p"], condensed=True) for p in pops])
+    rdms = np.stack([rdm_from_gram(p.gram_mean, p.sum_mean, p.n_units, condensed=True) for p in pops])
     lower, upper = rsa_noise_ceiling(rdms, method, per_subject=True)
     return {animal: (lo, up) for animal, lo, up in zip(animals, lower, upper)}
 
 
-def _attach_ceilings(frame, ceilings):
-    """nc_lower and nc_upper on RSA rows (NaN elsewhere), from per-area `rsa_ceilings` dicts."""
+def _attach_ceilings(frame, ceilings, keys):
+    """nc_lower and nc_upper on RSA rows (NaN elsewhere), from `rsa_ceilings` dicts.
+
+    `ceilings` maps the values of the columns `keys` (an area; a tuple when there are
+    several, e.g. (area, n_stimuli)) to that group's per-animal `rsa_ceilings`.
+    """
     frame["nc_lower"] = np.nan
     frame["nc_upper"] = np.nan
-    for area, per_animal in ceilings.items():
+    for key, per_animal in ceilings.items():
+        group = frame["mapping"] == "rsa"
+        for column, value in zip(keys, key if isinstance(key, tuple) else (key,)):
+            group &= frame[column] == value
         for animal, (lo, up) in per_animal.items():
-            rows = (frame["mapping"] == "rsa") & (frame["area"] == area) & (frame["animal"] == animal)
+            rows = group & (frame["animal"] == animal)
             frame.loc[rows, "nc_lower"] = lo
             frame.loc[rows, "nc_upper"] = up
     return frame
 
 
-def finish(frames, ceilings, extra, trailing=()):
-    """One table from the task frames, RSA ceilings attached, columns in a fixed order."""
+def finish(frames, ceilings, extra, trailing=(), ceiling_keys=("area",)):
+    """One table from the task frames, RSA ceilings attached, columns in a fixed order.
+
+    `ceilings` maps the values of the columns `ceiling_keys` to per-animal `rsa_ceilings`.
+    """
     columns = ["area", "animal", "source", *extra, "neuroid_id", "mapping", "split", *QUANTITIES,
                "nc_lower", "nc_upper", *METADATA, *trailing]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    frame = _attach_ceilings(frame, ceilings)
+    frame = _attach_ceilings(frame, ceilings, ceiling_keys)
     at = columns.index("split") + 1
     columns[at:at] = [c for c in ("half", "stage") if c in frame.columns]
     return frame.reindex(columns=columns)
