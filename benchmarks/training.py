@@ -31,7 +31,7 @@ from pipeline.activations import extract
 from pipeline.io import write_zarr
 from pipeline.models import build_model
 from pipeline.runtime import set_num_threads
-from pipeline.train import train
+from pipeline.train import TrainSettings, train
 
 # arch -> (input px, training images, test images, probe images, batch size)
 SETUPS = {
@@ -115,15 +115,17 @@ def bench(arch, root, args):
     mean = probe.float().mean((0, 2, 3), keepdim=True) / 255
     std = (probe.float() / 255).std((0, 2, 3), keepdim=True)
     model = f"{arch}-supervised-bp-s0"
-    settings = dict(batch_size=batch_size, lr=0.01, device="cpu")
+    settings = dict(batch_size=batch_size, lr=0.01)
 
     bare_training(arch, x[:batch_size * 2], y[:batch_size * 2], x_test[:batch_size], 1, batch_size)
     bare_train, ours_train = [], []
     for repeat in range(args.repeats):
         out = root / f"{model}-{repeat}"
-        train(model, paths["train"], paths["test"], out, epochs=1, **settings)
+        train(model, paths["train"], paths["test"], out, TrainSettings(epochs=1, **settings),
+              device="cpu")
         start = time.perf_counter()
-        train(model, paths["train"], paths["test"], out, epochs=1 + args.epochs, **settings)
+        train(model, paths["train"], paths["test"], out,
+              TrainSettings(epochs=1 + args.epochs, **settings), device="cpu")
         ours_train.append(time.perf_counter() - start)
         bare_train.append(bare_training(arch, x, y, x_test, args.epochs, batch_size))
 

@@ -24,10 +24,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pipeline.checkpoints import build_backbone, load_backbone, read_checkpoint
+from pipeline.data.stimuli import read_stimuli, stimulus_sha256, to_tensor
 from pipeline.io import atomic_path, file_sha256, read_zarr
-from pipeline.models import build_model, layer_outputs
+from pipeline.models import layer_outputs
+from pipeline.objectives.augment import preprocess
 from pipeline.runtime import resolve_device
-from pipeline.train import preprocess, read_stimuli, stimulus_sha256, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,9 @@ log = logging.getLogger(__name__)
 CHUNK = 256
 
 
-def _load(path, *, mmap: bool = False) -> dict:
-    """A checkpoint; `mmap=True` maps its tensors instead of reading them (cheap header reads)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def _header(checkpoint: dict) -> tuple:
-    """build_model's arguments: arch, n_classes, input_size and the rule (bp before rules)."""
+def _model_args(checkpoint: dict) -> tuple:
+    """What fixes a checkpoint's layers: arch, n_classes, input_size and the rule (bp before
+    rules)."""
     return (checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"],
             checkpoint.get("rule", "bp"))
 
@@ -69,17 +67,18 @@ def content_key(checkpoints, stimuli_path) -> dict:
     """
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
-    first = _load(checkpoints[0], mmap=True)
+    first = read_checkpoint(checkpoints[0])
     for path in checkpoints[1:]:
-        other = _load(path, mmap=True)
-        if _header(other) != _header(first) or other["preprocessing"] != first["preprocessing"]:
+        other = read_checkpoint(path)
+        if (_model_args(other) != _model_args(first)
+                or other["preprocessing"] != first["preprocessing"]):
             raise ValueError(
                 f"{path}: arch/n_classes/input_size/rule/preprocessing differ from "
                 f"{checkpoints[0]}; "
                 "one activations store holds checkpoints of one model"
             )
     with torch.device("meta"):                    # layer names only: no weights drawn
-        model = build_model(*_header(first))
+        model = build_backbone(first)
     key = {
         "weights_sha256": [file_sha256(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
@@ -167,7 +166,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         log.info("resizing stimuli from %s to the model's input size %d×%d (bilinear, antialiased)",
                  tuple(images.shape[-2:]), size, size)
     n_batches = -(-len(images) // batch_size)
-    epochs = [int(_load(path, mmap=True)["epoch"]) for path in checkpoints]
+    epochs = [int(read_checkpoint(path)["epoch"]) for path in checkpoints]
     stimulus_ids = stimuli["stimulus_id"].values.astype(str)
     with (atomic_path(out_path) as tmp, ThreadPoolExecutor(1) as writer,
           logging_redirect_tqdm(),
@@ -175,13 +174,9 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
         written, buffers = [], [None, None]      # two output sets: one fills, one is written
         for index, path in enumerate(checkpoints):
-            # mapped, not read: only the weights are touched (not the optimizer state), and a
-            # meta-device build takes them as they are instead of drawing weights to overwrite
-            checkpoint = _load(path, mmap=True)
-            with torch.device("meta"):
-                model = build_model(*_header(checkpoint))
-            model.load_state_dict(checkpoint["state_dict"], assign=True)
-            model.to(device).eval()
+            # mapped, not read: only the weights are touched (not the optimizer state)
+            checkpoint = read_checkpoint(path)
+            model = load_backbone(checkpoint, device)
             outputs = _forward_all(model, images, checkpoint["preprocessing"], batch_size,
                                    device, bar, buffers[index % 2])
             buffers[index % 2] = outputs

@@ -8,8 +8,9 @@ import xarray as xr
 import pipeline.activations
 from pipeline.activations import content_key, extract, read_layer
 from pipeline.io import read_zarr, write_zarr
+from pipeline.learning import make_rule
 from pipeline.models import build_model, layer_outputs
-from pipeline.train import train
+from pipeline.train import TrainSettings, train
 
 LAYERS = ["area1", "area2", "area3", "area4", "readout"]
 
@@ -40,15 +41,15 @@ def setup(tmp_path_factory):
     write_stimuli(root / "test.zarr", 9, 1, "test")
     write_stimuli(root / "probe.zarr", 21, 2, "probe")
     train("ventral_cnn-supervised-bp-s0", root / "train.zarr", root / "test.zarr",
-          root / "model", epochs=2, batch_size=8, device="cpu")
+          root / "model", TrainSettings(epochs=2, batch_size=8), device="cpu")
     checkpoints = sorted((root / "model").glob("epoch_*.pt"))
     return root, checkpoints
 
 
 def direct_forward(checkpoint_path, images):
     checkpoint = torch.load(checkpoint_path, weights_only=True)
-    model = build_model(checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"],
-                        checkpoint["rule"])
+    model = make_rule(checkpoint["rule"]).convert(
+        build_model(checkpoint["arch"], checkpoint["n_classes"], checkpoint["input_size"]))
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     pre = checkpoint["preprocessing"]
@@ -158,7 +159,7 @@ def test_models_of_other_rules_are_rebuilt_with_their_layers(setup, tmp_path, ru
     """The checkpoint names its rule; extraction converts the layers to load B (weight_fb)."""
     root, _ = setup
     train(f"ventral_cnn-supervised-{rule}-s0", root / "train.zarr", root / "test.zarr",
-          tmp_path / "model", epochs=1, batch_size=8, device="cpu")
+          tmp_path / "model", TrainSettings(epochs=1, batch_size=8), device="cpu")
     checkpoints = sorted((tmp_path / "model").glob("epoch_*.pt"))
     extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu")
     ds = read_zarr(tmp_path / "probe.zarr")
@@ -173,7 +174,7 @@ def test_models_of_other_rules_are_rebuilt_with_their_layers(setup, tmp_path, ru
 def test_recurrent_model_stores_every_time_step(setup, tmp_path):
     root, _ = setup
     train("convrnn-supervised-bp-s0", root / "train.zarr", root / "test.zarr", tmp_path / "model",
-          epochs=1, batch_size=8, device="cpu")
+          TrainSettings(epochs=1, batch_size=8), device="cpu")
     checkpoints = sorted((tmp_path / "model").glob("epoch_*.pt"))
     extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu", batch_size=8)
     ds = read_zarr(tmp_path / "probe.zarr")

@@ -5,9 +5,10 @@ import torch
 import xarray as xr
 
 from pipeline.io import write_zarr
+from pipeline.learning import make_rule
 from pipeline.objectives import OBJECTIVE_DEFAULTS
 from pipeline.runtime import resolve_device, seed_everything, set_num_threads
-from pipeline.train import train
+from pipeline.train import TrainSettings, train
 
 MODEL = "ventral_cnn-supervised-bp-s0"
 # Four classes told apart by colour; (superordinate, basic, subordinate) per class.
@@ -44,11 +45,11 @@ def stimuli(tmp_path_factory):
     return root / "train.zarr", root / "test.zarr"
 
 
-KW = dict(epochs=3, batch_size=16, lr=0.05, device="cpu")
+KW = dict(epochs=3, batch_size=16, lr=0.05)
 
 
 def run(stimuli, out, model=MODEL, **kw):
-    return train(model, *stimuli, out, **{**KW, **kw})
+    return train(model, *stimuli, out, TrainSettings(**{**KW, **kw}), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ def test_feedback_rule_starts_from_build_model_and_records_alignment(stimuli, tm
     torch.manual_seed(0)
     from pipeline.models import build_model
 
-    initial = build_model("ventral_cnn", 4, 16, rule="fa").state_dict()
+    initial = make_rule("fa").convert(build_model("ventral_cnn", 4, 16)).state_dict()
     checkpoint = load(tmp_path / "epoch_000.pt")
     assert_same_weights(checkpoint["state_dict"], initial)
     assert checkpoint["rule"] == "fa" and checkpoint["settings"]["rule_settings"] == {}
@@ -245,7 +246,7 @@ def test_bad_inputs_raise(stimuli, tmp_path):
     ds = write_stimuli(odd, 2, seed=3, prefix="odd")
     write_zarr(ds.assign_coords(subordinate=("stimulus", ["new/x"] * ds.sizes["stimulus"])), odd)
     with pytest.raises(ValueError, match=r"odd.zarr: 1 subordinate class\(es\) absent"):
-        train(MODEL, train_path, odd, tmp_path / "m", epochs=0)
+        train(MODEL, train_path, odd, tmp_path / "m", TrainSettings(epochs=0))
     with pytest.raises(ValueError, match="unknown model rule"):
         run(stimuli, tmp_path, model="ventral_cnn-supervised-xx-s0")
 
@@ -363,3 +364,30 @@ def test_channel_stats_are_exact_over_chunks():
     np.testing.assert_allclose(mean, pixels.mean(0), rtol=0, atol=1e-12)
     np.testing.assert_allclose(std[:2], pixels.std(0)[:2], rtol=0, atol=1e-12)
     assert std[2] == 1.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", -1, "epochs must be a non-negative int; got -1"),
+    ("epochs", True, "epochs must be a non-negative int; got True"),
+    ("batch_size", 0, "batch_size must be a positive int; got 0"),
+    ("lr", 0, r"lr must be a number > 0; got 0"),
+    ("momentum", 1.5, r"momentum must be a number in \[0, 1\]; got 1.5"),
+    ("weight_decay", -1e-4, "weight_decay must be a number ≥ 0; got -0.0001"),
+    ("lr_milestones", [2, 2], r"lr_milestones must be a list of distinct positive ints; got \[2, 2\]"),
+    ("lr_gamma", 0, r"lr_gamma must be a number in \(0, 1\]; got 0"),
+    ("label_level", "species", "label_level must be one of superordinate, basic, subordinate; "
+                               "got 'species'"),
+    ("input_size", 0, "input_size must be a positive int or None; got 0"),
+    ("rule_settings", [1], r"rule_settings must be a dict or None; got \[1\]"),
+])
+def test_train_settings_name_the_bad_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**{field: value})
+
+
+def test_train_settings_from_a_config_block():
+    settings = TrainSettings.from_dict({"epochs": 2, "lr_milestones": [3, 1], "rule_settings": None})
+    assert settings == TrainSettings(epochs=2, lr_milestones=(3, 1))
+    assert settings.rule_settings == {} and settings.lr_milestones == (3, 1)
+    with pytest.raises(ValueError, match=r"train settings have unknown key\(s\) \['epoch', 'lrate'\]"):
+        TrainSettings.from_dict({"epoch": 2, "lrate": 0.1})

@@ -6,9 +6,8 @@ per-layer alignment losses, `convert` the layer swap for any model, `hebbian` th
 `diagnostics` the angles of spec §A.9, and `rules` the named rules with their training step.
 """
 
-from pipeline.learning.alignments import (Activation, Alignment, Backprop, Feedback,
-                                          Information, KolenPollack, Mirror, SignSymmetry,
-                                          Symmetric)
+from pipeline.learning.alignments import (Activation, Alignment, Feedback, Information,
+                                          KolenPollack, Mirror, SignSymmetry, Symmetric)
 from pipeline.learning.convert import feedback_layers, hebbian_layers, to_feedback, to_hebbian
 from pipeline.learning.diagnostics import (alignment_table, gradient_angle, norm_ratio,
                                            weight_angle)
@@ -19,7 +18,7 @@ from pipeline.learning.rules import (RULE_DEFAULTS, RULE_FACTORIES, Rule, make_r
                                      resolve_rule_settings)
 
 __all__ = [
-    "Activation", "Alignment", "Backprop", "FBConv2d", "FBConv2dFn", "FBLinear", "FBLinearFn",
+    "Activation", "Alignment", "FBConv2d", "FBConv2dFn", "FBLinear", "FBLinearFn",
     "Feedback", "HebbianConv2d", "Information", "KolenPollack", "Mirror", "RULE_DEFAULTS",
     "RULE_FACTORIES", "Rule", "SignSymmetry", "Symmetric", "alignment_table", "feedback_layers",
     "gradient_angle", "hebbian_layers", "make_rule", "norm_ratio", "resolve_rule_settings",

@@ -4,7 +4,7 @@
 builds its optimizers (the task optimizer on W, biases and BatchNorm; for rules that learn B a
 second, alignment optimizer on the B's, spec §A.10.5) and runs one training step:
 
-    sync B (ss; Backprop on FB layers) → forward → task loss → backward (δ travels down through B;
+    sync B (ss) → forward → task loss → backward (δ travels down through B;
     kp copies W's gradient into B) → alignment gradients of B from the cached activity →
     both optimizer steps → local Hebbian updates (hebb).
 

@@ -1,11 +1,14 @@
-"""Model architectures, their construction by name, and access to their layer outputs."""
+"""Model architectures, their construction by name, and access to their layer outputs.
+
+Architectures only: a learning rule converts a model's layers afterwards
+(`pipeline.learning.make_rule(rule).convert(model)`), so models never depend on learning rules.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pipeline.learning import make_rule
 from pipeline.models.alexnet import AlexNet64
 from pipeline.models.convrnn import ConvRNN
 from pipeline.models.lenet import LeNet
@@ -34,8 +37,8 @@ _BUILDERS = {
 }
 
 
-def build_model(arch: str, n_classes: int, input_size: int, rule: str = "bp") -> nn.Module:
-    """Construct an untrained model, its layers converted for a learning rule.
+def build_model(arch: str, n_classes: int, input_size: int) -> nn.Module:
+    """Construct an untrained architecture with plain (backprop) layers.
 
     Parameters
     ----------
@@ -45,23 +48,18 @@ def build_model(arch: str, n_classes: int, input_size: int, rule: str = "bp") ->
         Size of the readout.
     input_size : int
         Height = width of the input images.
-    rule : str
-        Learning rule, one of `RULES`. Rules other than bp swap the Linear and Conv2d layers
-        for feedback (or Hebbian) layers at the same module paths, with the rule's default
-        hyperparameters (`pipeline.learning.make_rule`); feedback layers add their backward
-        weight `weight_fb` to the state dict. Forward weights are drawn first, so one seed
-        gives every rule the same W.
 
     Returns
     -------
     torch.nn.Module
-        With a `layer_names` attribute listing the modules exposed by `layer_outputs`.
+        With a `layer_names` attribute listing the modules exposed by `layer_outputs`. A rule
+        other than bp swaps its Linear and Conv2d layers for feedback (or Hebbian) layers at
+        the same module paths (`Rule.convert`); forward weights are drawn here, before any
+        backward weight, so one seed gives every rule the same W.
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(ARCHS)}")
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; known rules: {', '.join(RULES)}")
-    return make_rule(rule).convert(_BUILDERS[arch](n_classes, input_size))
+    return _BUILDERS[arch](n_classes, input_size)
 
 
 def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

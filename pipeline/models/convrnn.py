@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.ventral_cnn import AREAS, _conv_bn_relu
+from pipeline.models.ventral_cnn import AREAS, _conv_bn_relu, check_areas
 
 # Default long-range feedback edges (source, destination): each two areas down.
 FEEDBACK = (("area3", "area1"), ("area4", "area2"))
@@ -168,12 +168,7 @@ class ConvRNN(nn.Module):
                  in_channels: int = 3, time_steps: int = 8, ff_delay: int = 1,
                  feedback=FEEDBACK):
         super().__init__()
-        if len(widths) != len(AREAS):
-            raise ValueError(f"widths must give {len(AREAS)} channel counts; got {widths!r}")
-        if input_size < 2 ** len(AREAS):
-            raise ValueError(
-                f"input_size must be at least {2 ** len(AREAS)} (one 2×2 pool per area); "
-                f"got {input_size}")
+        check_areas(widths, input_size)
         if not (isinstance(time_steps, int) and time_steps >= 1):
             raise ValueError(f"time_steps must be an int >= 1; got {time_steps!r}")
         if ff_delay not in (0, 1):

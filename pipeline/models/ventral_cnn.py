@@ -17,6 +17,18 @@ def _conv_bn_relu(n_in: int, n_out: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
+def check_areas(widths, input_size: int) -> None:
+    """Raise ValueError unless `widths` gives one channel count per area and `input_size`
+    survives one 2×2 pool per area."""
+    if len(widths) != len(AREAS):
+        raise ValueError(f"widths must give {len(AREAS)} channel counts; got {widths!r}")
+    if input_size < 2 ** len(AREAS):
+        raise ValueError(
+            f"input_size must be at least {2 ** len(AREAS)} (one 2×2 pool per area); "
+            f"got {input_size}"
+        )
+
+
 class VentralCNN(nn.Module):
     """Four conv area blocks and a linear readout.
 
@@ -41,13 +53,7 @@ class VentralCNN(nn.Module):
     def __init__(self, n_classes: int, input_size: int, *, widths=(16, 32, 64, 128),
                  in_channels: int = 3):
         super().__init__()
-        if len(widths) != len(AREAS):
-            raise ValueError(f"widths must give {len(AREAS)} channel counts; got {widths!r}")
-        if input_size < 2 ** len(AREAS):
-            raise ValueError(
-                f"input_size must be at least {2 ** len(AREAS)} (one 2×2 pool per area); "
-                f"got {input_size}"
-            )
+        check_areas(widths, input_size)
         channels = (in_channels, *widths)
         for name, n_in, n_out in zip(AREAS, channels[:-1], channels[1:]):
             block = nn.Sequential(*_conv_bn_relu(n_in, n_out), *_conv_bn_relu(n_out, n_out),

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.learning.diagnostics import alignment_table
+
 
 class ObjectiveNet(nn.Module):
     """The trained network: `backbone` and a ModuleDict of `heads` (empty for supervised).
@@ -94,8 +96,8 @@ def resolve_settings(name: str, defaults: dict, settings: dict | None) -> dict:
 
 
 class Objective(abc.ABC):
-    """Base class: subclasses define `readout_size`, `loss` and `evaluate`; `heads` and
-    `check_rule` when needed.
+    """Base class: subclasses define `readout_size`, `loss` and `evaluate`; `heads`,
+    `check_rule` and `alignment_rows` when needed.
 
     Parameters
     ----------
@@ -144,6 +146,45 @@ class Objective(abc.ABC):
         """(mean loss, task accuracy) of `net` in eval mode on `data`; NaN where undefined.
 
         `train` is the training split (kNN evaluation reads its labels)."""
+
+    def alignment_rows(self, net: ObjectiveNet, images: torch.Tensor, labels: torch.Tensor, *,
+                       index: torch.Tensor, preprocessing: dict) -> list[dict]:
+        """`pipeline.learning.alignment_table` rows of `net` on one fixed batch, measured on
+        this objective's loss (alignment.csv, spec §A.9).
+
+        The loss is differentiated through `_LossAsLogits`, its random views drawn from a
+        generator seeded 0 so every epoch sees the same views; head layers are named
+        `heads.<module>`, backbone layers by their module path in the backbone.
+        """
+        def loss_of(module):
+            generator = torch.Generator().manual_seed(0)
+            return self.loss(module, images, labels, index=index,
+                             preprocessing=preprocessing, generator=generator)[1]
+
+        target = torch.zeros(1, dtype=torch.long, device=images.device)
+        rows = alignment_table(_LossAsLogits(net, loss_of), images, target)
+        for row in rows:
+            row["layer"] = row["layer"].removeprefix("net.").removeprefix("backbone.")
+        return rows
+
+
+class _LossAsLogits(nn.Module):
+    """One row of logits [0, L], L the objective's loss on a fixed batch.
+
+    Their cross-entropy against class 0 is softplus(L), whose gradient σ(L)·∇L is the
+    objective's gradient times one positive number, so every layer receives the objective's δ
+    up to scale and `alignment_table` (which differentiates a cross-entropy) measures the
+    objective's gradient angles, which are scale-free.
+    """
+
+    def __init__(self, net: ObjectiveNet, loss_of):
+        super().__init__()
+        self.net = net
+        self.loss_of = loss_of
+
+    def forward(self, _x):
+        loss = self.loss_of(self.net)
+        return torch.stack([torch.zeros_like(loss), loss]).view(1, 2)
 
 
 def mean_over_batches(net, data: Split, batch_metrics) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.learning.diagnostics import alignment_table
 from pipeline.objectives.augment import flip, preprocess
 from pipeline.objectives.base import Objective, mean_over_batches
 
@@ -35,3 +36,7 @@ class Supervised(Objective):
                     (logits.argmax(1) == labels).float().mean().item())
 
         return mean_over_batches(net, data, metrics)
+
+    def alignment_rows(self, net, images, labels, *, index, preprocessing):
+        """Measured on the backbone's cross-entropy of the unflipped batch (heads: none)."""
+        return alignment_table(net.backbone, preprocess(images, preprocessing), labels)

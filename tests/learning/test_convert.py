@@ -32,7 +32,7 @@ MODELS = {  # name -> (constructor, number of Linear + Conv2d layers)
 }
 
 
-@pytest.mark.parametrize("rule", ["fa", "kp", "ss", "bp_via_fb"])
+@pytest.mark.parametrize("rule", ["fa", "kp", "ss"])
 @pytest.mark.parametrize("arch", MODELS)
 def test_conversion_keeps_the_function_and_swaps_every_layer(arch, rule):
     build, n_layers = MODELS[arch]
@@ -42,11 +42,7 @@ def test_conversion_keeps_the_function_and_swaps_every_layer(arch, rule):
     with torch.no_grad():
         before = model(x)
     names = list(getattr(model, "layer_names", ()))
-    if rule == "bp_via_fb":
-        from pipeline.learning import Backprop
-        count = to_feedback(model, Backprop())
-    else:
-        count = to_feedback(model, make_rule(rule).alignment)
+    count = to_feedback(model, make_rule(rule).alignment)
     assert count == n_layers == len(feedback_layers(model))
     assert not any(type(m) in (nn.Linear, nn.Conv2d) for m in model.modules())
     assert list(getattr(model, "layer_names", ())) == names
@@ -82,7 +78,7 @@ def test_converted_state_dict_round_trips(arch):
 
 def test_conversion_is_idempotent_and_keeps_batchnorm():
     torch.manual_seed(3)
-    model = build_model("ventral_cnn", 4, 16, rule="fa")
+    model = make_rule("fa").convert(build_model("ventral_cnn", 4, 16))
     assert to_feedback(model, make_rule("fa").alignment) == 0
     assert type(model.area1[1]) is nn.BatchNorm2d
     assert isinstance(model.area1[0], FBConv2d) and isinstance(model.readout, FBLinear)
@@ -90,12 +86,12 @@ def test_conversion_is_idempotent_and_keeps_batchnorm():
 
 def test_hebbian_conversion_swaps_convs_and_freezes_all_but_linear_layers():
     torch.manual_seed(4)
-    model = build_model("lenet", 3, 16, rule="hebb")
+    model = make_rule("hebb").convert(build_model("lenet", 3, 16))
     assert [n for n, _ in hebbian_layers(model)] == ["conv1.0", "conv2.0"]
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained == {"fc1.1.weight", "fc1.1.bias", "readout.weight", "readout.bias"}
     assert all(isinstance(m, HebbianConv2d) for _, m in hebbian_layers(model))
-    resnet = build_model("resnet18", 3, 32, rule="hebb")
+    resnet = make_rule("hebb").convert(build_model("resnet18", 3, 32))
     assert len(hebbian_layers(resnet)) == 20
     assert {n for n, p in resnet.named_parameters() if p.requires_grad} == {"readout.weight",
                                                                           "readout.bias"}

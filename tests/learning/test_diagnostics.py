@@ -54,7 +54,7 @@ def test_table_rows_per_rule():
     assert all(r["weight_angle"] == 0 and r["norm_ratio"] == 1 and r["gradient_angle"] == 0
                for r in rows)
 
-    fa = build_model("ventral_cnn", 4, 16, rule="fa").train()
+    fa = make_rule("fa").convert(build_model("ventral_cnn", 4, 16)).train()
     before = {k: v.clone() for k, v in fa.state_dict().items()}
     rows = alignment_table(fa, x, y)
     assert all(60 < r["weight_angle"] < 120 and 0 < r["gradient_angle"] < 180 for r in rows)
@@ -64,7 +64,7 @@ def test_table_rows_per_rule():
     for key, value in fa.state_dict().items():                  # BN statistics untouched
         assert torch.equal(value, before[key]), key
 
-    hebb = build_model("ventral_cnn", 4, 16, rule="hebb")
+    hebb = make_rule("hebb").convert(build_model("ventral_cnn", 4, 16))
     rows = {r["layer"]: r for r in alignment_table(hebb, x, y)}
     assert all(math.isnan(v) for r in list(rows.values())[:-1] for k, v in r.items()
                if k != "layer")

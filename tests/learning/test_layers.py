@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.learning import Backprop, FBConv2d, FBLinear, Feedback, Mirror, SignSymmetry
+from pipeline.learning import FBConv2d, FBLinear, Feedback, Mirror, SignSymmetry
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -32,10 +32,10 @@ def test_conversion_draws_nothing_but_b():
     """The new layer is built on the meta device, so B's init is the only random draw."""
     linear = nn.Linear(5, 3)
     torch.manual_seed(0)
-    FBLinear.from_module(linear, Backprop())                  # Backprop copies W: no draw
-    after_backprop = torch.rand(1)
+    FBLinear.from_module(linear, SignSymmetry())              # B = sign(W)·s: no draw
+    after_sign_symmetry = torch.rand(1)
     torch.manual_seed(0)
-    assert torch.equal(torch.rand(1), after_backprop)
+    assert torch.equal(torch.rand(1), after_sign_symmetry)
     torch.manual_seed(0)
     fb = FBLinear.from_module(linear, Feedback()).weight_fb.detach()
     torch.manual_seed(0)
@@ -47,7 +47,6 @@ def test_initial_b_per_alignment():
     torch.manual_seed(1)
     linear = nn.Linear(30, 20)
     w = linear.weight.detach()
-    assert torch.equal(FBLinear.from_module(linear, Backprop()).weight_fb, w)
     signs = FBLinear.from_module(linear, SignSymmetry()).weight_fb
     assert torch.equal(signs.sign(), w.sign())
     torch.testing.assert_close(signs.norm(), w.norm())

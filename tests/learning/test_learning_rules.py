@@ -94,14 +94,19 @@ def default_stimuli(tmp_path_factory):
     return root / "train.zarr", root / "test.zarr"
 
 
+# Test accuracies after the 5 default epochs as README.md's "Learning rules" section states them.
+README_ACCURACY = {"bp": 0.28, "ss": 0.31, "sa": 0.25, "wm": 0.23, "aa": 0.16, "kp": 0.14, "ia": 0.11,
+                   "fa": 0.08, "hebb": 0.06}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_trains_the_backbone_above_chance(rule, default_stimuli, tmp_path):
-    from pipeline.train import train
+    from pipeline.train import TrainSettings, train
 
     torch.set_num_threads(2)
     metrics = train(f"ventral_cnn-supervised-{rule}-s0", *default_stimuli, tmp_path,
-                    device="cpu")
+                    TrainSettings(), device="cpu")
     n_test, chance = 640, 1 / 32
     # above chance: fewer than 1% of guessers would score this well (one-sided binomial)
     threshold = binom.ppf(0.99, n_test, chance) / n_test
@@ -109,3 +114,4 @@ def test_every_rule_trains_the_backbone_above_chance(rule, default_stimuli, tmp_
     print(f"{rule}: test accuracy {accuracy:.3f} (chance {chance:.3f}, threshold "
           f"{threshold:.3f}), {np.mean(metrics['seconds'].iloc[1:]):.1f} s/epoch")
     assert accuracy > threshold
+    assert accuracy == pytest.approx(README_ACCURACY[rule], abs=0.03)

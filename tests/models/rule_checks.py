@@ -26,7 +26,7 @@ def check_rule_step(arch: str, n_classes: int, size: int, rule: str, batch: int 
         expected = plain_layers(build_model(arch, n_classes, size))
     assert any(t is nn.Conv2d for t in expected.values()) and expected.get("readout") is nn.Linear
     torch.manual_seed(0)
-    model = build_model(arch, n_classes, size, rule=rule).train()
+    model = make_rule(rule).convert(build_model(arch, n_classes, size)).train()
     modules = dict(model.named_modules())
     swapped = {"bp": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d},
                "fa": {nn.Linear: FBLinear, nn.Conv2d: FBConv2d},

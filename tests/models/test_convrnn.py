@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from pipeline.learning import make_rule
 from pipeline.models import build_model, layer_outputs
 from pipeline.models.convrnn import ConvRNN
 from pipeline.models.ventral_cnn import AREAS, VentralCNN
@@ -47,12 +48,18 @@ def _zero_recurrence_and_feedback(model):
     assert torch.sigmoid(torch.tensor(-200.0)) == 0
 
 
-def test_one_step_with_sweep_inside_the_step_equals_the_backbone(backbone):
-    model = _with_backbone_weights(backbone, time_steps=1, ff_delay=0).eval()
+def _without_recurrence(backbone, time_steps, n):
+    """Layer outputs of a ConvRNN with the backbone's weights, no recurrence or feedback and
+    the sweep inside each step, and of the backbone, on the same n random images."""
+    model = _with_backbone_weights(backbone, time_steps=time_steps, ff_delay=0).eval()
     _zero_recurrence_and_feedback(model)
-    x = torch.randn(5, 3, 16, 16)
+    x = torch.randn(n, 3, 16, 16)
     with torch.no_grad():
-        ours, theirs = layer_outputs(model, x), layer_outputs(backbone, x)
+        return layer_outputs(model, x), layer_outputs(backbone, x)
+
+
+def test_one_step_with_sweep_inside_the_step_equals_the_backbone(backbone):
+    ours, theirs = _without_recurrence(backbone, 1, 5)
     for name in (*AREAS, "readout"):
         assert ours[name].shape == (5, 1, *theirs[name].shape[1:])
         assert torch.equal(ours[name][:, 0], theirs[name]), name
@@ -82,11 +89,7 @@ def test_biological_unrolling_reaches_area_k_at_step_k(backbone):
 
 
 def test_zero_recurrence_is_the_feedforward_net_at_every_step(backbone):
-    model = _with_backbone_weights(backbone, time_steps=4, ff_delay=0).eval()
-    _zero_recurrence_and_feedback(model)
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        ours, theirs = layer_outputs(model, x), layer_outputs(backbone, x)
+    ours, theirs = _without_recurrence(backbone, 4, 2)
     for t in range(4):
         assert torch.equal(ours["area3"][:, t], theirs["area3"])
 
@@ -107,7 +110,7 @@ def test_feedback_reaches_the_lower_area_one_step_later():
 @pytest.mark.parametrize("rule", ["bp", "fa"])
 def test_forward_and_backward_under_a_rule(rule):
     torch.manual_seed(0)
-    model = build_model("convrnn", 4, 16, rule=rule)
+    model = make_rule(rule).convert(build_model("convrnn", 4, 16))
     assert model.time_steps >= len(AREAS) and model.layer_names[-1] == "readout"
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 4, (6,))
     loss = torch.nn.functional.cross_entropy(model(x), y)

@@ -1,5 +1,7 @@
 """Linear-evaluation transfer: a linear classifier on a frozen backbone's penultimate features.
 
+An evaluation of trained checkpoints, not a training objective (rule and CLI verb `transfer`).
+
 Spec §2.4 "Linear-evaluation transfer" (Table 3.3 column 1): freeze the backbone and train a
 linear readout for object categories. Here the features are the readout's input (the
 penultimate layer) of a checkpoint's backbone on the unaugmented train and test stimulus sets,
@@ -23,26 +25,16 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pipeline.checkpoints import load_backbone, read_checkpoint, run_epochs
+from pipeline.data.stimuli import check_label_level, read_stimuli, to_tensor
 from pipeline.io import write_csv
-from pipeline.models import build_model
 from pipeline.objectives.augment import preprocess
 from pipeline.objectives.base import readout_features
 from pipeline.runtime import resolve_device
-from pipeline.train import LABEL_LEVELS, read_stimuli, to_tensor
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("epoch", "label_level", "top1", "chance")
-
-
-def load_backbone(path, device) -> tuple[torch.nn.Module, dict]:
-    """The frozen backbone of a checkpoint in eval mode, and the checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    backbone = build_model(checkpoint["arch"], checkpoint["n_classes"],
-                           checkpoint["input_size"], checkpoint.get("rule", "bp"))
-    backbone.load_state_dict(checkpoint["state_dict"])
-    backbone.requires_grad_(False)
-    return backbone.to(device).eval(), checkpoint
 
 
 @torch.no_grad()
@@ -65,13 +57,13 @@ def linear_probe(train_x, train_y, test_x, test_y, *, C: float = 1.0, max_iter: 
     return float((classifier.predict(test_x) == test_y).mean())
 
 
-def _chosen(checkpoints: list[Path], epochs) -> list[Path]:
-    """The checkpoints of the requested epochs: "final", "all" or a list of ints."""
-    by_epoch = {int(p.stem.split("_")[-1]): p for p in checkpoints}
+def _chosen(model_dir, epochs) -> list[Path]:
+    """The run's checkpoints of the requested epochs: "final", "all" or a list of ints."""
+    by_epoch = run_epochs(model_dir)
     if epochs == "final":
         return [by_epoch[max(by_epoch)]]
     if epochs == "all":
-        return [by_epoch[e] for e in sorted(by_epoch)]
+        return list(by_epoch.values())
     missing = sorted(set(epochs) - by_epoch.keys())
     if missing:
         raise ValueError(f"transfer epochs {missing} have no checkpoint; found epochs "
@@ -103,12 +95,8 @@ def transfer(model_dir, train_path, test_path, out_path, *, epochs="final",
     batch_size : int
         Stimuli per forward pass.
     """
-    if label_level not in LABEL_LEVELS:
-        raise ValueError(f"label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}")
-    checkpoints = sorted(Path(model_dir).glob("epoch_*.pt"))
-    if not checkpoints:
-        raise FileNotFoundError(f"{model_dir}: no checkpoints epoch_*.pt")
-    chosen = _chosen(checkpoints, epochs)
+    check_label_level(label_level)
+    chosen = _chosen(model_dir, epochs)
     device = resolve_device(device)
     train_ds = read_stimuli(train_path, label_level)
     test_ds = read_stimuli(test_path, label_level)
@@ -121,7 +109,8 @@ def transfer(model_dir, train_path, test_path, out_path, *, epochs="final",
     with logging_redirect_tqdm():
         for path in tqdm(chosen, desc=f"transfer {Path(model_dir).name}", unit="checkpoint",
                          disable=None):
-            backbone, checkpoint = load_backbone(path, device)
+            checkpoint = read_checkpoint(path)
+            backbone = load_backbone(checkpoint, device)
             pre = checkpoint["preprocessing"]
             top1 = linear_probe(penultimate_features(backbone, train_images, pre, batch_size),
                                 train_y,

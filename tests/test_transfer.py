@@ -5,8 +5,8 @@ import xarray as xr
 from scipy.stats import binom
 
 from pipeline.io import write_zarr
-from pipeline.objectives.linear_eval import transfer
-from pipeline.train import train
+from pipeline.train import TrainSettings, train
+from pipeline.transfer import transfer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [120, 120, 120]])
@@ -32,13 +32,13 @@ def write_stimuli(path, per_class, seed, *, random_labels=False):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("linear_eval")
+    root = tmp_path_factory.mktemp("transfer")
     write_stimuli(root / "train.zarr", 24, 0)
     write_stimuli(root / "test.zarr", N_TEST // 4, 1)
     write_stimuli(root / "train_random.zarr", 24, 2, random_labels=True)
     write_stimuli(root / "test_random.zarr", N_TEST // 4, 3, random_labels=True)
     train("ventral_cnn-supervised-bp-s0", root / "train.zarr", root / "test.zarr",
-          root / "model", epochs=2, batch_size=16, lr=0.05, device="cpu")
+          root / "model", TrainSettings(epochs=2, batch_size=16, lr=0.05), device="cpu")
     return root
 
 

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from pipeline.checkpoints import (CheckpointWriter, capture, epoch_path, load_backbone,
+                                  read_checkpoint, restore, resumable, run_epochs)
+from pipeline.learning import make_rule
+from pipeline.models import build_model, layer_outputs
+from pipeline.objectives import ObjectiveNet
+
+HEADER = {"model_name": "lenet-supervised-fa-s0", "arch": "lenet", "objective": "supervised",
+          "rule": "fa", "n_classes": 3, "input_size": 16, "settings": {"lr": 0.1}}
+
+
+def live_run(seed):
+    """A small fa net after one SGD step, its optimizers and generators."""
+    torch.manual_seed(seed)
+    rule = make_rule("fa")
+    net = rule.convert(ObjectiveNet(build_model("lenet", 3, 16)))
+    optimizers = rule.optimizers(net, lr=0.1, momentum=0.9, weight_decay=0.0)
+    rule.step(net, torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), optimizers)
+    generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
+    return net, optimizers, generators
+
+
+def write_run(model_dir, epochs):
+    net, optimizers, generators = live_run(0)
+    with CheckpointWriter() as writer:
+        for epoch in range(epochs + 1):
+            writer.save(epoch_path(model_dir, epoch),
+                        capture(net, optimizers, generators, header=HEADER, epoch=epoch,
+                                metrics={"loss": 1.0}, alignment=[]))
+    return net, optimizers, generators
+
+
+def test_paths_and_epochs_of_a_run(tmp_path):
+    assert epoch_path(tmp_path, 7) == tmp_path / "epoch_007.pt"
+    with pytest.raises(FileNotFoundError, match="no checkpoints epoch_\\*.pt"):
+        run_epochs(tmp_path)
+    write_run(tmp_path, 2)
+    assert run_epochs(tmp_path) == {e: epoch_path(tmp_path, e) for e in (0, 1, 2)}
+
+
+def test_restore_puts_back_what_capture_took(tmp_path):
+    net, optimizers, generators = write_run(tmp_path, 0)
+    checkpoint = read_checkpoint(epoch_path(tmp_path, 0))
+    other, other_optimizers, other_generators = live_run(1)
+    restore(checkpoint, other, other_optimizers, other_generators)
+    again = capture(other, other_optimizers, other_generators, header=HEADER, epoch=0,
+                    metrics={"loss": 1.0}, alignment=[])
+    assert again.keys() == checkpoint.keys()
+    for key in ("state_dict", "heads"):
+        assert all(torch.equal(again[key][k], checkpoint[key][k]) for k in checkpoint[key])
+    assert all(torch.equal(a["momentum_buffer"], b["momentum_buffer"]) for a, b in
+               zip(again["optimizer"]["state"].values(), checkpoint["optimizer"]["state"].values()))
+    assert torch.equal(other_generators[0].get_state(), generators[0].get_state())
+    assert torch.equal(other_generators[1].get_state(), generators[1].get_state())
+
+
+def test_load_backbone_rebuilds_the_rule_layers_and_weights(tmp_path):
+    net, _, _ = write_run(tmp_path, 0)
+    backbone = load_backbone(read_checkpoint(epoch_path(tmp_path, 0)), "cpu")
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+    assert backbone.state_dict().keys() == net.backbone.state_dict().keys()   # weight_fb too
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ours, theirs = layer_outputs(backbone, x), layer_outputs(net.backbone.eval(), x)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_resumable_stops_at_a_corrupt_file_and_drops_other_settings(tmp_path):
+    write_run(tmp_path, 2)
+    assert [c["epoch"] for c in resumable(tmp_path, HEADER, 2)] == [0, 1, 2]
+    assert [c["epoch"] for c in resumable(tmp_path, HEADER, 1)] == [0, 1]
+    path = epoch_path(tmp_path, 1)
+    path.write_bytes(path.read_bytes()[:100])
+    assert [c["epoch"] for c in resumable(tmp_path, HEADER, 2)] == [0]
+    assert resumable(tmp_path, {**HEADER, "settings": {"lr": 0.2}}, 2) == []
