@@ -1,38 +1,45 @@
-"""Allen Brain Observatory two-photon experiments → NeuralAssembly (spec §2.1.1, §2.1.2, §2.1.4).
+"""Allen Brain Observatory Visual Coding two-photon: download, NeuralAssembly, stimulus set.
 
-Reads the Visual Coding 2p NWB 1 files (h5py; layout of AllenSDK
-``brain_observatory_nwb_data_set.py``) and computes, per natural-scene presentation, AllenSDK's
-``NaturalScenes.mean_sweep_response``: the neuropil-corrected fluorescence F (demixed trace minus
-r × neuropil from pipeline version 2.0 on; raw minus r × neuropil before) over the 2·sweeplength
-frames from onset, as percent change from its mean over the 4·sweeplength frames before onset:
-``100 · (mean F[on, on + 2 s) / mean F[on - 4 s, on) - 1)`` with s = sweeplength. That is the
-mean of AllenSDK's per-frame ``100 · (F / baseline - 1)`` over the same window. Cells are kept
-when their SB split-half reliability is >= 0.75 and their running modulation at the preferred
-image is not significant (`pipeline.data.running`, AllenSDK's 2p rule), and specimens by the
-75th-percentile unit-count rule.
+Download (notes/data-sources.md §2): the experiment table ``ophys_experiments.json`` and the
+NWB 1 files ``ophys_experiment_data/{id}.nwb`` of the public S3 bucket, verified against the
+size and ETag of the bucket's own listing; ``manifest.json`` lists what was verified.
 
-`trial_mean_assembly` builds the single-trial variant for data published only as trial means
-(e.g. ``load_psailamul``); its attrs carry ``trial_means_only = True`` so downstream code knows
-that no split-halves exist.
+Assembly (spec §2.1.1, §2.1.2, §2.1.4): reads the Visual Coding 2p NWB 1 files (h5py; layout of
+AllenSDK ``brain_observatory_nwb_data_set.py``) and computes, per natural-scene presentation,
+AllenSDK's ``NaturalScenes.mean_sweep_response``: the neuropil-corrected fluorescence F (demixed
+trace minus r × neuropil from pipeline version 2.0 on; raw minus r × neuropil before) over the
+2·sweeplength frames from onset, as percent change from its mean over the 4·sweeplength frames
+before onset: ``100 · (mean F[on, on + 2 s) / mean F[on - 4 s, on) - 1)`` with s = sweeplength.
+That is the mean of AllenSDK's per-frame ``100 · (F / baseline - 1)`` over the same window.
+Cells are kept when their SB split-half reliability is >= 0.75 and their running modulation at
+the preferred image is not significant (`pipeline.data.running`, AllenSDK's 2p rule), and
+specimens by the 75th-percentile unit-count rule.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 import xarray as xr
 
-from pipeline.data.allen_ecephys import specimens_by_quantile
-from pipeline.data.allen_stimuli import natural_scene_ids, stimulus_set
 from pipeline.data.assembly import (
     ALLEN_AREAS,
-    split_half_reliability,
+    keep_specimens,
     stack_populations,
     validate_assembly,
 )
+from pipeline.data.fetch.download import (DownloadError, Remote, fetch, fetch_all, http_settings,
+                                          read_manifest, write_manifest)
+from pipeline.data.fetch.remote import get_text, head
+from pipeline.data.hdf5 import read, text
+from pipeline.data.natural_scenes import natural_scene_ids, stimulus_set
+from pipeline.data.reliability import split_half_reliability
 from pipeline.data.running import running_pvalue
 
 log = logging.getLogger(__name__)
@@ -41,28 +48,9 @@ PIPELINE = "processing/brain_observatory_pipeline"
 FLUORESCENCE = f"{PIPELINE}/Fluorescence"
 STIMULUS = "stimulus/presentation/natural_scenes_stimulus"
 TEMPLATE_STACK = "stimulus/templates/natural_scenes_image_stack/data"
-
-
-def _read(f: h5py.File, key: str, path) -> np.ndarray:
-    if key not in f:
-        raise ValueError(f"{path}: NWB field {key!r} missing; expected an Allen Visual Coding "
-                         f"two-photon file (NWB 1, {PIPELINE})")
-    values = f[key][()]
-    if isinstance(values, bytes):
-        return np.asarray(values.decode())
-    values = np.asarray(values)
-    if values.dtype.kind in "OS":
-        values = np.array([v.decode() if isinstance(v, bytes) else str(v)
-                           for v in np.atleast_1d(values)]).reshape(values.shape)
-    return values
-
-
-def _text(f: h5py.File, key: str, path, default=None):
-    if key not in f:
-        if default is not None:
-            return str(default)
-        raise ValueError(f"{path}: NWB field {key!r} missing")
-    return str(_read(f, key, path).item())
+S3_2P_PREFIX = "visual-coding-2p"
+NATURAL_SCENES_SESSION = "three_session_B"
+_read = partial(read, expected=f"an Allen Visual Coding two-photon file (NWB 1, {PIPELINE})")
 
 
 def corrected_fluorescence(f: h5py.File, path) -> tuple[np.ndarray, np.ndarray]:
@@ -146,12 +134,12 @@ def experiment_responses(nwb_path, *, metadata: dict | None = None) -> xr.DataAr
         cells = _read(f, f"{PIPELINE}/ImageSegmentation/cell_specimen_ids", path).astype(np.int64)
         frame = _read(f, f"{STIMULUS}/data", path).astype(np.int64).ravel()
         duration = _read(f, f"{STIMULUS}/frame_duration", path)
-        experiment = _text(f, "general/session_id", path, metadata.get("id"))
-        area = _text(f, "general/optophysiology/imaging_plane_1/location", path,
-                     metadata.get("area"))
-        animal = _text(f, "general/specimen_name", path, metadata.get("specimen"))
-        container = _text(f, "general/experiment_container_id", path,
-                          metadata.get("container_id"))
+        experiment = text(f, "general/session_id", path, default=metadata.get("id"))
+        area = text(f, "general/optophysiology/imaging_plane_1/location", path,
+                    default=metadata.get("area"))
+        animal = text(f, "general/specimen_name", path, default=metadata.get("specimen"))
+        container = text(f, "general/experiment_container_id", path,
+                         default=metadata.get("container_id"))
     if cells.size != traces.shape[0]:
         raise ValueError(f"{path}: {cells.size} cell_specimen_ids for {traces.shape[0]} traces")
     if duration.shape != (frame.size, 2):
@@ -193,7 +181,7 @@ def experiment_responses(nwb_path, *, metadata: dict | None = None) -> xr.DataAr
         attrs={"sweeplength": sweeplength})
 
 
-def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_threshold=0.75,
+def ophys_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_threshold=0.75,
                    run_pval_threshold=0.05, running_threshold=1.0, min_running_trials=5,
                    specimen_quantile=0.75, n_boot=900, seed=0, metadata=None) -> xr.DataArray:
     """NeuralAssembly (% ΔF/F, per trial) of two-photon experiments with the spec's selection.
@@ -233,6 +221,7 @@ def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_th
         filter used), run_pval.
     """
     stimulus_ids = np.asarray(stimulus_ids, dtype=str)
+    areas = tuple(areas)
     metadata = list(metadata) if metadata is not None else [None] * len(nwb_paths)
     selected, counts = [], {}
     for path, meta in zip(nwb_paths, metadata):
@@ -261,9 +250,7 @@ def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_th
             kept = responses.isel(neuroid=np.flatnonzero(keep)).assign_coords(
                 reliability=("neuroid", reliability[keep]), run_pval=("neuroid", pval[keep]))
             selected.append((key, kept))
-    if specimen_quantile is not None and counts:
-        chosen = specimens_by_quantile(counts, specimen_quantile)
-        selected = [(key, r) for key, r in selected if key in chosen]
+    selected = keep_specimens(selected, counts, specimen_quantile)
     for area in areas:
         kept = {key: counts[key] for key in counts if key[1] == area}
         final = [r.sizes["neuroid"] for key, r in selected if key[1] == area]
@@ -271,7 +258,7 @@ def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_th
                  "rule", area, len(kept), sum(final), len({k for k, _ in selected
                                                              if k[1] == area}))
     if not selected:
-        raise ValueError(f"assemble_ophys: no cell in {len(nwb_paths)} experiments passed the "
+        raise ValueError(f"ophys_assembly: no cell in {len(nwb_paths)} experiments passed the "
                          f"selection for areas {list(areas)}")
     assembly = stack_populations([r for _, r in selected], stimulus_ids,
                                  ("neuroid_id", "animal", "area", "experiment_id", "container_id",
@@ -281,116 +268,211 @@ def assemble_ophys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, reliability_th
                       "run_pval_threshold": run_pval_threshold,
                       "specimen_quantile": specimen_quantile, "n_boot": n_boot,
                       "trial_means_only": False}
-    return validate_assembly(assembly, "assemble_ophys")
+    return validate_assembly(assembly, "ophys_assembly")
 
 
-def trial_mean_assembly(mean_response, stimulus_ids, *, neuroid_ids, animal, area,
-                        source: str, attrs: dict | None = None) -> xr.DataArray:
-    """A NeuralAssembly from trial-averaged responses only: one "trial", flagged as such.
+# ---------------------------------------------------------------------------- download
+
+def s3_list(base_url: str, prefix: str, *, dataset: str, session=None,
+            **http) -> dict[str, tuple[int, str]]:
+    """Key → (size, ETag) of every object under `prefix` (S3 ListObjectsV2, all pages)."""
+    base_url = base_url.rstrip("/")
+    objects, token = {}, None
+    while True:
+        params = {"list-type": "2", "prefix": prefix}
+        if token:
+            params["continuation-token"] = token
+        text = get_text(f"{base_url}/", params=params, dataset=dataset, session=session, **http)
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as err:
+            raise DownloadError(f"{dataset}: S3 listing of {base_url}/{prefix} is not XML "
+                                f"({err})") from err
+        for element in root.iter():                 # drop the S3 namespace
+            element.tag = element.tag.rpartition("}")[2]
+        for item in root.iter("Contents"):
+            objects[item.findtext("Key")] = (int(item.findtext("Size")),
+                                             item.findtext("ETag", "").strip('"'))
+        if root.findtext("IsTruncated") != "true":
+            break
+        token = root.findtext("NextContinuationToken")
+        if not token:
+            raise DownloadError(f"{dataset}: truncated S3 listing of {prefix} without a "
+                                f"NextContinuationToken")
+    log.info("%s: %d objects listed under %s/%s", dataset, len(objects), base_url, prefix)
+    return objects
+
+
+def s3_index(base_url: str, prefix: str, keys, *, dataset: str, session=None,
+             **http) -> dict[str, tuple[int, str]]:
+    """Size and ETag of `keys`: from the bucket listing, or from HEAD when listing is refused.
+
+    Anonymous ListObjectsV2 on the Allen bucket is unverified; a 403 falls back to one HEAD
+    request per object (Content-Length and ETag).
+    """
+    try:
+        return s3_list(base_url, prefix, dataset=dataset, session=session, **http)
+    except DownloadError as err:
+        if "HTTP 403" not in str(err):
+            raise
+        log.warning("%s: the bucket refuses listing (%s); asking each object with HEAD",
+                    dataset, err)
+    out = {}
+    for key in keys:
+        headers = head(f"{base_url.rstrip('/')}/{key}", dataset=dataset, session=session, **http)
+        if "Content-Length" not in headers:
+            raise DownloadError(f"{dataset}: HEAD {base_url}/{key} sent no Content-Length")
+        out[key] = (int(headers["Content-Length"]), headers.get("ETag", "").strip('"'))
+    return out
+
+
+def _s3_remote(base_url: str, key: str, listing: dict, path: str, dataset: str) -> Remote:
+    if key not in listing:
+        raise DownloadError(f"{dataset}: {key} is not in the bucket listing of {base_url}")
+    size, etag = listing[key]
+    return Remote(url=f"{base_url.rstrip('/')}/{key}", path=path, size=size,
+                  digests={"s3-etag": etag} if etag else {})
+
+
+def _experiment_fields(record: dict) -> dict:
+    """The fields the selection needs, from a raw RMA or a simplified AllenSDK record."""
+    structure = record.get("targeted_structure")
+    if isinstance(structure, dict):
+        structure = structure.get("acronym")
+    specimen = record.get("specimen") if isinstance(record.get("specimen"), dict) else {}
+    container = record.get("experiment_container")
+    failed = record.get("failed", False) or (isinstance(container, dict)
+                                             and container.get("failed", False))
+    return {"id": int(record["id"]), "area": structure,
+            "session_type": record.get("stimulus_name", record.get("session_type")),
+            "container_id": record.get("experiment_container_id"),
+            "specimen": specimen.get("name", record.get("specimen_name")),
+            "failed": bool(failed)}
+
+
+def select_experiments(records: list[dict], *, areas, session_type=NATURAL_SCENES_SESSION,
+                       experiments=None) -> list[dict]:
+    """Experiments with natural scenes in the wanted areas, failed containers excluded."""
+    chosen = []
+    wanted = None if experiments is None else {int(e) for e in experiments}
+    for record in records:
+        fields = _experiment_fields(record)
+        if wanted is not None and fields["id"] not in wanted:
+            continue
+        if fields["failed"] or fields["session_type"] != session_type:
+            continue
+        if fields["area"] not in areas:
+            continue
+        chosen.append(fields)
+    if wanted is not None and wanted - {e["id"] for e in chosen}:
+        raise DownloadError(f"experiments {sorted(wanted - {e['id'] for e in chosen})} are not "
+                            f"{session_type} experiments in {list(areas)}")
+    return sorted(chosen, key=lambda e: e["id"])
+
+
+def download_allen_ophys(out_dir, *, s3_url: str, session_type: str, experiments=None, areas,
+                         retries: int, backoff: float, timeout: float,
+                         dataset: str = "allen_ophys",
+                         manifest_name: str = "manifest.json") -> Path:
+    """Fetch the experiment table and the selected NWB files; write ``out_dir/manifest.json``.
 
     Parameters
     ----------
-    mean_response : array-like
-        (stimulus, neuroid) trial-mean responses.
-    stimulus_ids, neuroid_ids : sequence of str
-    animal, area : str or sequence of str
-        One value for all neuroids, or one per neuroid.
-    source : str
-        Where the numbers came from (stored in attrs and named in errors).
-    attrs : dict, optional
-        Extra provenance.
+    out_dir : path-like
+        The dataset's cache, ``data/raw/allen_ophys``.
+    s3_url, session_type, experiments, areas, retries, backoff, timeout
+        The config block ``datasets.allen_ophys.download`` (experiments None = every
+        `session_type` experiment in `areas`).
+    dataset, manifest_name : str
+        Name in log lines and errors; file name of the manifest in `out_dir`.
 
     Returns
     -------
-    xarray.DataArray
-        (stimulus, trial=1, neuroid) with NaN reliability; attrs ``trial_means_only = True``:
-        split-half reliabilities and noise ceilings cannot be computed from it.
+    pathlib.Path
+        The manifest: the experiment table and each experiment file with its table fields (id,
+        area, specimen, container_id) and verification record.
     """
-    values = np.asarray(mean_response, dtype=np.float32)
-    if values.ndim != 2 or values.shape != (len(stimulus_ids), len(neuroid_ids)):
-        raise ValueError(f"{source}: trial means must be (stimulus, neuroid) = "
-                         f"({len(stimulus_ids)}, {len(neuroid_ids)}); got {values.shape}")
-    n = values.shape[1]
-    assembly = xr.DataArray(
-        values[:, None, :], dims=("stimulus", "trial", "neuroid"), name="response",
-        coords={"stimulus_id": ("stimulus", np.asarray(stimulus_ids, dtype=str)),
-                "neuroid_id": ("neuroid", np.asarray(neuroid_ids, dtype=str)),
-                "animal": ("neuroid", np.broadcast_to(np.asarray(animal, dtype=str), n)),
-                "area": ("neuroid", np.broadcast_to(np.asarray(area, dtype=str), n)),
-                "reliability": ("neuroid", np.full(n, np.nan))})
-    assembly.attrs = {"trial_means_only": True, "source": source, **(attrs or {})}
-    return validate_assembly(assembly, source)
+    out_dir = Path(out_dir)
+    http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
+    table_key = f"{S3_2P_PREFIX}/ophys_experiments.json"
+    table_remote = _s3_remote(s3_url, table_key,
+                              s3_index(s3_url, table_key, [table_key], dataset=dataset, **http),
+                              "ophys_experiments.json", dataset)
+    table = fetch(table_remote, out_dir, dataset=dataset, **http)
+    try:
+        records = json.loads(table.path.read_text())
+    except ValueError as err:
+        raise DownloadError(f"{table.path}: not JSON ({err})") from err
+    chosen = select_experiments(records, areas=areas, session_type=session_type,
+                                experiments=experiments)
+    if not chosen:
+        raise DownloadError(f"{dataset}: no {session_type} experiment in {areas} in "
+                            f"{table.path}")
+    prefix = f"{S3_2P_PREFIX}/ophys_experiment_data/"
+    listing = s3_index(s3_url, prefix, [f"{prefix}{e['id']}.nwb" for e in chosen],
+                       dataset=dataset, **http)
+    remotes = [_s3_remote(s3_url, f"{prefix}{e['id']}.nwb", listing,
+                          f"ophys_experiment_data/{e['id']}.nwb", dataset) for e in chosen]
+    results = fetch_all(remotes, out_dir, dataset=dataset, **http)
+    files = [{"path": table_remote.path, "role": "experiment_table", "url": table_remote.url,
+              "sha256": table.sha256, "size": table.size, "verified_by": table.verified_by}]
+    files += [{"path": r.path, "role": "experiment", "url": r.url, "sha256": res.sha256,
+               "size": res.size, "verified_by": res.verified_by, **e}
+              for e, r, res in zip(chosen, remotes, results)]
+    manifest = out_dir / manifest_name
+    write_manifest(manifest, dataset, {"s3_url": s3_url, "prefix": S3_2P_PREFIX}, files)
+    log.info("%s: %d experiments verified; manifest %s", dataset, len(chosen), manifest)
+    return manifest
 
 
-def load_psailamul(directory) -> tuple[xr.DataArray, xr.Dataset]:
-    """The psailamul/Allen_Brain_Observatory VISp trial means and their 31×31 scenes.
+# ---------------------------------------------------------------------------- the pipeline's steps
 
-    Reads ``allen_ns_ordered_derived.npz`` (see the folder's README): 212 cells of experiment
-    501498760 (container 511510667, Cux2 VISp, 275 µm) × 118 scenes in Allen order, mean
-    ``mean_sweep_response`` over ~50 repeats (percent ΔF/F), and the scenes downsampled to
-    31×31.
-
-    Returns
-    -------
-    (xarray.DataArray, xarray.Dataset)
-        The trial-mean NeuralAssembly (`trial_mean_assembly`; stimulus coord ``psailamul_split``
-        holds the repository's train/test split) and its StimulusSet
-        ``allen_natural_scenes_31`` (images as given, 3 channels).
-    """
-    path = Path(directory) / "allen_ns_ordered_derived.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; expected the psailamul natural-scenes "
-                                f"snapshot (see its README.md)")
-    with np.load(path) as data:
-        missing = {"images", "mean_dff", "scene_index", "train_scene_index",
-                   "test_scene_index"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: arrays {sorted(missing)} missing; found {data.files}")
-        images, mean_dff = data["images"], data["mean_dff"]
-        order, train = data["scene_index"], data["train_scene_index"]
-    if not np.array_equal(order, np.arange(len(order))):
-        raise ValueError(f"{path}: scene_index must be 0..{len(order) - 1} (Allen order)")
-    ids = natural_scene_ids(len(order))
-    split = np.where(np.isin(np.arange(len(order)), train), "train", "test")
-    assembly = trial_mean_assembly(
-        mean_dff, ids, neuroid_ids=[f"501498760_cell{j:03d}" for j in range(mean_dff.shape[1])],
-        animal="container_511510667", area="VISp", source=str(path),
-        attrs={"units": "percent dF/F (mean_sweep_response, trial mean)",
-               "caveat": "cell columns were sliced 1:213 of AllenSDK's response array; whether "
-                         "that skips a cell or includes the running column is unverified"})
-    assembly = assembly.assign_coords(psailamul_split=("stimulus", split))
-    stimuli = stimulus_set(images, name="allen_natural_scenes_31", size=None,
-                           attrs={"source": str(path)})
-    return assembly, stimuli
+def _experiment_files(manifest) -> list[dict]:
+    """The experiment entries of a manifest, each file re-checked; at least one."""
+    _, files = read_manifest(manifest, role="experiment")
+    if not files:
+        raise ValueError(f"{manifest}: lists no two-photon experiment")
+    return files
 
 
-def assemble_allen_ophys(manifest, settings: dict) -> xr.DataArray:
-    """`assemble_ophys` over the experiments a download manifest lists.
+def assemble_allen_ophys(manifest, **block) -> xr.DataArray:
+    """`ophys_assembly` over the experiments a download manifest lists.
 
     Parameters
     ----------
     manifest : path-like
         ``data/raw/allen_ophys/manifest.json``; listed files are re-checked first.
-    settings : dict
-        The dataset's config block (areas, reliability_threshold, run_pval_threshold,
-        running_threshold, min_running_trials, specimen_quantile, reliability_boot, seed).
+    **block
+        The config block ``datasets.allen_ophys.assemble``: the keyword arguments of
+        `ophys_assembly` (areas, reliability_threshold, run_pval_threshold, running_threshold,
+        min_running_trials, specimen_quantile, n_boot, seed).
     """
-    from pipeline.data.download import read_manifest
-
-    _, files = read_manifest(manifest, role="experiment")
-    if not files:
-        raise ValueError(f"{manifest}: lists no two-photon experiment")
+    files = _experiment_files(manifest)
     with h5py.File(files[0]["local"], "r") as f:
         n_scenes = f[TEMPLATE_STACK].shape[0] if TEMPLATE_STACK in f else None
     if n_scenes is None:
         raise ValueError(f"{files[0]['local']}: NWB field {TEMPLATE_STACK!r} missing; it fixes "
                          f"the number of natural scenes")
-    s = settings
-    return assemble_ophys(
-        [f["local"] for f in files], natural_scene_ids(n_scenes), areas=tuple(s["areas"]),
-        reliability_threshold=s["reliability_threshold"],
-        run_pval_threshold=s["run_pval_threshold"], running_threshold=s["running_threshold"],
-        min_running_trials=s["min_running_trials"], specimen_quantile=s["specimen_quantile"],
-        n_boot=s["reliability_boot"], seed=s["seed"],
+    return ophys_assembly(
+        [f["local"] for f in files], natural_scene_ids(n_scenes),
         metadata=[{k: f.get(k) for k in ("id", "area", "specimen", "container_id")}
-                  for f in files])
+                  for f in files], **block)
+
+
+def allen_ophys_stimuli(manifest, *, name: str, stimulus_size: int) -> xr.Dataset:
+    """The natural-scenes StimulusSet of the template stack in the first listed experiment.
+
+    Parameters
+    ----------
+    manifest : path-like
+        ``data/raw/allen_ophys/manifest.json``.
+    name : str
+        Stored as attrs["name"] (``allen_ophys_scenes``).
+    stimulus_size : int
+        Side in pixels after the spec's validation transform (`natural_scenes.stimulus_set`).
+    """
+    path = _experiment_files(manifest)[0]["local"]
+    with h5py.File(path, "r") as f:
+        images = _read(f, TEMPLATE_STACK, path)
+    return stimulus_set(images, name=name, size=stimulus_size,
+                        attrs={"source": f"{path.name}:{TEMPLATE_STACK}"})

@@ -14,9 +14,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
 from PIL import Image
 from tqdm.auto import tqdm
+
+from pipeline.io import read_zarr
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +361,77 @@ def read_image_folder(path, *, size=64, train_per_class=None, test_per_class=Non
              len(train), len(test), len(probe_items))
     return {key: _folder_set(f"{name}_{key}", items, root, size)
             for key, items in (("train", train), ("test", test), ("probe", probe_items))}
+
+
+# Reading a stimulus set for training, transfer and extraction.
+
+LABEL_LEVELS = ("superordinate", "basic", "subordinate")
+
+
+def check_label_level(label_level: str) -> None:
+    """Raise ValueError unless `label_level` names one of `LABEL_LEVELS`."""
+    if label_level not in LABEL_LEVELS:
+        raise ValueError(f"label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}")
+
+
+def read_stimuli(path, label_level: str | None = None) -> xr.Dataset:
+    """Load a stimulus set into memory and check its layout.
+
+    Parameters
+    ----------
+    path : path-like
+        Zarr store with var `image` (stimulus, y, x, channel) uint8 and coord `stimulus_id`.
+    label_level : str, optional
+        Label coord that must be present too.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    ds = read_zarr(path).load()
+    if "image" not in ds:
+        raise ValueError(f"{path}: stimulus set needs data var 'image'; found {list(ds.data_vars)}")
+    dims = ("stimulus", "y", "x", "channel")
+    if ds["image"].dims != dims or ds["image"].dtype != np.uint8:
+        raise ValueError(
+            f"{path}: 'image' must be uint8 with dims {dims}; "
+            f"found {ds['image'].dtype} with dims {ds['image'].dims}"
+        )
+    needed = ["stimulus_id"] + ([label_level] if label_level else [])
+    missing = [c for c in needed if c not in ds.coords]
+    if missing:
+        raise ValueError(f"{path}: stimulus set lacks coord(s) {missing}; found {list(ds.coords)}")
+    return ds
+
+
+def stimulus_sha256(ds: xr.Dataset) -> str:
+    """The stimulus set's `sha256` attr, or the digest of its image bytes and stimulus_ids."""
+    if "sha256" in ds.attrs:
+        return str(ds.attrs["sha256"])
+    return stimulus_set_sha256(ds)
+
+
+def to_tensor(images) -> torch.Tensor:
+    """uint8 images (stimulus, y, x, channel) → uint8 tensor (stimulus, channel, y, x)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+
+
+def class_names(ds: xr.Dataset, level: str) -> list[str]:
+    """The sorted unique class names of a stimulus set at a label level."""
+    return sorted(set(ds[level].values.astype(str).tolist()))
+
+
+def class_indices(ds: xr.Dataset, level: str, classes: list[str], path) -> torch.Tensor:
+    """Index into `classes` of every stimulus's class at `level` (long tensor, (stimulus,)).
+
+    Raises ValueError naming `path` when a class is not in `classes` (the training set's).
+    """
+    names = ds[level].values.astype(str)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - index.keys())
+    if unknown:
+        raise ValueError(
+            f"{path}: {len(unknown)} {level} class(es) absent from the training set "
+            f"(first: {unknown[0]!r})"
+        )
+    return torch.tensor([index[n] for n in names], dtype=torch.long)

@@ -32,7 +32,7 @@ from PIL import Image
 from pynwb import TimeSeries
 from pynwb.misc import Units
 
-from pipeline.data.synthetic import _nwb_file, _presentations, _write_nwb
+from pipeline.data.synthetic_mouse import _nwb_file, _presentations, _write_nwb
 from tests.data.http_server import DandiFixture, FixtureServer
 
 N_IMAGES, N_TRIALS = 8, 12

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.data.stimuli import make_stimulus_sets
-from pipeline.data.synthetic import synthesize_ecephys
+from pipeline.data.synthetic_mouse import simulate_synthetic_mouse
 
 
 @pytest.fixture(scope="session")
@@ -14,8 +14,8 @@ def probe_small():
 @pytest.fixture(scope="session")
 def sessions(tmp_path_factory, probe_small):
     """Three virtual animals, 10 units per area, 40 images × 20 trials; (out_dir, nwb paths)."""
-    out = tmp_path_factory.mktemp("synthetic_ecephys")
-    paths = synthesize_ecephys(probe_small, out, animals_per_area=3, units_per_animal=10,
+    out = tmp_path_factory.mktemp("synthetic_mouse")
+    paths = simulate_synthetic_mouse(probe_small, out, animals_per_area=3, units_per_animal=10,
                                trials=20, seed=0)
     return out, paths
 

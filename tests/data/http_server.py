@@ -20,7 +20,7 @@ from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from pipeline.data.digests import dandi_part_size
+from pipeline.data.fetch.digests import dandi_part_size
 
 
 @dataclass

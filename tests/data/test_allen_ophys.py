@@ -1,5 +1,5 @@
-"""Tests for pipeline.data.allen_ophys: mean_sweep_response, the spec's filters, the S3 path,
-and the trial-mean variant on the real psailamul VISp snapshot."""
+"""Tests for pipeline.data.allen_ophys: mean_sweep_response, the spec's filters, the S3 download
+and the stimulus set of the NWB template stack."""
 
 import json
 from pathlib import Path
@@ -11,23 +11,21 @@ from scipy import stats
 
 from pipeline.cli import main as cli
 from pipeline.config import validate_config
-from pipeline.data.allen_download import select_experiments
 from pipeline.data.allen_ophys import (assemble_allen_ophys, experiment_responses,
-                                       load_psailamul, trial_mean_assembly)
-from pipeline.data.allen_stimuli import natural_scene_ids, preprocess
-from pipeline.data.assembly import read_assembly, split_half_reliability
+                                       select_experiments)
+from pipeline.data.assembly import read_assembly
+from pipeline.data.natural_scenes import natural_scene_ids, preprocess
 from pipeline.io import read_zarr
-from tests.conftest import SHARED_REAL
 from tests.data.allen_fixtures import Cell, expected_ophys, serve_ophys, write_ophys_experiment
 from tests.data.http_server import FixtureServer
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
-PSAILAMUL = SHARED_REAL / "allen_natural_scenes_psailamul"
 
 
-def _settings(block: dict, **overrides) -> dict:
-    block = {**block, "reliability_boot": 20, **overrides}
+def _settings(download: dict, **assemble) -> dict:
+    """The dataset block with its schema defaults: `download` and `assemble` (n_boot 20) given."""
+    block = {"download": download, "assemble": {"n_boot": 20, **assemble}}
     return validate_config({"datasets": {"allen_ophys": block}}, SCHEMA)["datasets"]["allen_ophys"]
 
 
@@ -99,7 +97,7 @@ def served(tmp_path_factory):
     with FixtureServer() as server:
         settings = _settings(serve_ophys(server, root / "upstream"))
         assert cli(["download_allen_ophys", str(root / "raw"), "--settings",
-                    json.dumps(settings)]) == 0
+                    json.dumps(settings["download"])]) == 0
         yield server, settings, root
 
 
@@ -117,7 +115,7 @@ def test_assembled_cells_trials_and_coords(served, tmp_path):
     _, settings, root = served
     out = tmp_path / "neural.zarr"
     assert cli(["assemble_allen_ophys", str(root / "raw/manifest.json"), str(out), "--settings",
-                json.dumps(settings)]) == 0
+                json.dumps(settings["assemble"])]) == 0
     assembly = read_assembly(out)
     assert set(assembly.neuroid_id.values) == expected_ophys()
     assert assembly.sizes == {"stimulus": 6, "trial": 10, "neuroid": 5}
@@ -133,7 +131,7 @@ def test_assembled_cells_trials_and_coords(served, tmp_path):
 def test_running_cell_is_dropped_and_its_pvalue_matches_scipy(served):
     _, settings, root = served
     loose = assemble_allen_ophys(root / "raw/manifest.json",
-                                 {**settings, "run_pval_threshold": None})
+                                 **{**settings["assemble"], "run_pval_threshold": None})
     assert set(loose.neuroid_id.values) - expected_ophys() == {"5"}
     responses = experiment_responses(root / "upstream/501.nwb")
     cell = responses.set_index(neuroid="neuroid_id").sel(neuroid="5")
@@ -147,13 +145,18 @@ def test_running_cell_is_dropped_and_its_pvalue_matches_scipy(served):
 
 
 def test_visrl_is_a_config_choice(served, tmp_path):
+    """download.areas decides what is fetched; assemble.areas what is kept of it."""
     server, settings, root = served
-    with_rl = {**settings, "areas": ["VISp", "VISl", "VISrl"]}
+    areas = ["VISp", "VISl", "VISrl"]
     assert cli(["download_allen_ophys", str(tmp_path / "raw"), "--settings",
-                json.dumps(with_rl)]) == 0
-    assembly = assemble_allen_ophys(tmp_path / "raw/manifest.json", with_rl)
+                json.dumps({**settings["download"], "areas": areas})]) == 0
+    assembly = assemble_allen_ophys(tmp_path / "raw/manifest.json",
+                                    **{**settings["assemble"], "areas": areas})
     assert set(assembly.neuroid_id.values) == expected_ophys(("VISp", "VISl", "VISrl"))
     assert "31" in assembly.neuroid_id.values
+    without = assemble_allen_ophys(tmp_path / "raw/manifest.json",
+                                   **{**settings["assemble"], "areas": ["VISp", "VISl"]})
+    assert set(without.neuroid_id.values) == expected_ophys()
 
 
 def test_unlistable_bucket_falls_back_to_head(served, tmp_path):
@@ -161,7 +164,7 @@ def test_unlistable_bucket_falls_back_to_head(served, tmp_path):
     server.routes["/"].status = 403
     try:
         assert cli(["download_allen_ophys", str(tmp_path / "raw"), "--settings",
-                    json.dumps(settings)]) == 0
+                    json.dumps(settings["download"])]) == 0
     finally:
         server.routes["/"].status = 200
     heads = {r.path for r in server.requests if r.method == "HEAD"}
@@ -173,10 +176,11 @@ def test_unlistable_bucket_falls_back_to_head(served, tmp_path):
 
 def test_stimulus_set_comes_from_the_nwb_template_stack(served, tmp_path):
     _, settings, root = served
-    out = tmp_path / "scenes.zarr"
-    assert cli(["allen_stimuli", str(root / "raw/manifest.json"), str(out), "--name",
-                "allen_ophys_scenes", "--settings", json.dumps(settings)]) == 0
+    out = tmp_path / "allen_ophys_scenes.zarr"
+    assert cli(["allen_ophys_stimuli", str(root / "raw/manifest.json"), str(out),
+                "--settings", json.dumps(settings["stimuli"])]) == 0
     stimuli = read_zarr(out).load()
+    assert stimuli.attrs["name"] == "allen_ophys_scenes"
     assert stimuli.image.shape == (6, 64, 64, 3)
     with h5py.File(root / "upstream/501.nwb") as f:
         stack = f["stimulus/templates/natural_scenes_image_stack/data"][()]
@@ -202,59 +206,15 @@ def test_center_crop_follows_the_validation_transform():
     assert preprocess(image, 32, crop=0).min() < 100          # no crop: the frame shows
 
 
-# ---------------------------------------------------------------------------- trial means
-
-def test_trial_mean_assembly_is_flagged_single_trial():
-    assembly = trial_mean_assembly(np.arange(6.0).reshape(3, 2), ["a", "b", "c"],
-                                   neuroid_ids=["n1", "n2"], animal="m", area="VISp",
-                                   source="toy")
-    assert assembly.sizes == {"stimulus": 3, "trial": 1, "neuroid": 2}
-    assert assembly.attrs["trial_means_only"] is True
-    assert assembly.reliability.isnull().all()
-    with pytest.raises(ValueError, match=r"toy: trial means must be \(stimulus, neuroid\)"):
-        trial_mean_assembly(np.zeros((2, 2)), ["a", "b", "c"], neuroid_ids=["n1", "n2"],
-                            animal="m", area="VISp", source="toy")
-    with pytest.raises(ValueError, match="need >= 2 trials"):
-        split_half_reliability(assembly)                         # downstream cannot split
-
-
-@pytest.mark.skipif(not PSAILAMUL.exists(), reason=f"{PSAILAMUL} is not available")
-def test_psailamul_trial_means_load_through_the_cli(tmp_path):
-    neural, scenes = tmp_path / "neural.zarr", tmp_path / "stimuli.zarr"
-    assert cli(["assemble_psailamul", str(PSAILAMUL), str(neural), str(scenes)]) == 0
-    assembly, stimuli = read_assembly(neural), read_zarr(scenes).load()
-    assert assembly.sizes == {"stimulus": 118, "trial": 1, "neuroid": 212}
-    assert bool(assembly.attrs["trial_means_only"]) is True
-    np.testing.assert_array_equal(assembly.stimulus_id, natural_scene_ids(118))
-    np.testing.assert_array_equal(stimuli.stimulus_id, assembly.stimulus_id)
-    assert set(assembly.area.values) == {"VISp"} and assembly.neuroid_id.values[0] == \
-        "501498760_cell000"
-    assert (assembly.psailamul_split == "test").sum() == 18
-    assert stimuli.image.shape == (118, 31, 31, 3) and stimuli.image.dtype == np.uint8
-    # Values are the snapshot's, in Allen scene order.
-    raw = np.load(PSAILAMUL / "allen_ns_ordered_derived.npz")
-    np.testing.assert_array_equal(assembly.isel(trial=0).values, raw["mean_dff"])
-    np.testing.assert_array_equal(stimuli.image.values[..., 0], raw["images"])
-    # The ordered file agrees with the repository's own train split.
-    train = np.load(PSAILAMUL / "Allen_train_output.npy")
-    np.testing.assert_allclose(assembly.isel(trial=0).values[raw["train_scene_index"]], train,
-                               rtol=1e-6)
-
-
-def test_missing_psailamul_folder_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="allen_ns_ordered_derived.npz: not found"):
-        load_psailamul(tmp_path)
-
-
 # ---------------------------------------------------------------------------- network
 
 @pytest.mark.network
 def test_real_experiment_table_has_natural_scenes_in_every_area(tmp_path):
     """The real S3 bucket: list and verify the experiment table, select session B."""
-    from pipeline.data.allen_download import S3_2P_PREFIX, s3_list
-    from pipeline.data.download import Remote, fetch
+    from pipeline.data.allen_ophys import S3_2P_PREFIX, s3_list
+    from pipeline.data.fetch.download import Remote, fetch
 
-    settings = _settings({})
+    settings = _settings({})["download"]
     key = f"{S3_2P_PREFIX}/ophys_experiments.json"
     size, etag = s3_list(settings["s3_url"], key, dataset="allen_ophys")[key]
     table = fetch(Remote(url=f"{settings['s3_url']}/{key}", path="ophys_experiments.json",

@@ -156,7 +156,7 @@ def test_folder_source_writes_the_three_sets(tmp_path):
 
 def test_folder_source_trains(tmp_path):
     from pipeline.io import write_zarr
-    from pipeline.train import read_stimuli
+    from pipeline.data.stimuli import read_stimuli
 
     _write_folder(tmp_path / "imgs")
     sets = read_image_folder(tmp_path / "imgs", size=16, probe=3, test_fraction=0.4)

@@ -25,16 +25,16 @@ import urllib3
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.data.digests import CHUNK, check_digests, file_digests
-from pipeline.data.remote import (RETRY_STATUS, DownloadError, HostUnreachable, get_json,
-                                  get_text, give_up, head, sleep_backoff, unreachable)
+from pipeline.data.fetch.digests import CHUNK, check_digests, file_digests
+from pipeline.data.fetch.remote import (RETRY_STATUS, DownloadError, HostUnreachable, give_up,
+                                        sleep_backoff, unreachable)
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ChecksumError", "DownloadError", "FetchResult", "HostUnreachable", "Remote", "fetch",
-           "fetch_all", "get_json", "get_text", "head", "read_manifest", "read_sidecar",
-           "sidecar_path", "verify_cached", "write_manifest"]
+           "fetch_all", "http_settings", "read_manifest", "read_sidecar", "sidecar_path",
+           "verify_cached", "write_manifest"]
 
 SIDECAR_SUFFIX = ".verified.json"
 PART_SUFFIX = ".part"
@@ -354,6 +354,17 @@ def fetch(remote: Remote, root, *, dataset: str, session: requests.Session | Non
         log.info("%s: fetched %s (%d bytes; verified by %s)", dataset, remote.path,
                  _size(dest), ", ".join(verified_by))
         return FetchResult(dest, sha256, _size(dest), verified_by, downloaded=True)
+
+
+def http_settings(*, retries: int, backoff: float, timeout: float) -> dict:
+    """Keyword arguments shared by every request of one download run (`fetch`, `get_json`, ...).
+
+    One `requests.Session` (connections are reused across files) and the config block's retry
+    settings: `retries` after an attempt that made no progress, `backoff` seconds before the
+    first (doubled per retry), `timeout` seconds without bytes.
+    """
+    return {"session": requests.Session(), "retries": retries, "backoff": backoff,
+            "timeout": timeout}
 
 
 def fetch_all(remotes, root, *, dataset: str, **kwargs) -> list[FetchResult]:

@@ -18,7 +18,8 @@ from fnmatch import fnmatch
 
 import requests
 
-from pipeline.data.download import DownloadError, Remote, get_json
+from pipeline.data.fetch.download import DownloadError, Remote
+from pipeline.data.fetch.remote import get_json
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class DandiAsset:
     download_url: str
 
     def remote(self, path: str | None = None) -> Remote:
-        """The `Remote` that `pipeline.data.download.fetch` verifies this asset against."""
+        """The `Remote` that `pipeline.data.fetch.download.fetch` verifies this asset against."""
         return Remote(url=self.download_url, path=path or self.path, size=self.size,
                       digests=dict(self.digests))
 
@@ -106,7 +107,7 @@ def list_assets(dandiset: str, version: str = "draft", *, api_url: str = DANDI_A
         Assets per page requested (the server may send fewer; ``next`` is followed).
     session : requests.Session, optional
     **get_kwargs
-        ``retries``, ``backoff``, ``timeout`` for `pipeline.data.download.get_json`.
+        ``retries``, ``backoff``, ``timeout`` for `pipeline.data.fetch.remote.get_json`.
 
     Returns
     -------

@@ -1,12 +1,19 @@
-"""Allen Brain Observatory Neuropixels sessions → NeuralAssembly (spec §2.1.1, §2.1.3, §2.1.4).
+"""Allen Brain Observatory Visual Coding Neuropixels: download, NeuralAssembly, stimulus set.
 
-Reads session NWB files in the Allen layout (DANDI 000021; synthetic sessions use the same
-layout) with h5py: the units table (ragged spike_times, quality, peak_channel_id), the
-electrodes table (id → location, the area acronym AllenSDK calls ecephys_structure_acronym)
-and ``intervals/natural_scenes_presentations``. Spikes are counted in 10-ms bins over 0–250 ms
-of every non-blank presentation, then units, specimens and per-specimen time windows are
-selected by split-half reliability per bin. When the session holds running speed
-(``processing/running/running_speed``, as the DANDI 000021 files do), each unit's running
+Download (notes/data-sources.md §1): the brain_observatory_1.1 session NWB files of DANDI
+000021, listed through the DANDI API and verified against their DANDI etag / sha256
+(`pipeline.data.fetch.dandi`), and the natural-scene template TIFFs from the Allen warehouse,
+listed by the RMA query AllenSDK's ``EcephysProjectWarehouseApi`` uses. ``manifest.json``
+beside the files records what was fetched, from where and how it was verified; the assemble
+and stimuli steps read only the files it lists.
+
+Assembly (spec §2.1.1, §2.1.3, §2.1.4): reads session NWB files in the Allen layout (DANDI
+000021; synthetic sessions use the same layout) with h5py: the units table (ragged spike_times,
+quality, peak_channel_id), the electrodes table (id → location, the area acronym AllenSDK calls
+ecephys_structure_acronym) and ``intervals/natural_scenes_presentations``. Spikes are counted in
+10-ms bins over 0–250 ms of every non-blank presentation, then units, specimens and per-specimen
+time windows are selected by split-half reliability per bin. When the session holds running
+speed (``processing/running/running_speed``, as the DANDI 000021 files do), each unit's running
 modulation at its preferred image (``run_pval``, `pipeline.data.running`) is computed too and
 can filter units as the spec asks.
 """
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -23,10 +32,18 @@ import xarray as xr
 
 from pipeline.data.assembly import (
     ALLEN_AREAS,
-    split_half_reliability,
+    keep_specimens,
     stack_populations,
     validate_assembly,
 )
+from pipeline.data.fetch.dandi import list_assets
+from pipeline.data.fetch.download import (DownloadError, Remote, fetch_all, http_settings,
+                                          read_manifest, write_manifest)
+from pipeline.data.fetch.remote import get_json
+from pipeline.data.hdf5 import read, text
+from pipeline.data.natural_scenes import (TEMPLATE_RE, natural_scene_ids, read_tiff_templates,
+                                          stimulus_set)
+from pipeline.data.reliability import split_half_reliability
 from pipeline.data.running import presentation_speed, running_pvalue
 
 log = logging.getLogger(__name__)
@@ -34,25 +51,18 @@ log = logging.getLogger(__name__)
 PRESENTATIONS = "intervals/natural_scenes_presentations"
 ELECTRODES = "general/extracellular_ephys/electrodes"
 RUNNING = "processing/running/running_speed"
+SESSION_GLOB = "sub-*/sub-*_ses-*.nwb"
+SESSION_RE = re.compile(r"_ses-(?P<session>\d+)\.nwb$")
+ECEPHYS_PRODUCT_ID = 714914585
+TEMPLATE_QUERY = ("criteria=model::WellKnownFile,rma::criteria,"
+                  "well_known_file_type[name$eq'Stimulus'][attachable_type$eq'Product']"
+                  "[attachable_id$eq{product_id}]")
 # AllenSDK's default unit quality filter (ecephys ``UNIT_FILTER_DEFAULTS``), which
 # EcephysProjectCache.get_session_data applies before any analysis sees `session.units`.
 ALLEN_UNIT_QC = {"amplitude_cutoff_maximum": 0.1, "presence_ratio_minimum": 0.95,
                  "isi_violations_maximum": 0.5}
-
-
-def _read(f: h5py.File, key: str, path) -> np.ndarray:
-    if key not in f:
-        raise ValueError(f"{path}: NWB field {key!r} missing; expected an Allen Neuropixels "
-                         f"session file (units, electrodes, {PRESENTATIONS})")
-    values = np.asarray(f[key][()])
-    if values.dtype.kind in "OS":
-        values = np.array([v.decode() if isinstance(v, bytes) else str(v)
-                           for v in np.atleast_1d(values)]).reshape(np.shape(values))
-    return values
-
-
-def _scalar_text(f: h5py.File, key: str, path) -> str:
-    return str(_read(f, key, path).item())
+_read = partial(read, expected=f"an Allen Neuropixels session file (units, electrodes, "
+                               f"{PRESENTATIONS})")
 
 
 def largest_run(mask: np.ndarray) -> tuple[int, int] | None:
@@ -123,8 +133,8 @@ def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
         raise ValueError(f"session_spike_counts: window {window} must be a positive whole "
                          f"number of bins of {bin_size} s")
     with h5py.File(path, "r") as f:
-        session_id = _scalar_text(f, "general/session_id", path)
-        animal = _scalar_text(f, "general/subject/subject_id", path)
+        session_id = text(f, "general/session_id", path)
+        animal = text(f, "general/subject/subject_id", path)
         unit_id = _read(f, "units/id", path)
         quality = _read(f, "units/quality", path)
         peak = _read(f, "units/peak_channel_id", path)
@@ -231,23 +241,10 @@ def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0
     return response, (float(time_bin[run[0]]), float(time_bin[run[1] - 1] + bin_size))
 
 
-def specimens_by_quantile(units: dict[tuple[str, str], int], quantile: float) -> set:
-    """(animal, area) pairs whose unit count reaches ceil(quantile) of their area's counts.
-
-    Spec §2.1.4 (mouse-vision ``_gen_spec_map``: ``ceil(np.percentile(counts, 75))``).
-    """
-    keep = set()
-    for area in {a for _, a in units}:
-        counts = {key: n for key, n in units.items() if key[1] == area}
-        threshold = math.ceil(np.quantile(list(counts.values()), quantile))
-        keep |= {key for key, n in counts.items() if n >= threshold}
-    return keep
-
-
 def session_type_of(nwb_path) -> str | None:
     """The session's ``general/stimulus`` text (e.g. "brain_observatory_1.1"), or None."""
     with h5py.File(nwb_path, "r") as f:
-        return _scalar_text(f, "general/stimulus", nwb_path) if "general/stimulus" in f else None
+        return text(f, "general/stimulus", nwb_path) if "general/stimulus" in f else None
 
 
 def _running_filter(counts: xr.DataArray, path, *, threshold: float | None,
@@ -272,10 +269,10 @@ def _running_filter(counts: xr.DataArray, path, *, threshold: float | None,
     return counts.isel(neuroid=np.flatnonzero(keep))
 
 
-def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.01,
-                     window=(0.0, 0.25), unit_threshold=0.5, median_threshold=0.3,
-                     specimen_quantile=None, n_boot=100, seed=0, run_pval_threshold=None,
-                     running_threshold=1.0, unit_qc=None, session_type=None) -> xr.DataArray:
+def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.01,
+                         window=(0.0, 0.25), unit_threshold=0.5, median_threshold=0.3,
+                         specimen_quantile=None, n_boot=100, seed=0, run_pval_threshold=None,
+                         running_threshold=1.0, unit_qc=None, session_type=None) -> xr.DataArray:
     """NeuralAssembly (Hz) of Neuropixels sessions, with the spec's reliability selection.
 
     Per session and area (spec §2.1.3): drop units modulated by running (when
@@ -322,6 +319,7 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
         on neuroid.
     """
     stimulus_ids = np.asarray(stimulus_ids, dtype=str)
+    areas, window = tuple(areas), tuple(window)
     selected, units = [], {}
     totals = {area: [0, 0] for area in areas}   # units before / after the unit filters
     for path in nwb_paths:
@@ -357,9 +355,7 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
             key = (str(response["animal"].values[0]), area)
             units[key] = units.get(key, 0) + response.sizes["neuroid"]
             selected.append((key, response))
-    if specimen_quantile is not None and units:
-        keep = specimens_by_quantile(units, specimen_quantile)
-        selected = [(key, r) for key, r in selected if key in keep]
+    selected = keep_specimens(selected, units, specimen_quantile)
     for area in areas:
         kept = [r.sizes["neuroid"] for key, r in selected if key[1] == area]
         log.info("%s: %d units; %d pass the unit filters (running, >= %.2f in a bin); %d units "
@@ -367,7 +363,7 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
                  totals[area][0], totals[area][1], unit_threshold, sum(kept), len(kept),
                  median_threshold)
     if not selected:
-        raise ValueError(f"assemble_ecephys: no unit in {list(map(str, nwb_paths))} passed the "
+        raise ValueError(f"neuropixels_assembly: no unit in {list(map(str, nwb_paths))} passed the "
                          f"reliability selection for areas {list(areas)}")
     assembly = stack_populations([r for _, r in selected], stimulus_ids,
                                  ("neuroid_id", "animal", "area", "session_id", "run_pval",
@@ -378,21 +374,130 @@ def assemble_ecephys(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.0
                       "unit_threshold": unit_threshold, "median_threshold": median_threshold,
                       "specimen_quantile": specimen_quantile,
                       "run_pval_threshold": run_pval_threshold, "unit_qc": unit_qc or {}}
-    return validate_assembly(assembly, "assemble_ecephys")
+    return validate_assembly(assembly, "neuropixels_assembly")
 
 
-def assemble_allen_neuropixels(manifest, settings: dict) -> xr.DataArray:
-    """`assemble_ecephys` over the session files a download manifest lists.
+# ---------------------------------------------------------------------------- download
+
+def template_remotes(api_url: str, product_id: int = ECEPHYS_PRODUCT_ID, *,
+                     dataset: str, session=None, page_size: int = 50, **http) -> list[Remote]:
+    """The natural-scene template TIFFs of the ecephys product, from the warehouse RMA API.
+
+    Pages with ``rma::options[start_row][num_rows]`` until ``total_rows`` are read. Files are
+    numbered by the ``.../<n>.tiff`` in their path (AllenSDK's ``scene_re``); the warehouse
+    publishes no checksum, so they are verified by ``file_size`` when the record has it and by
+    the announced Content-Length otherwise.
+    """
+    api_url = api_url.rstrip("/")
+    query = TEMPLATE_QUERY.format(product_id=product_id)
+    records, start, total = [], 0, None
+    while total is None or start < total:
+        url = (f"{api_url}/api/v2/data/query.json?{query},rma::options[start_row$eq{start}]"
+               f"[num_rows$eq{page_size}][order$eq'id']")
+        page = get_json(url, dataset=dataset, session=session, **http)
+        if not isinstance(page, dict) or not page.get("success", False) or "msg" not in page:
+            raise DownloadError(f"{dataset}: warehouse query {url} failed: "
+                                f"{str(page)[:200]}")
+        records += page["msg"]
+        total = int(page.get("total_rows", len(records)))
+        if not page["msg"]:
+            break
+        start += len(page["msg"])
+    remotes = []
+    for record in records:
+        match = TEMPLATE_RE.match(record.get("path", ""))
+        if match is None:
+            continue                              # natural movies and other stimuli
+        size = record.get("file_size")
+        remotes.append(Remote(url=f"{api_url}{record['download_link']}",
+                              path=f"natural_scene_templates/{int(match['num'])}.tiff",
+                              size=size if isinstance(size, int) else None))
+    if not remotes:
+        raise DownloadError(f"{dataset}: the warehouse lists no natural-scene template for "
+                            f"product {product_id} ({api_url})")
+    log.info("%s: %d natural-scene templates listed", dataset, len(remotes))
+    return sorted(remotes, key=lambda r: int(TEMPLATE_RE.match("/" + r.path)["num"]))
+
+
+def neuropixels_session_assets(dandiset: str, version: str, *, api_url: str, sessions=None,
+                               dataset: str, session=None, **http) -> list:
+    """The DANDI session assets (no ``_probe-`` files) of a dandiset; `sessions` ids, or all."""
+    assets = list_assets(dandiset, version, api_url=api_url, glob=SESSION_GLOB, dataset=dataset,
+                         session=session, **http)
+    assets = [a for a in assets if "_probe-" not in a.path and SESSION_RE.search(a.path)]
+    if sessions is not None:
+        wanted = {str(s) for s in sessions}
+        found = {SESSION_RE.search(a.path)["session"] for a in assets}
+        if wanted - found:
+            raise DownloadError(f"{dataset}: sessions {sorted(wanted - found)} are not in "
+                                f"dandiset {dandiset}/{version}")
+        assets = [a for a in assets if SESSION_RE.search(a.path)["session"] in wanted]
+    if not assets:
+        raise DownloadError(f"{dataset}: no session file matches {SESSION_GLOB} in dandiset "
+                            f"{dandiset}/{version}")
+    return assets
+
+
+def download_allen_neuropixels(out_dir, *, dandiset: str, version: str, api_url: str,
+                               templates_url: str, sessions=None, retries: int, backoff: float,
+                               timeout: float, dataset: str = "allen_neuropixels",
+                               manifest_name: str = "manifest.json") -> Path:
+    """Fetch the selected sessions and the scene templates; write ``out_dir/manifest.json``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The dataset's cache, ``data/raw/allen_neuropixels``; verified files already there are
+        not downloaded again.
+    dandiset, version, api_url, templates_url, sessions, retries, backoff, timeout
+        The config block ``datasets.allen_neuropixels.download`` (sessions None = all).
+    dataset, manifest_name : str
+        Name in log lines and errors; file name of the manifest in `out_dir` (another name lets
+        a partial download, e.g. one session, share the cache without replacing the pipeline's).
+
+    Returns
+    -------
+    pathlib.Path
+        The manifest: each session (with its session_id) and template file, where it came from
+        and how it was verified.
+    """
+    out_dir = Path(out_dir)
+    http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
+    assets = neuropixels_session_assets(dandiset, version, api_url=api_url, sessions=sessions,
+                                        dataset=dataset, **http)
+    results = fetch_all([a.remote() for a in assets], out_dir, dataset=dataset, **http)
+    files = [{"path": a.path, "role": "session", "url": a.download_url, "asset_id": a.asset_id,
+              "session_id": SESSION_RE.search(a.path)["session"], "sha256": r.sha256,
+              "size": r.size, "verified_by": r.verified_by} for a, r in zip(assets, results)]
+    templates = template_remotes(templates_url, dataset=dataset, **http)
+    for remote, result in zip(templates, fetch_all(templates, out_dir, dataset=dataset, **http)):
+        files.append({"path": remote.path, "role": "template", "url": remote.url,
+                      "sha256": result.sha256, "size": result.size,
+                      "verified_by": result.verified_by})
+    source = {"dandiset": dandiset, "version": version, "api_url": api_url,
+              "templates_url": templates_url}
+    manifest = out_dir / manifest_name
+    write_manifest(manifest, dataset, source, files)
+    log.info("%s: %d sessions and %d templates verified; manifest %s", dataset, len(assets),
+             len(templates), manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------- the pipeline's steps
+
+def assemble_allen_neuropixels(manifest, **block) -> xr.DataArray:
+    """`neuropixels_assembly` over the session files a download manifest lists.
 
     Parameters
     ----------
     manifest : path-like
-        ``data/raw/allen_neuropixels/manifest.json`` (`pipeline.data.allen_download`); every
+        ``data/raw/allen_neuropixels/manifest.json`` (`download_allen_neuropixels`); every
         listed file is re-checked against its verification record first.
-    settings : dict
-        The dataset's config block (areas, bin_size, window, unit_threshold, median_threshold,
-        run_pval_threshold, running_threshold, unit_qc, session_type, specimen_quantile,
-        reliability_boot, seed).
+    **block
+        The config block ``datasets.allen_neuropixels.assemble``: the keyword arguments of
+        `neuropixels_assembly` (areas, session_type, bin_size, window, unit_qc, unit_threshold,
+        median_threshold, specimen_quantile, running_threshold, run_pval_threshold, n_boot,
+        seed).
 
     Returns
     -------
@@ -400,20 +505,29 @@ def assemble_allen_neuropixels(manifest, settings: dict) -> xr.DataArray:
         The NeuralAssembly; stimulus_ids are `natural_scene_ids` of the listed templates, so
         they match the stimulus set built from the same manifest.
     """
-    from pipeline.data.allen_stimuli import natural_scene_ids
-    from pipeline.data.download import read_manifest
-
     _, files = read_manifest(manifest)
     sessions = [f["local"] for f in files if f.get("role") == "session"]
     n_templates = sum(f.get("role") == "template" for f in files)
     if not sessions or not n_templates:
         raise ValueError(f"{manifest}: lists {len(sessions)} sessions and {n_templates} "
                          f"templates; both are needed")
-    s = settings
-    return assemble_ecephys(
-        sessions, natural_scene_ids(n_templates), areas=tuple(s["areas"]),
-        bin_size=s["bin_size"], window=tuple(s["window"]), unit_threshold=s["unit_threshold"],
-        median_threshold=s["median_threshold"], specimen_quantile=s["specimen_quantile"],
-        n_boot=s["reliability_boot"], seed=s["seed"], run_pval_threshold=s["run_pval_threshold"],
-        running_threshold=s["running_threshold"], unit_qc=s["unit_qc"],
-        session_type=s["session_type"])
+    return neuropixels_assembly(sessions, natural_scene_ids(n_templates), **block)
+
+
+def allen_neuropixels_stimuli(manifest, *, name: str, stimulus_size: int) -> xr.Dataset:
+    """The natural-scenes StimulusSet of the warehouse template TIFFs a manifest lists.
+
+    Parameters
+    ----------
+    manifest : path-like
+        ``data/raw/allen_neuropixels/manifest.json`` (files of role "template").
+    name : str
+        Stored as attrs["name"] (``allen_neuropixels_scenes``).
+    stimulus_size : int
+        Side in pixels after the spec's validation transform (`natural_scenes.stimulus_set`).
+    """
+    _, files = read_manifest(manifest, role="template")
+    if not files:
+        raise ValueError(f"{manifest}: lists no natural-scene template (role 'template')")
+    return stimulus_set(read_tiff_templates([f["local"] for f in files]), name=name,
+                        size=stimulus_size, attrs={"source": "Allen warehouse template TIFFs"})

@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 from PIL import Image
 
-from pipeline.data.macaque import brainio_file_name
+from pipeline.data.majajhong2015 import brainio_file_name
 
 ASSEMBLY_ID = "dicarlo.MajajHong2015.public"
 STIMULUS_SET_ID = "hvm-public"

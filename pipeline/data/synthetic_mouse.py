@@ -1,4 +1,4 @@
-"""Virtual animals for Allen-style Neuropixels data, with known ground truth.
+"""The synthetic_mouse dataset: virtual animals recorded as Allen-style Neuropixels sessions.
 
 A hidden generator network stands for the brain: a fixed random convolutional front end, then
 six successive random ReLU stages; stage k plays area ``ALLEN_AREAS[k]``. Each virtual animal is
@@ -8,7 +8,7 @@ stage + offset), in Hz), with an area-dependent time course over 0–250 ms, and
 spikes in 10-ms bins on every presentation. Presentations follow the Allen natural-scenes
 protocol (each image `trials` times in random order, 250 ms, no gap, blanks as frame -1), and
 each session is written as an NWB file in the Allen session layout, so the real loader
-(`pipeline.data.allen_ecephys`) reads synthetic and real data alike. The noise-free rates are
+(`pipeline.data.allen_neuropixels`) reads synthetic and real data alike. The noise-free rates are
 written beside the NWB files as ``truth.zarr``.
 """
 
@@ -31,8 +31,9 @@ from pynwb.file import Subject
 from pynwb.misc import Units
 from tqdm import tqdm
 
+from pipeline.data.allen_neuropixels import neuropixels_assembly
 from pipeline.data.assembly import ALLEN_AREAS
-from pipeline.io import atomic_path, write_zarr
+from pipeline.io import atomic_path, read_zarr, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -237,15 +238,15 @@ def _write_nwb(path: Path, nwb: NWBFile) -> None:
                 io.write(nwb)
 
 
-def synthesize_ecephys(probe: xr.Dataset, out_dir, *, animals_per_area=4, units_per_animal=40,
-                       trials=50, seed=0) -> list[Path]:
+def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
+                             units_per_animal: int, trials: int, seed: int) -> list[Path]:
     """Simulate Neuropixels sessions of virtual animals viewing the probe images.
 
     Parameters
     ----------
-    probe : xarray.Dataset
-        Stimulus set with `image` (stimulus, y, x, channel) uint8 and coord stimulus_id; frame
-        i of every session is probe stimulus i.
+    probe : xarray.Dataset or path-like
+        Stimulus set (or its Zarr store) with `image` (stimulus, y, x, channel) uint8 and coord
+        stimulus_id; frame i of every session is probe stimulus i.
     out_dir : path-like
         Receives ``sub-{subject}/sub-{subject}_ses-{session}.nwb`` per animal and
         ``truth.zarr`` (noise-free rates).
@@ -267,14 +268,18 @@ def synthesize_ecephys(probe: xr.Dataset, out_dir, *, animals_per_area=4, units_
     for key, value in {"animals_per_area": animals_per_area,
                        "units_per_animal": units_per_animal, "trials": trials}.items():
         if int(value) != value or value < 1:
-            raise ValueError(f"synthesize_ecephys: {key} must be a positive integer; got {value!r}")
+            raise ValueError(f"simulate_synthetic_mouse: {key} must be a positive integer; "
+                             f"got {value!r}")
     if trials < 2:
-        raise ValueError(f"synthesize_ecephys: trials must be >= 2 for split halves; got {trials}")
+        raise ValueError(f"simulate_synthetic_mouse: trials must be >= 2 for split halves; "
+                         f"got {trials}")
+    if not isinstance(probe, xr.Dataset):
+        probe = read_zarr(probe).load()
     out_dir = Path(out_dir)
     images = probe["image"].values
     stages = area_codes(Generator(seed).features(images), seed)
     paths, truth = [], []
-    for animal in tqdm(range(animals_per_area), desc="synthesize ecephys", unit="animal",
+    for animal in tqdm(range(animals_per_area), desc="simulate synthetic_mouse", unit="animal",
                        disable=None):
         subject, session = str(700000 + 100 * seed + animal), str(800000 + 100 * seed + animal)
         path = out_dir / f"sub-{subject}" / f"sub-{subject}_ses-{session}.nwb"
@@ -284,6 +289,28 @@ def synthesize_ecephys(probe: xr.Dataset, out_dir, *, animals_per_area=4, units_
         paths.append(path)
     _write_truth(out_dir / "truth.zarr", probe, truth)
     return paths
+
+
+def assemble_synthetic_mouse(raw_dir, stimuli, **block) -> xr.DataArray:
+    """NeuralAssembly of the simulated sessions, through the real Neuropixels loader.
+
+    Parameters
+    ----------
+    raw_dir : path-like
+        ``data/raw/synthetic_mouse``, written by `simulate_synthetic_mouse`.
+    stimuli : path-like
+        The probe stimulus set (Zarr) whose order the presentations' frames index.
+    **block
+        The config block ``datasets.synthetic_mouse.assemble``: bin_size, window,
+        unit_threshold, median_threshold, specimen_quantile, n_boot, seed (keyword arguments
+        of `pipeline.data.allen_neuropixels.neuropixels_assembly`, over all six areas).
+    """
+    sessions = sorted(p for p in Path(raw_dir).glob("sub-*/sub-*_ses-*.nwb")
+                      if "_probe-" not in p.name)
+    if not sessions:
+        raise FileNotFoundError(f"{raw_dir}: no session files sub-*/sub-*_ses-*.nwb")
+    stimulus_ids = read_zarr(stimuli)["stimulus_id"].values
+    return neuropixels_assembly(sessions, stimulus_ids, areas=ALLEN_AREAS, **block)
 
 
 def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: str,

@@ -1,11 +1,11 @@
-"""Tests for pipeline.data.dandi against DANDI API routes served on 127.0.0.1."""
+"""Tests for pipeline.data.fetch.dandi against DANDI API routes served on 127.0.0.1."""
 
 import hashlib
 
 import pytest
 
-from pipeline.data.dandi import list_assets
-from pipeline.data.download import ChecksumError, DownloadError, fetch
+from pipeline.data.fetch.dandi import list_assets
+from pipeline.data.fetch.download import ChecksumError, DownloadError, fetch
 from tests.data.http_server import DandiFixture
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5}

@@ -95,7 +95,8 @@ def file_digests(path, expected: dict | None = None) -> dict[str, str]:
     path : path-like
         File to hash.
     expected : dict of str to str, optional
-        Published digests (see `pipeline.data.download.Remote`); their algorithms are computed too.
+        Published digests (see `pipeline.data.fetch.download.Remote`); their algorithms are
+        computed too.
 
     Returns
     -------

@@ -1,13 +1,15 @@
-"""The Allen natural-scenes stimulus set: template images → a StimulusSet Zarr.
+"""The Allen natural scenes, shared by every Allen source: ids, preprocessing, StimulusSet.
 
-The Brain Observatory natural-scenes set has 118 grayscale images (918 × 1174) in a fixed
-order; presentation tables index them by ``frame`` 0..117 (-1 = blank). Every Allen dataset names
-image ``frame`` ``allen_ns_{frame:03d}``, so assemblies and stimulus sets of all Allen sources
-line up by stimulus_id. Images come from the warehouse TIFFs (Neuropixels; AllenSDK
-``get_natural_scene_template``) or the two-photon NWB template stack, and are preprocessed as the
-spec's validation transform (§2.2): resize the short side to 256, centre-crop 224, resize to
-`size`; grayscale is repeated to 3 channels. The layout is that of `pipeline.data.stimuli`:
-``image`` (stimulus, y, x, channel) uint8, coord stimulus_id, attrs name and sha256.
+The Brain Observatory natural-scenes set has 118 grayscale images (918 × 1174) in a fixed order;
+presentation tables index them by ``frame`` 0..117 (-1 = blank). Every Allen dataset names image
+``frame`` ``allen_ns_{frame:03d}``, so assemblies and stimulus sets of all Allen sources line up
+by stimulus_id. Images come from the warehouse TIFFs (Neuropixels; AllenSDK
+``get_natural_scene_template``; `pipeline.data.allen_neuropixels`), the two-photon NWB template
+stack (`pipeline.data.allen_ophys`) or a downsampled snapshot (`pipeline.data.allen_psailamul`),
+and are preprocessed as the spec's validation transform (§2.2): resize the short side to 256,
+centre-crop 224, resize to `size`; grayscale is repeated to 3 channels. The layout is that of
+`pipeline.data.stimuli`: ``image`` (stimulus, y, x, channel) uint8, coord stimulus_id, attrs
+name and sha256.
 """
 
 from __future__ import annotations
@@ -122,31 +124,3 @@ def read_tiff_templates(paths) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"natural-scene templates differ in shape: {sorted(shapes)}")
     return np.stack(images)
-
-
-def stimulus_set_from_manifest(manifest, *, name: str, size: int = 64) -> xr.Dataset:
-    """The natural-scenes StimulusSet of a download manifest.
-
-    Neuropixels manifests list the warehouse TIFFs (role "template"); two-photon manifests
-    list experiments, whose NWB files hold the template stack
-    ``stimulus/templates/natural_scenes_image_stack/data`` (the first listed file is read).
-    """
-    import h5py
-
-    from pipeline.data.download import read_manifest
-
-    _, files = read_manifest(manifest)
-    templates = [f["local"] for f in files if f.get("role") == "template"]
-    experiments = [f["local"] for f in files if f.get("role") == "experiment"]
-    if templates:
-        images, source = read_tiff_templates(templates), "Allen warehouse template TIFFs"
-    elif experiments:
-        key = "stimulus/templates/natural_scenes_image_stack/data"
-        with h5py.File(experiments[0], "r") as f:
-            if key not in f:
-                raise ValueError(f"{experiments[0]}: NWB field {key!r} missing")
-            images = f[key][()]
-        source = f"{experiments[0].name}:{key}"
-    else:
-        raise ValueError(f"{manifest}: lists neither template images nor experiments")
-    return stimulus_set(images, name=name, size=size, attrs={"source": source})

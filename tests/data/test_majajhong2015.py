@@ -1,5 +1,5 @@
-"""Tests for pipeline.data.macaque: the Brain-Score Majaj-Hong 2015 files served from 127.0.0.1,
-downloaded, assembled and scored by the unchanged consistency engine."""
+"""Tests for pipeline.data.majajhong2015: the Brain-Score Majaj-Hong 2015 files served from
+127.0.0.1, downloaded, assembled and scored by the unchanged consistency engine."""
 
 import json
 from pathlib import Path
@@ -13,21 +13,31 @@ from pipeline.cli import main as cli
 from pipeline.compare.consistency import interanimal
 from pipeline.config import validate_config
 from pipeline.data.assembly import read_assembly
-from pipeline.data.macaque import neural_assembly, read_brainscore_assembly, remotes
+from pipeline.data.majajhong2015 import neural_assembly, read_brainscore_assembly, remotes
 from pipeline.io import read_zarr
 from tests.data.http_server import FixtureServer
-from tests.data.macaque_fixtures import (GAINS, REPS, image, neuroid_table, serve_macaque,
-                                         stimulus_table, write_brainscore_assembly)
+from tests.data.majajhong2015_fixtures import (GAINS, REPS, image, neuroid_table,
+                                               serve_macaque, stimulus_table,
+                                               write_brainscore_assembly)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 ASSEMBLY = "assy_dicarlo_MajajHong2015_public.nc"
 
 
-def _settings(block: dict, **overrides) -> dict:
-    block = {**block, "reliability_boot": 20, "stimulus_size": 16, **overrides}
+def _settings(download: dict, **assemble) -> dict:
+    """The dataset block with its schema defaults: `download` and `assemble` (n_boot 20) given,
+    16-px stimuli."""
+    block = {"download": download, "assemble": {"n_boot": 20, **assemble},
+             "stimuli": {"stimulus_size": 16}}
     return validate_config({"datasets": {"majajhong2015": block}},
                            SCHEMA)["datasets"]["majajhong2015"]
+
+
+def _default_remotes() -> dict:
+    """`remotes` of the schema's default catalog entries."""
+    download = _settings({})["download"]
+    return remotes(download["base_url"], download["assembly"], download["stimulus_set"])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,7 @@ def served(tmp_path_factory):
     with FixtureServer() as server:
         settings = _settings(serve_macaque(server, root / "upstream"))
         assert cli(["download_majajhong2015", str(root / "raw"), "--settings",
-                    json.dumps(settings)]) == 0
+                    json.dumps(settings["download"])]) == 0
         yield server, settings, root
 
 
@@ -45,12 +55,12 @@ def assembled(served, tmp_path_factory):
     _, settings, root = served
     out = tmp_path_factory.mktemp("neural") / "majajhong2015.zarr"
     assert cli(["assemble_majajhong2015", str(root / "raw/manifest.json"), str(out),
-                "--settings", json.dumps(settings)]) == 0
+                "--settings", json.dumps(settings["assemble"])]) == 0
     return read_assembly(out)
 
 
 def test_published_urls_follow_the_brainio_naming():
-    urls = {role: r.url for role, r in remotes(_settings({})).items()}
+    urls = {role: r.url for role, r in _default_remotes().items()}
     base = "https://brainscore-storage.s3.amazonaws.com/brainio-brainscore"
     assert urls == {"assembly": f"{base}/{ASSEMBLY}",
                     "stimulus_csv": f"{base}/stimulus_hvm-public.csv",
@@ -138,7 +148,8 @@ def test_variations_select_presentations(served):
 
 def test_checksum_mismatch_is_named_and_leaves_no_file(served, tmp_path):
     _, settings, _ = served
-    bad = {**settings, "stimulus_set": {**settings["stimulus_set"], "zip_sha1": "0" * 40}}
+    download = settings["download"]
+    bad = {**download, "stimulus_set": {**download["stimulus_set"], "zip_sha1": "0" * 40}}
     with pytest.raises(SystemExit, match="majajhong2015: stimulus_hvm-public.zip from .* failed "
                                          "verification: sha1 expected 0{40}"):
         cli(["download_majajhong2015", str(tmp_path), "--settings", json.dumps(bad)])
@@ -148,9 +159,9 @@ def test_checksum_mismatch_is_named_and_leaves_no_file(served, tmp_path):
 
 def test_stimulus_set_from_csv_and_zip(served, assembled, tmp_path):
     _, settings, root = served
-    out = tmp_path / "hvm.zarr"
-    assert cli(["majajhong2015_stimuli", str(root / "raw/manifest.json"), str(out), "--name",
-                "majajhong2015_hvm", "--settings", json.dumps(settings)]) == 0
+    out = tmp_path / "majajhong2015_hvm.zarr"
+    assert cli(["majajhong2015_stimuli", str(root / "raw/manifest.json"), str(out),
+                "--settings", json.dumps(settings["stimuli"])]) == 0
     stimuli = read_zarr(out).load()
     assert stimuli.image.shape == (24, 16, 16, 3) and stimuli.attrs["name"] == "majajhong2015_hvm"
     np.testing.assert_array_equal(stimuli.stimulus_id.values, assembled.stimulus_id.values)
@@ -183,7 +194,7 @@ def test_configs_resolve(repo):
 
     config = validate_config(yaml.safe_load((repo / "configs/macaque.yaml").read_text()), SCHEMA)
     assert config["datasets"]["synthetic_mouse"] is None
-    assert config["datasets"]["majajhong2015"]["assembly"]["sha1"] == \
+    assert config["datasets"]["majajhong2015"]["download"]["assembly"]["sha1"] == \
         "13d28ca0ce88ee550b54db3004374ae19096e9b9"
 
 
@@ -192,10 +203,10 @@ def test_configs_resolve(repo):
 @pytest.mark.network
 def test_real_stimulus_csv_matches_its_published_sha1(tmp_path):
     """The real Brain-Score bucket: the HvM CSV (small) against the catalog's sha1."""
-    from pipeline.data.download import fetch
-    from pipeline.data.macaque import read_stimulus_table
+    from pipeline.data.fetch.download import fetch
+    from pipeline.data.majajhong2015 import read_stimulus_table
 
-    result = fetch(remotes(_settings({}))["stimulus_csv"], tmp_path, dataset="majajhong2015")
+    result = fetch(_default_remotes()["stimulus_csv"], tmp_path, dataset="majajhong2015")
     table = read_stimulus_table(result.path)
     assert len(table) == 3200 and {"object_name", "category_name"} <= set(table.columns)
 
@@ -204,12 +215,12 @@ def test_real_stimulus_csv_matches_its_published_sha1(tmp_path):
 @pytest.mark.slow
 def test_real_download_and_assembly(tmp_path):
     """Whole public set (hundreds of MB): download, assemble; 256 neuroids in V4 and IT."""
-    settings = _settings({}, reliability_boot=10)
+    settings = _settings({}, n_boot=10)
     assert cli(["download_majajhong2015", str(tmp_path), "--settings",
-                json.dumps(settings)]) == 0
+                json.dumps(settings["download"])]) == 0
     out = tmp_path / "neural.zarr"
     assert cli(["assemble_majajhong2015", str(tmp_path / "manifest.json"), str(out),
-                "--settings", json.dumps(settings)]) == 0
+                "--settings", json.dumps(settings["assemble"])]) == 0
     assembly = read_assembly(out)
     assert assembly.sizes["neuroid"] == 256 and assembly.sizes["stimulus"] == 3200
     assert set(assembly.area.values) == {"V4", "IT"}

@@ -1,4 +1,4 @@
-"""Human fMRI (Horikawa & Kamitani 2017, "Generic Object Decoding") → NeuralAssembly for RSA.
+"""Human fMRI (Horikawa & Kamitani 2017, "Generic Object Decoding"): download, assembly, stimuli.
 
 The preprocessed data are one BData HDF5 file per subject on figshare (article 7387130;
 notes/data-sources.md §5), listed through the figshare API, whose ``computed_md5`` and
@@ -23,16 +23,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import requests
 import xarray as xr
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.data.allen_stimuli import preprocess
-from pipeline.data.assembly import split_half_reliability, validate_assembly
-from pipeline.data.download import (DownloadError, Remote, fetch_all, get_json, read_manifest,
-                                    write_manifest)
-from pipeline.data.macaque import trial_index
+from pipeline.data.assembly import read_assembly, trial_index, validate_assembly
+from pipeline.data.fetch.download import (DownloadError, Remote, fetch_all, http_settings,
+                                          read_manifest, write_manifest)
+from pipeline.data.fetch.remote import get_json
+from pipeline.data.hdf5 import strings
+from pipeline.data.natural_scenes import preprocess
+from pipeline.data.reliability import split_half_reliability
 from pipeline.data.stimuli import stimulus_set_sha256
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 DATASET = "horikawa2017"
 ROIS = ("V1", "V2", "V3", "V4", "LOC", "FFA", "PPA", "LVC", "HVC", "VC")
 LABEL_KEYS = ("stimulus_id", "Label")          # the older scripts name the label column Label
-
-
-def _http(settings: dict) -> dict:
-    return {k: settings[k] for k in ("retries", "backoff", "timeout") if k in settings}
 
 
 def figshare_files(api_url: str, article: int, *, dataset: str, session=None,
@@ -80,7 +77,8 @@ def subject_remotes(records: list[dict], subjects, *, dataset: str) -> list[Remo
     return remotes
 
 
-def download_horikawa2017(out_dir, settings: dict, *, dataset: str = DATASET,
+def download_horikawa2017(out_dir, *, api_url: str, article: int, subjects, retries: int,
+                          backoff: float, timeout: float, dataset: str = DATASET,
                           manifest_name: str = "manifest.json") -> Path:
     """Fetch the subjects' BData files, verified by md5 and size; write ``out_dir/manifest.json``.
 
@@ -88,34 +86,31 @@ def download_horikawa2017(out_dir, settings: dict, *, dataset: str = DATASET,
     ----------
     out_dir : path-like
         The cache, ``data/raw/horikawa2017``.
-    settings : dict
-        The dataset's config block: api_url, article, subjects, retries, backoff, timeout.
-    dataset : str
-        Name for log lines and errors.
-    manifest_name : str
-        File name of the manifest in `out_dir`.
+    api_url, article, subjects, retries, backoff, timeout
+        The config block ``datasets.horikawa2017.download``.
+    dataset, manifest_name : str
+        Name in log lines and errors; file name of the manifest in `out_dir`.
+
+    Returns
+    -------
+    pathlib.Path
+        The manifest: each subject file (role "subject", with its subject name) and its md5
+        and size checks.
     """
     out_dir = Path(out_dir)
-    session = requests.Session()
-    http = _http(settings)
-    records = figshare_files(settings["api_url"], settings["article"], dataset=dataset,
-                             session=session, **http)
-    wanted = subject_remotes(records, settings["subjects"], dataset=dataset)
-    results = fetch_all(wanted, out_dir, dataset=dataset, session=session, **http)
+    http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
+    records = figshare_files(api_url, article, dataset=dataset, **http)
+    wanted = subject_remotes(records, subjects, dataset=dataset)
+    results = fetch_all(wanted, out_dir, dataset=dataset, **http)
     files = [{"path": r.path, "role": "subject", "subject": f"Subject{s}", "url": r.url,
               "sha256": result.sha256, "size": result.size, "verified_by": result.verified_by}
-             for s, r, result in zip(settings["subjects"], wanted, results)]
-    source = {"api_url": settings["api_url"], "article": settings["article"]}
+             for s, r, result in zip(subjects, wanted, results)]
     manifest = out_dir / manifest_name
-    write_manifest(manifest, dataset, source, files)
+    write_manifest(manifest, dataset, {"api_url": api_url, "article": article}, files)
     return manifest
 
 
 # ---------------------------------------------------------------------------- BData
-
-def _text(values) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
-
 
 def read_bdata(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The data matrix (sample, column) and metadata key → value per column of a BData file.
@@ -133,7 +128,7 @@ def read_bdata(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             if field not in f[meta_name]:
                 raise ValueError(f"{path}: BData field '{meta_name}/{field}' missing")
         data = np.asarray(f[data_name], dtype=np.float64)
-        keys = _text(f[meta_name]["key"][()])
+        keys = strings(f[meta_name]["key"][()]).tolist()
         values = np.asarray(f[meta_name]["value"], dtype=np.float64)
     if data.ndim != 2 or values.shape != (len(keys), data.shape[1]):
         raise ValueError(f"{path}: BData shapes disagree: {data_name} {data.shape}, "
@@ -237,14 +232,18 @@ def _place(part: xr.DataArray, ids: np.ndarray, n_trial: int) -> xr.DataArray:
                         coords={"stimulus_id": ("stimulus", ids), **coords})
 
 
-def assemble_horikawa2017(manifest, settings: dict) -> xr.DataArray:
-    """`fmri_assembly` over the subject files a download manifest lists."""
+def assemble_horikawa2017(manifest, *, rois, data_type: int, n_boot: int,
+                          seed: int) -> xr.DataArray:
+    """`fmri_assembly` over the subject files a download manifest lists.
+
+    The keyword arguments are the config block ``datasets.horikawa2017.assemble``, as in
+    `fmri_assembly`.
+    """
     _, files = read_manifest(manifest, role="subject")
     if not files:
         raise ValueError(f"{manifest}: lists no subject file")
-    return fmri_assembly({f["subject"]: f["local"] for f in files}, rois=settings["rois"],
-                         data_type=settings["data_type"], n_boot=settings["reliability_boot"],
-                         seed=settings["seed"])
+    return fmri_assembly({f["subject"]: f["local"] for f in files}, rois=rois,
+                         data_type=data_type, n_boot=n_boot, seed=seed)
 
 
 # ---------------------------------------------------------------------------- stimuli
@@ -276,7 +275,7 @@ def stimulus_set_from_folder(folder, stimulus_ids, *, name: str, size: int = 64)
     """A StimulusSet of the GOD stimuli from a user's folder of ImageNet images.
 
     Images are RGB, short side 256, centre crop 224, then `size` (the validation transform of
-    `pipeline.data.allen_stimuli.preprocess`). The WordNet id fills the three label levels
+    `pipeline.data.natural_scenes.preprocess`). The WordNet id fills the three label levels
     (the set has one level of categories).
     """
     stimulus_ids = np.asarray(stimulus_ids).astype(str)
@@ -296,3 +295,28 @@ def stimulus_set_from_folder(folder, stimulus_ids, *, name: str, size: int = 64)
                 "preprocessing": f"RGB, short side 256, centre crop 224, resize {size}"}
     ds.attrs["sha256"] = stimulus_set_sha256(ds)
     return ds
+
+
+def horikawa2017_stimuli(neural, *, name: str, images, stimulus_size: int) -> xr.Dataset:
+    """The StimulusSet of the assembly's stimulus ids, from the folder `images`.
+
+    Parameters
+    ----------
+    neural : path-like
+        ``results/neural/horikawa2017.zarr``, whose stimulus ids (in order) the set follows.
+    name : str
+        Stored as attrs["name"] (``horikawa2017_images``).
+    images, stimulus_size
+        The config block ``datasets.horikawa2017.stimuli``: the user's folder of ImageNet
+        images and the side in pixels.
+
+    Raises
+    ------
+    ValueError
+        When `images` is None: the ImageNet stimuli are not distributed with the data.
+    """
+    if not images:
+        raise ValueError(f"{DATASET}: `images` is null; the ImageNet stimuli are not distributed "
+                         f"with the fMRI data, so point it at a folder holding them")
+    ids = read_assembly(neural)["stimulus_id"].values
+    return stimulus_set_from_folder(images, ids, name=name, size=stimulus_size)

@@ -1,4 +1,4 @@
-"""Tests for pipeline.data.download against a real HTTP server on 127.0.0.1."""
+"""Tests for pipeline.data.fetch.download against a real HTTP server on 127.0.0.1."""
 
 import hashlib
 import json
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.digests import MultipartMD5, dandi_part_size, file_digests
-from pipeline.data.download import (ChecksumError, DownloadError, HostUnreachable, Remote, fetch,
-                                    read_manifest, sidecar_path, verify_cached, write_manifest)
+from pipeline.data.fetch.digests import MultipartMD5, dandi_part_size, file_digests
+from pipeline.data.fetch.download import (ChecksumError, DownloadError, HostUnreachable, Remote,
+                                          fetch, read_manifest, sidecar_path, verify_cached,
+                                          write_manifest)
 from tests.data.http_server import dandi_etag
 
 FAST = {"retries": 3, "backoff": 0.01, "timeout": 5}
@@ -70,10 +71,10 @@ def test_killed_process_resumes(http_server, tmp_path):
     """A client killed mid-transfer leaves a .part; a second run fetches only the rest."""
     remote = _remote(http_server)
     http_server.throttle("/files/data.bin", 0.01)            # ~1 s for the whole body
-    code = ("import sys; from pipeline.data.download import Remote, fetch; "
+    code = ("import sys; from pipeline.data.fetch.download import Remote, fetch; "
             f"fetch(Remote(url={remote.url!r}, path='sub/data.bin', size={len(DATA)}), "
             f"{str(tmp_path)!r}, dataset='toy')")
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     child = subprocess.Popen([sys.executable, "-c", code], cwd=repo,
                              env={**os.environ, "PYTHONPATH": str(repo)})
     part = tmp_path / "sub/data.bin.part"

@@ -22,7 +22,7 @@ from pynwb.behavior import Position, SpatialSeries
 from pynwb.file import Subject
 from pynwb.misc import Units
 
-from pipeline.data.synthetic import _write_nwb
+from pipeline.data.synthetic_mouse import _write_nwb
 from tests.data.http_server import DandiFixture, FixtureServer
 
 DT = 0.02

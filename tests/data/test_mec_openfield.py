@@ -1,4 +1,5 @@
-"""MEC real-data path: DANDI download (127.0.0.1) → rate-map NeuralAssembly → inter-animal scores."""
+"""Tests for pipeline.data.mec_openfield: DANDI download (127.0.0.1) → rate-map NeuralAssembly →
+inter-animal scores."""
 
 import json
 from pathlib import Path
@@ -10,36 +11,42 @@ import pytest
 from pipeline.cli import main as cli
 from pipeline.config import validate_config
 from pipeline.data.assembly import read_assembly
-from pipeline.data.mec import assemble_mec, download_mec, parse_arena_cm, assemble_mec_manifest
+from pipeline.data.mec_openfield import (rate_map_assembly, assemble_mec_openfield,
+                                         download_mec_openfield, parse_arena_cm)
 from pipeline.mec.ratemaps import BinGrid, rate_maps
 from tests.data.http_server import FixtureServer
-from tests.data.mec_fixtures import (SESSIONS, Cell, expected_neuroids, rate_field,
-                                     sargolini_path, serve_mec, write_session)
+from tests.data.mec_openfield_fixtures import (SESSIONS, Cell, expected_neuroids,
+                                               rate_field, sargolini_path, serve_mec,
+                                               write_session)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
-def _settings(block: dict) -> dict:
-    return validate_config({"datasets": {"mec": block}}, SCHEMA)["datasets"]["mec"]
+def _settings(download: dict, **assemble) -> dict:
+    """The dataset block with its schema defaults: `download` and `assemble` given."""
+    block = {"download": download, "assemble": assemble}
+    return validate_config({"datasets": {"mec_openfield": block}},
+                           SCHEMA)["datasets"]["mec_openfield"]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Fixture server publishing 000582 and 000053, the settings, and the CLI-downloaded cache."""
-    root = tmp_path_factory.mktemp("mec")
+    root = tmp_path_factory.mktemp("mec_openfield")
     with FixtureServer() as server:
         settings = _settings(serve_mec(server, root / "upstream"))
-        assert cli(["download_mec", str(root / "raw"), "--settings", json.dumps(settings)]) == 0
+        assert cli(["download_mec_openfield", str(root / "raw"), "--settings",
+                    json.dumps(settings["download"])]) == 0
         yield server, settings, root
 
 
 @pytest.fixture(scope="module")
 def assembled(served, tmp_path_factory):
     _, settings, root = served
-    out = tmp_path_factory.mktemp("mec_neural") / "mec.zarr"
-    assert cli(["assemble_mec", str(root / "raw/manifest.json"), str(out), "--settings",
-                json.dumps(settings)]) == 0
+    out = tmp_path_factory.mktemp("mec_neural") / "mec_openfield.zarr"
+    assert cli(["assemble_mec_openfield", str(root / "raw/manifest.json"), str(out), "--settings",
+                json.dumps(settings["assemble"])]) == 0
     return out
 
 
@@ -56,7 +63,8 @@ def test_download_selects_verifies_and_caches(served):
     assert by_set == {"000582": ("size", "dandi-etag", "sha256"), "000053": ("size", "dandi-etag")}
     # The non-NWB file and the 2 GB asset are never requested.
     assert len(_blob_gets(server)) == len(SESSIONS)
-    assert cli(["download_mec", str(root / "raw"), "--settings", json.dumps(settings)]) == 0
+    assert cli(["download_mec_openfield", str(root / "raw"), "--settings",
+                json.dumps(settings["download"])]) == 0
     assert len(_blob_gets(server)) == len(SESSIONS)          # second run: all from the cache
 
 
@@ -85,11 +93,11 @@ def test_rate_maps_recover_the_generating_field(assembled, unit):
 
 
 def test_interanimal_runs_unchanged_on_rate_maps(assembled, tmp_path):
-    out = tmp_path / "mec.parquet"
-    compare = {"mappings": ["ridge", "one_to_one"], "split_halves": 2, "splits": 3,
+    out = tmp_path / "mec_openfield.parquet"
+    compare = {"mappings": ["ridge", "one_to_one"], "n_halves": 2, "n_splits": 3,
                "train_frac": 0.2}
-    assert cli(["interanimal", str(assembled), str(out), "--dataset", "mec", "--settings",
-                json.dumps(compare)]) == 0
+    assert cli(["interanimal", str(assembled), str(out), "--dataset", "mec_openfield",
+                "--settings", json.dumps(compare)]) == 0
     scores = pd.read_parquet(out)
     assert set(scores.animal) == {"11084", "11265", "npI1"} and set(scores.area) == {"MEC"}
     assert set(scores.neuroid_id) == expected_neuroids(100)
@@ -99,13 +107,13 @@ def test_interanimal_runs_unchanged_on_rate_maps(assembled, tmp_path):
 def test_corrupt_cache_is_refetched(served, tmp_path):
     server, settings, root = served
     raw = tmp_path / "raw"
-    download_mec(raw, settings)
+    download_mec_openfield(raw, **settings["download"])
     victim = raw / "000053" / SESSIONS[2][1]
     victim.write_bytes(victim.read_bytes()[:1000])             # truncated on disk
     with pytest.raises(ValueError, match="missing or changed"):
-        assemble_mec_manifest(raw / "manifest.json", settings)
+        assemble_mec_openfield(raw / "manifest.json", **settings["assemble"])
     before = len(_blob_gets(server))
-    download_mec(raw, settings)
+    download_mec_openfield(raw, **settings["download"])
     assert len(_blob_gets(server)) == before + 1               # only the damaged file again
     assert victim.read_bytes() == (root / "upstream/000053" / SESSIONS[2][1]).read_bytes()
 
@@ -115,7 +123,7 @@ def test_cut_transfer_resumes_into_a_verified_file(tmp_path):
         settings = _settings(serve_mec(server, tmp_path / "upstream", duration=240.0))
         asset = next(a for a in server.routes if a.startswith("/blobs/"))
         server.cut(asset, 50_000)
-        download_mec(tmp_path / "raw", settings)
+        download_mec_openfield(tmp_path / "raw", **settings["download"])
         ranges = [r.range for r in server.gets(asset)]
     assert ranges[0] is None and ranges[1].startswith("bytes=50000-")
     assert not list((tmp_path / "raw").rglob("*.part"))
@@ -125,9 +133,9 @@ def test_mixed_arenas_need_arena_cm(served):
     _, _, root = served
     paths = sorted((root / "upstream").rglob("*.nwb"))
     with pytest.raises(ValueError, match="arena_cm"):
-        assemble_mec(paths, arena_cm=None)
+        rate_map_assembly(paths, arena_cm=None)
     with pytest.raises(ValueError, match="no session of a 60 cm arena"):
-        assemble_mec(paths, arena_cm=60)
+        rate_map_assembly(paths, arena_cm=60)
 
 
 def test_arena_text_of_both_layouts():
@@ -145,7 +153,7 @@ def test_real_sargolini_trajectory_recovers_a_grid_field(tmp_path):
     path = tmp_path / "sub-11084/sub-11084_ses-03020501.nwb"
     write_session(path, "000582", [cell], subject="11084", arena_cm=100, trajectory=(t, xy))
     # Alternate minutes of this 10-min path cover 78% of the bins each, 60% both (>= 0.1 s).
-    a = assemble_mec([path], arena_cm=100, min_coverage=0.7)
+    a = rate_map_assembly([path], arena_cm=100, min_coverage=0.7)
     assert 230 <= a.sizes["stimulus"] <= 250
     truth = rate_field(cell, np.stack([a.x.values, a.y.values], axis=1), 100)
     assert np.corrcoef(a.isel(neuroid=0).mean("trial").values, truth)[0, 1] > 0.8
@@ -157,10 +165,11 @@ def test_real_sargolini_trajectory_recovers_a_grid_field(tmp_path):
 def test_real_mec_session_downloads_and_assembles():
     """One small real session of DANDI 000582, verified and turned into rate maps."""
     settings = _settings({"dandisets": [{"dandiset": "000582", "version": "draft",
-                                         "max_sessions": 1}]})
-    root = REPO / "data/raw/mec"
-    manifest = download_mec(root, settings, manifest_name="manifest_one_session.json")
-    assembly = assemble_mec_manifest(manifest, {**settings, "min_coverage": 0.5})
+                                         "max_sessions": 1}]}, min_coverage=0.5)
+    root = REPO / "data/raw/mec_openfield"
+    manifest = download_mec_openfield(root, **settings["download"],
+                                      manifest_name="manifest_one_session.json")
+    assembly = assemble_mec_openfield(manifest, **settings["assemble"])
     print(f"{assembly.sizes['neuroid']} units, {assembly.sizes['stimulus']} bins")
     assert assembly.sizes["trial"] == 2 and assembly.sizes["stimulus"] > 200
     assert not np.isnan(assembly.values).any()

@@ -1,5 +1,5 @@
-"""Tests for pipeline.data.fmri: BData subject files listed by a figshare-like API on 127.0.0.1,
-downloaded, assembled as voxel neuroids, and compared between subjects by RSA."""
+"""Tests for pipeline.data.horikawa2017: BData subject files listed by a figshare-like API on
+127.0.0.1, downloaded, assembled as voxel neuroids, and compared between subjects by RSA."""
 
 import json
 import subprocess
@@ -17,10 +17,11 @@ from pipeline.cli import main as cli
 from pipeline.compare.consistency import interanimal
 from pipeline.config import validate_config
 from pipeline.data.assembly import read_assembly, write_assembly
-from pipeline.data.fmri import fmri_assembly, imagenet_name, read_bdata, subject_responses
+from pipeline.data.horikawa2017 import (fmri_assembly, imagenet_name, read_bdata,
+                                        subject_responses)
 from pipeline.io import read_zarr
-from tests.data.fmri_fixtures import (ARTICLE, ROI_COLUMNS, RUNS, TEST_IDS, serve_figshare,
-                                      write_bdata)
+from tests.data.horikawa2017_fixtures import (ARTICLE, ROI_COLUMNS, RUNS, TEST_IDS,
+                                              serve_figshare, write_bdata)
 from tests.data.http_server import FixtureServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +29,11 @@ SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 ROIS = list(ROI_COLUMNS)
 
 
-def _settings(block: dict, **overrides) -> dict:
-    block = {**block, "rois": ROIS, "reliability_boot": 20, "stimulus_size": 16, **overrides}
+def _settings(download: dict) -> dict:
+    """The dataset block with its schema defaults: `download` given, the fixture's ROIs,
+    n_boot 20, 16-px stimuli."""
+    block = {"download": download, "assemble": {"rois": ROIS, "n_boot": 20},
+             "stimuli": {"stimulus_size": 16}}
     return validate_config({"datasets": {"horikawa2017": block}},
                            SCHEMA)["datasets"]["horikawa2017"]
 
@@ -40,7 +44,7 @@ def served(tmp_path_factory):
     with FixtureServer() as server:
         settings = _settings(serve_figshare(server, root / "upstream"))
         assert cli(["download_horikawa2017", str(root / "raw"), "--settings",
-                    json.dumps(settings)]) == 0
+                    json.dumps(settings["download"])]) == 0
         yield server, settings, root
 
 
@@ -49,7 +53,7 @@ def assembled(served, tmp_path_factory):
     _, settings, root = served
     out = tmp_path_factory.mktemp("neural") / "horikawa2017.zarr"
     assert cli(["assemble_horikawa2017", str(root / "raw/manifest.json"), str(out),
-                "--settings", json.dumps(settings)]) == 0
+                "--settings", json.dumps(settings["assemble"])]) == 0
     return read_assembly(out)
 
 
@@ -120,7 +124,8 @@ def test_checksum_mismatch_is_named_and_leaves_no_file(served, tmp_path):
     try:
         with pytest.raises(SystemExit, match="horikawa2017: Subject2.h5 from .* failed "
                                              "verification: md5 expected f{32}"):
-            cli(["download_horikawa2017", str(tmp_path), "--settings", json.dumps(settings)])
+            cli(["download_horikawa2017", str(tmp_path), "--settings",
+                 json.dumps(settings["download"])])
     finally:
         route.json = listing
     assert not list(tmp_path.glob("Subject2.h5*"))
@@ -156,12 +161,11 @@ def test_intersubject_rsa_runs_unchanged(tmp_path, shared):
 def test_stimulus_set_needs_the_imagenet_folder(assembled, tmp_path):
     neural = tmp_path / "neural.zarr"
     write_assembly(assembled, neural)
-    out = tmp_path / "images.zarr"
-    settings = _settings({})
-    with pytest.raises(SystemExit, match="`images` is null; the ImageNet stimuli are not "
+    out = tmp_path / "horikawa2017_images.zarr"
+    settings = _settings({})["stimuli"]
+    with pytest.raises(ValueError, match="`images` is null; the ImageNet stimuli are not "
                                          "distributed"):
-        cli(["horikawa2017_stimuli", str(neural), str(out), "--name", "horikawa2017_images",
-             "--settings", json.dumps(settings)])
+        cli(["horikawa2017_stimuli", str(neural), str(out), "--settings", json.dumps(settings)])
     folder = tmp_path / "imagenet"
     (folder / "test").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -173,12 +177,11 @@ def test_stimulus_set_needs_the_imagenet_folder(assembled, tmp_path):
     settings = {**settings, "images": str(folder)}
     with pytest.raises(FileNotFoundError, match=f"1 of 10 stimulus images are missing \\(first: "
                                                 f"{names[-1]}.JPEG\\)"):
-        cli(["horikawa2017_stimuli", str(neural), str(out), "--name", "horikawa2017_images",
-             "--settings", json.dumps(settings)])
+        cli(["horikawa2017_stimuli", str(neural), str(out), "--settings", json.dumps(settings)])
     Image.fromarray(rng.integers(0, 255, (60, 40, 3), dtype=np.uint8)).save(
         folder / f"{names[-1]}.JPEG")
-    assert cli(["horikawa2017_stimuli", str(neural), str(out), "--name", "horikawa2017_images",
-                "--settings", json.dumps(settings)]) == 0
+    assert cli(["horikawa2017_stimuli", str(neural), str(out), "--settings",
+                json.dumps(settings)]) == 0
     stimuli = read_zarr(out).load()
     assert stimuli.image.shape == (10, 16, 16, 3)
     np.testing.assert_array_equal(stimuli.stimulus_id.values, assembled.stimulus_id.values)
@@ -190,7 +193,7 @@ def test_stimulus_set_needs_the_imagenet_folder(assembled, tmp_path):
     ("configs/fmri.yaml", {"download_horikawa2017", "assemble_horikawa2017", "interanimal",
                            "all"}, True),
     ("configs/macaque.yaml", {"download_majajhong2015", "assemble_majajhong2015",
-                              "majajhong2015_stimuli", "predictivity", "rdm_figure"}, False),
+                              "majajhong2015_stimuli", "predictivity", "plot_rdms"}, False),
 ])
 def test_dry_run_dags(repo, config, jobs, exact):
     """Without images the fMRI DAG holds the inter-subject RSA only; the macaque DAG scores
@@ -208,9 +211,9 @@ def test_dry_run_dags(repo, config, jobs, exact):
 @pytest.mark.network
 def test_real_figshare_listing_has_every_subject():
     """The real figshare article lists Subject1-5.h5 with an md5 and a size."""
-    from pipeline.data.fmri import figshare_files, subject_remotes
+    from pipeline.data.horikawa2017 import figshare_files, subject_remotes
 
-    settings = _settings({})
+    settings = _settings({})["download"]
     records = figshare_files(settings["api_url"], settings["article"], dataset="horikawa2017")
     remotes = subject_remotes(records, settings["subjects"], dataset="horikawa2017")
     assert [r.path for r in remotes] == [f"Subject{s}.h5" for s in range(1, 6)]

@@ -1,4 +1,7 @@
-"""Tests for pipeline.data.synthetic: the generator network and the simulated sessions."""
+"""Tests for pipeline.data.synthetic_mouse: the generator network, the simulated sessions and
+their assembly through the real Neuropixels loader."""
+
+import json
 
 import numpy as np
 import pytest
@@ -7,7 +10,10 @@ from sklearn.linear_model import Ridge
 
 from pipeline.data.assembly import ALLEN_AREAS
 from pipeline.data.stimuli import make_stimulus_sets
-from pipeline.data.synthetic import Generator, synthesize_ecephys, time_course
+from pipeline.cli import main as cli
+from pipeline.data.assembly import read_assembly
+from pipeline.data.synthetic_mouse import Generator, simulate_synthetic_mouse, time_course
+from pipeline.io import write_zarr
 from pipeline.io import read_zarr
 
 
@@ -79,8 +85,10 @@ def test_truth_store(sessions, probe_small):
 
 def test_same_seed_same_spikes(tmp_path, probe_small):
     probe = probe_small.isel(stimulus=slice(0, 4))
-    a = synthesize_ecephys(probe, tmp_path / "a", animals_per_area=1, units_per_animal=2, trials=2)
-    b = synthesize_ecephys(probe, tmp_path / "b", animals_per_area=1, units_per_animal=2, trials=2)
+    a = simulate_synthetic_mouse(probe, tmp_path / "a", animals_per_area=1, units_per_animal=2,
+                                 trials=2, seed=0)
+    b = simulate_synthetic_mouse(probe, tmp_path / "b", animals_per_area=1, units_per_animal=2,
+                                 trials=2, seed=0)
     with NWBHDF5IO(str(a[0]), "r") as io_a, NWBHDF5IO(str(b[0]), "r") as io_b:
         np.testing.assert_array_equal(io_a.read().units.spike_times.data[:],
                                       io_b.read().units.spike_times.data[:])
@@ -89,13 +97,15 @@ def test_same_seed_same_spikes(tmp_path, probe_small):
 
 def test_bad_arguments(tmp_path, probe_small):
     with pytest.raises(ValueError, match="trials"):
-        synthesize_ecephys(probe_small, tmp_path, trials=1)
+        simulate_synthetic_mouse(probe_small, tmp_path, animals_per_area=2, units_per_animal=2,
+                                 trials=1, seed=0)
 
 
 def test_stage_features_peak_at_generating_stage(tmp_path):
     """Ridge (alpha 1, z-scored features, 50/50 split) from each stage to each area's units."""
     probe = make_stimulus_sets(train_per_class=0, test_per_class=0, probe=120, seed=0)["probe"]
-    synthesize_ecephys(probe, tmp_path, animals_per_area=1, units_per_animal=30, trials=2)
+    simulate_synthetic_mouse(probe, tmp_path, animals_per_area=1, units_per_animal=30, trials=2,
+                             seed=0)
     truth = read_zarr(tmp_path / "truth.zarr").load()
     features = Generator(0).features(probe["image"].values)
     train, test = np.split(np.random.default_rng(0).permutation(120), 2)
@@ -109,3 +119,19 @@ def test_stage_features_peak_at_generating_stage(tmp_path):
             score[j, k] = np.median([np.corrcoef(p, t)[0, 1] for p, t in zip(pred.T, y[test].T)])
     np.testing.assert_array_equal(score.argmax(axis=0), np.arange(6))
     assert (np.diag(score) - np.sort(score, axis=0)[-2] > 0.1).all()
+
+
+def test_cli_simulates_and_assembles_through_the_rule_verbs(tmp_path, probe_small):
+    """The two rule verbs, each with its config block, give an assembly on the probe stimuli."""
+    probe = tmp_path / "shapes_probe.zarr"
+    write_zarr(probe_small, probe)
+    simulate = {"animals_per_area": 2, "units_per_animal": 6, "trials": 10, "seed": 0}
+    assemble = {"bin_size": 0.01, "window": [0.0, 0.25], "unit_threshold": 0.5,
+                "median_threshold": 0.3, "specimen_quantile": None, "n_boot": 10, "seed": 0}
+    assert cli(["simulate_synthetic_mouse", str(probe), str(tmp_path / "raw"), "--settings",
+                json.dumps(simulate)]) == 0
+    assert cli(["assemble_synthetic_mouse", str(tmp_path / "raw"), str(probe),
+                str(tmp_path / "neural.zarr"), "--settings", json.dumps(assemble)]) == 0
+    assembly = read_assembly(tmp_path / "neural.zarr")
+    np.testing.assert_array_equal(assembly.stimulus_id.values, probe_small.stimulus_id.values)
+    assert set(assembly.animal.values) <= {"700000", "700001"} and assembly.sizes["trial"] == 10

@@ -1,4 +1,4 @@
-"""Macaque V4/IT multi-unit data (Majaj, Hong et al. 2015) from their Brain-Score packaging.
+"""Macaque V4/IT multi-unit data (Majaj, Hong et al. 2015): download, NeuralAssembly, stimuli.
 
 Brain-Score ("brainio") publishes the public half of the set as three files in the bucket
 ``brainscore-storage/brainio-brainscore`` (notes/data-sources.md §4): the neural assembly
@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import requests
 import xarray as xr
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.data.assembly import split_half_reliability, validate_assembly
-from pipeline.data.download import Remote, fetch_all, read_manifest, write_manifest
+from pipeline.data.assembly import trial_index, validate_assembly
+from pipeline.data.fetch.download import (Remote, fetch_all, http_settings, read_manifest,
+                                          write_manifest)
+from pipeline.data.reliability import split_half_reliability
 from pipeline.data.stimuli import stimulus_set_sha256
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,20 @@ def brainio_file_name(identifier: str, ext: str) -> str:
     return f"{prefix}{identifier.replace('.', '_')}.{ext}"
 
 
-def remotes(settings: dict) -> dict[str, Remote]:
-    """The assembly, stimulus CSV and stimulus zip of the config block, by role, with sha1s."""
-    base = settings["base_url"].rstrip("/")
-    assembly, stimuli = settings["assembly"], settings["stimulus_set"]
+def remotes(base_url: str, assembly: dict, stimulus_set: dict) -> dict[str, Remote]:
+    """The assembly, stimulus CSV and stimulus zip of the catalog entries, by role, with sha1s."""
+    base = base_url.rstrip("/")
     files = {"assembly": (brainio_file_name(assembly["identifier"], "nc"), assembly["sha1"]),
-             "stimulus_csv": (brainio_file_name(stimuli["identifier"], "csv"), stimuli["csv_sha1"]),
-             "stimulus_zip": (brainio_file_name(stimuli["identifier"], "zip"), stimuli["zip_sha1"])}
+             "stimulus_csv": (brainio_file_name(stimulus_set["identifier"], "csv"),
+                              stimulus_set["csv_sha1"]),
+             "stimulus_zip": (brainio_file_name(stimulus_set["identifier"], "zip"),
+                              stimulus_set["zip_sha1"])}
     return {role: Remote(url=f"{base}/{name}", path=name, digests={"sha1": sha1})
             for role, (name, sha1) in files.items()}
 
 
-def download_majajhong2015(out_dir, settings: dict, *, dataset: str = DATASET,
+def download_majajhong2015(out_dir, *, base_url: str, assembly: dict, stimulus_set: dict,
+                           retries: int, backoff: float, timeout: float, dataset: str = DATASET,
                            manifest_name: str = "manifest.json") -> Path:
     """Fetch and sha1-verify the assembly and the stimulus set; write ``out_dir/manifest.json``.
 
@@ -67,29 +70,26 @@ def download_majajhong2015(out_dir, settings: dict, *, dataset: str = DATASET,
     ----------
     out_dir : path-like
         The cache, ``data/raw/majajhong2015``; verified files there are not fetched again.
-    settings : dict
-        The dataset's config block: base_url, assembly {identifier, sha1}, stimulus_set
-        {identifier, csv_sha1, zip_sha1}, retries, backoff, timeout.
-    dataset : str
-        Name for log lines and errors.
-    manifest_name : str
-        File name of the manifest in `out_dir`.
+    base_url, assembly, stimulus_set, retries, backoff, timeout
+        The config block ``datasets.majajhong2015.download``: the bucket folder, the catalog
+        entries ({identifier, sha1} and {identifier, csv_sha1, zip_sha1}) and the retry
+        settings.
+    dataset, manifest_name : str
+        Name in log lines and errors; file name of the manifest in `out_dir`.
 
     Returns
     -------
     pathlib.Path
-        The manifest.
+        The manifest: the assembly, stimulus CSV and zip by role, with their sha1 checks.
     """
     out_dir = Path(out_dir)
-    wanted = remotes(settings)
-    http = {k: settings[k] for k in ("retries", "backoff", "timeout") if k in settings}
-    results = fetch_all(wanted.values(), out_dir, dataset=dataset, session=requests.Session(),
-                        **http)
+    wanted = remotes(base_url, assembly, stimulus_set)
+    results = fetch_all(wanted.values(), out_dir, dataset=dataset,
+                        **http_settings(retries=retries, backoff=backoff, timeout=timeout))
     files = [{"path": remote.path, "role": role, "url": remote.url, "sha256": result.sha256,
               "size": result.size, "verified_by": result.verified_by}
              for (role, remote), result in zip(wanted.items(), results)]
-    source = {"base_url": settings["base_url"], "assembly": settings["assembly"],
-              "stimulus_set": settings["stimulus_set"]}
+    source = {"base_url": base_url, "assembly": assembly, "stimulus_set": stimulus_set}
     manifest = out_dir / manifest_name
     write_manifest(manifest, dataset, source, files)
     return manifest
@@ -145,27 +145,6 @@ def read_brainscore_assembly(path) -> xr.DataArray:
                 raise ValueError(f"{path}: assembly needs coord {coord!r} along {dim!r}; found "
                                  f"coords {sorted(da.coords)}")
     return da
-
-
-def trial_index(stimulus_ids, order=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stimulus and trial position of each presentation.
-
-    Stimuli are the sorted unique ids; a stimulus' presentations are numbered 0, 1, ... in the
-    order of `order` (e.g. repetition or run), ties in the given order.
-
-    Returns
-    -------
-    (ids, stimulus, trial)
-        The unique stimulus ids, and per presentation its stimulus position and trial number.
-    """
-    ids, stimulus = np.unique(np.asarray(stimulus_ids).astype(str), return_inverse=True)
-    order = np.zeros(len(stimulus)) if order is None else np.asarray(order)
-    frame = pd.DataFrame({"stimulus": stimulus, "order": order,
-                          "position": np.arange(len(stimulus))})
-    frame = frame.sort_values(["stimulus", "order", "position"], kind="stable")
-    trial = np.empty(len(stimulus), dtype=np.int64)
-    trial[frame["position"].values] = frame.groupby("stimulus").cumcount().values
-    return ids, stimulus, trial
 
 
 def _plain(values: pd.Series) -> np.ndarray:
@@ -286,14 +265,17 @@ def neural_assembly(raw: xr.DataArray, *, areas, window=(0.07, 0.17), time_bins:
     return validate_assembly(assembly, source)
 
 
-def assemble_majajhong2015(manifest, settings: dict) -> xr.DataArray:
-    """`neural_assembly` of the netCDF file a download manifest lists, with the block's settings."""
+def assemble_majajhong2015(manifest, *, areas, window, time_bins: str, variations=None,
+                           n_boot: int, seed: int) -> xr.DataArray:
+    """`neural_assembly` of the netCDF file a download manifest lists.
+
+    The keyword arguments are the config block ``datasets.majajhong2015.assemble``, as in
+    `neural_assembly`.
+    """
     path = _manifest_file(manifest, "assembly")
-    s = settings
-    return neural_assembly(read_brainscore_assembly(path), areas=tuple(s["areas"]),
-                           window=tuple(s["window"]), time_bins=s["time_bins"],
-                           variations=s.get("variations"), n_boot=s["reliability_boot"],
-                           seed=s["seed"], source=str(path))
+    return neural_assembly(read_brainscore_assembly(path), areas=tuple(areas),
+                           window=tuple(window), time_bins=time_bins, variations=variations,
+                           n_boot=n_boot, seed=seed, source=str(path))
 
 
 # ---------------------------------------------------------------------------- stimuli
@@ -395,8 +377,13 @@ def stimulus_set_from_files(csv_path, zip_path, *, name: str, size: int | None =
     return ds
 
 
-def majajhong2015_stimuli(manifest, settings: dict, *, name: str) -> xr.Dataset:
-    """The HvM StimulusSet of a download manifest, resized and labelled as the block says."""
+def majajhong2015_stimuli(manifest, *, name: str, stimulus_size: int | None,
+                          labels: dict) -> xr.Dataset:
+    """The HvM StimulusSet of a download manifest (config ``datasets.majajhong2015.stimuli``).
+
+    As `stimulus_set_from_files`, with `stimulus_size` the side in pixels and `labels` the label
+    level → CSV column map.
+    """
     return stimulus_set_from_files(_manifest_file(manifest, "stimulus_csv"),
                                    _manifest_file(manifest, "stimulus_zip"), name=name,
-                                   size=settings["stimulus_size"], labels=settings["labels"])
+                                   size=stimulus_size, labels=labels)

@@ -1,4 +1,5 @@
-"""Tests for pipeline.data.allen_ecephys: spike counting, selection filters, ground truth."""
+"""Tests for pipeline.data.allen_neuropixels: download, spike counting, selection filters,
+ground truth, stimulus set."""
 
 import json
 import math
@@ -18,12 +19,11 @@ from scipy import stats
 
 from pipeline.cli import main as cli
 from pipeline.config import validate_config
-from pipeline.data.allen_download import download_allen_neuropixels
-from pipeline.data.allen_ecephys import (ALLEN_UNIT_QC, assemble_allen_neuropixels,
-                                         assemble_ecephys, largest_run, select_window,
-                                         session_spike_counts)
-from pipeline.data.allen_stimuli import natural_scene_ids
+from pipeline.data.allen_neuropixels import (ALLEN_UNIT_QC, assemble_allen_neuropixels,
+                                             neuropixels_assembly, download_allen_neuropixels,
+                                             largest_run, select_window, session_spike_counts)
 from pipeline.data.assembly import ALLEN_AREAS, read_assembly, write_assembly
+from pipeline.data.natural_scenes import natural_scene_ids
 from pipeline.data.running import running_pvalue
 from pipeline.io import read_zarr
 from tests.data.allen_fixtures import (N_IMAGES, N_TRIALS, SESSIONS, Unit, expected_neuropixels,
@@ -146,7 +146,7 @@ def test_median_filter_drops_specimen():
 @pytest.fixture(scope="module")
 def assembled(sessions, probe_small):
     _, paths = sessions
-    return assemble_ecephys(paths, probe_small.stimulus_id.values, n_boot=20)
+    return neuropixels_assembly(paths, probe_small.stimulus_id.values, n_boot=20)
 
 
 def test_assembly_schema_and_truth_ids(assembled, sessions, probe_small):
@@ -179,8 +179,8 @@ def test_assembly_recovers_truth(assembled, sessions):
 
 def test_specimen_quantile_rule(assembled, sessions, probe_small):
     _, paths = sessions
-    strict = assemble_ecephys(paths, probe_small.stimulus_id.values, n_boot=20,
-                              specimen_quantile=0.75)
+    strict = neuropixels_assembly(paths, probe_small.stimulus_id.values, n_boot=20,
+                                  specimen_quantile=0.75)
     for area in ALLEN_AREAS:
         animals = assembled.animal.values[assembled.area.values == area]
         names, counts = np.unique(animals, return_counts=True)
@@ -193,7 +193,7 @@ def test_specimen_quantile_rule(assembled, sessions, probe_small):
 def test_unknown_frame_raises(sessions):
     _, paths = sessions
     with pytest.raises(ValueError, match="stimulus_ids"):
-        assemble_ecephys(paths[:1], ["a", "b"], n_boot=2)
+        neuropixels_assembly(paths[:1], ["a", "b"], n_boot=2)
 
 
 def test_assembly_round_trips_through_zarr(assembled, tmp_path):
@@ -212,8 +212,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
 
-def _settings(block: dict, **overrides) -> dict:
-    block = {**block, "reliability_boot": 20, **overrides}
+def _settings(download: dict, **assemble) -> dict:
+    """The dataset block with its schema defaults: `download` and `assemble` (n_boot 20) given."""
+    block = {"download": download, "assemble": {"n_boot": 20, **assemble}}
     return validate_config({"datasets": {"allen_neuropixels": block}}, SCHEMA)["datasets"][
         "allen_neuropixels"]
 
@@ -225,7 +226,7 @@ def served(tmp_path_factory):
     with FixtureServer() as server:
         settings = _settings(serve_neuropixels(server, root / "upstream"))
         assert cli(["download_allen_neuropixels", str(root / "raw"), "--settings",
-                    json.dumps(settings)]) == 0
+                    json.dumps(settings["download"])]) == 0
         yield server, settings, root
 
 
@@ -245,7 +246,7 @@ def test_second_download_fetches_nothing(served):
     server, settings, root = served
     before = [r for r in server.requests if r.path.startswith(("/blobs/", "/api/v2/well_known"))]
     assert cli(["download_allen_neuropixels", str(root / "raw"), "--settings",
-                json.dumps(settings)]) == 0
+                json.dumps(settings["download"])]) == 0
     after = [r for r in server.requests if r.path.startswith(("/blobs/", "/api/v2/well_known"))]
     assert len(after) == len(before) == 2 + N_IMAGES
 
@@ -254,7 +255,7 @@ def test_assembled_units_trials_bins_and_coords(served, tmp_path):
     _, settings, root = served
     out = tmp_path / "neural.zarr"
     assert cli(["assemble_allen_neuropixels", str(root / "raw/manifest.json"), str(out),
-                "--settings", json.dumps(settings)]) == 0
+                "--settings", json.dumps(settings["assemble"])]) == 0
     assembly = read_assembly(out)
     assert set(assembly.neuroid_id.values) == expected_neuropixels()
     assert assembly.sizes == {"stimulus": N_IMAGES, "trial": N_TRIALS, "neuroid": 7}
@@ -278,8 +279,8 @@ def test_assembled_units_trials_bins_and_coords(served, tmp_path):
 def test_stimulus_set_from_the_manifest(served, tmp_path):
     _, settings, root = served
     out = tmp_path / "allen_neuropixels_scenes.zarr"
-    assert cli(["allen_stimuli", str(root / "raw/manifest.json"), str(out), "--name",
-                "allen_neuropixels_scenes", "--settings", json.dumps(settings)]) == 0
+    assert cli(["allen_neuropixels_stimuli", str(root / "raw/manifest.json"), str(out),
+                "--settings", json.dumps(settings["stimuli"])]) == 0
     stimuli = read_zarr(out).load()
     assert stimuli.image.shape == (N_IMAGES, 64, 64, 3) and stimuli.image.dtype == np.uint8
     np.testing.assert_array_equal(stimuli.stimulus_id, natural_scene_ids(N_IMAGES))
@@ -291,7 +292,7 @@ def test_stimulus_set_from_the_manifest(served, tmp_path):
 def test_running_filter_drops_exactly_the_running_unit(served):
     _, settings, root = served
     loose = assemble_allen_neuropixels(root / "raw/manifest.json",
-                                       {**settings, "run_pval_threshold": None})
+                                       **{**settings["assemble"], "run_pval_threshold": None})
     assert set(loose.neuroid_id.values) - expected_neuropixels() == {"800001_903"}
     pval = loose.set_index(neuroid="neuroid_id").run_pval
     assert pval.sel(neuroid="800001_903") < 1e-6
@@ -365,7 +366,8 @@ def test_other_session_types_are_skipped(served):
     _, settings, root = served
     with pytest.raises(ValueError, match="no unit"):
         assemble_allen_neuropixels(root / "raw/manifest.json",
-                                   {**settings, "session_type": "functional_connectivity"})
+                                   **{**settings["assemble"],
+                                      "session_type": "functional_connectivity"})
 
 
 def test_unreachable_dandi_is_a_one_line_cli_error(tmp_path):
@@ -375,7 +377,8 @@ def test_unreachable_dandi_is_a_one_line_cli_error(tmp_path):
     settings = _settings({"api_url": f"http://127.0.0.1:{port}/api", "retries": 1,
                           "backoff": 0.01, "timeout": 2})
     done = subprocess.run([sys.executable, "-m", "pipeline", "download_allen_neuropixels",
-                           str(tmp_path / "raw"), "--settings", json.dumps(settings)],
+                           str(tmp_path / "raw"), "--settings",
+                           json.dumps(settings["download"])],
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 1
@@ -395,11 +398,11 @@ ONE_SESSION = "715093703"        # sub-699733573 (notes/data-sources.md §1)
 @pytest.mark.network
 def test_real_neuropixels_session_downloads_and_assembles(tmp_path):
     """One real session from DANDI 000021: verified download, then the spec's selection."""
-    settings = _settings({"sessions": [ONE_SESSION], "reliability_boot": 100,
-                          "specimen_quantile": None})
+    settings = _settings({"sessions": [ONE_SESSION]}, n_boot=100, specimen_quantile=None)
     root = REPO / "data/raw/allen_neuropixels"   # the pipeline's own cache, so reruns are free
-    manifest = download_allen_neuropixels(root, settings, manifest_name="manifest_one_session.json")
-    assembly = assemble_allen_neuropixels(manifest, settings)
+    manifest = download_allen_neuropixels(root, **settings["download"],
+                                          manifest_name="manifest_one_session.json")
+    assembly = assemble_allen_neuropixels(manifest, **settings["assemble"])
     assert assembly.sizes["stimulus"] == 118 and assembly.sizes["trial"] == 50
     assert set(assembly.area.values) <= set(TABLE_3_1_NEUROPIXELS)
     per_area = pd.Series(assembly.area.values).value_counts().to_dict()

@@ -1,9 +1,9 @@
-"""MEC open-field recordings (DANDI 000053, 000582) → spatial rate-map NeuralAssembly (spec §3).
+"""MEC open-field recordings (DANDI 000053, 000582): download, spatial rate-map NeuralAssembly.
 
 Download: the NWB assets of each configured dandiset are listed through the DANDI API and
-fetched into ``data/raw/mec/{dandiset}/`` with `pipeline.data.download.fetch` (``.part`` +
-rename, resume, retries, verified against DANDI's etag / sha256 and size); ``manifest.json``
-lists what was verified.
+fetched into ``data/raw/mec_openfield/{dandiset}/`` with `pipeline.data.fetch.download.fetch`
+(``.part`` + rename, resume, retries, verified against DANDI's etag / sha256 and size);
+``manifest.json`` lists what was verified.
 
 Assembly: each session file is read with h5py in either upstream layout (notes/data-sources.md
 §3): ``/units`` (ragged ``spike_times``, labels ``cell_id`` in 000053 or ``unit_name`` +
@@ -30,13 +30,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import requests
 import xarray as xr
 from tqdm import tqdm
 
-from pipeline.data.assembly import split_half_reliability, validate_assembly
-from pipeline.data.dandi import list_assets
-from pipeline.data.download import DownloadError, fetch_all, read_manifest, write_manifest
+from pipeline.data.assembly import validate_assembly
+from pipeline.data.fetch.dandi import list_assets
+from pipeline.data.fetch.download import (DownloadError, fetch_all, http_settings, read_manifest,
+                                          write_manifest)
+from pipeline.data.hdf5 import strings, text
+from pipeline.data.reliability import split_half_reliability
 from pipeline.mec.ratemaps import BinGrid, rate_maps
 
 log = logging.getLogger(__name__)
@@ -68,18 +70,6 @@ def parse_arena_cm(*texts: str) -> tuple[float, float] | None:
     return None
 
 
-def _text(f: h5py.File, key: str) -> str:
-    if key not in f:
-        return ""
-    value = f[key][()]
-    value = value.item() if isinstance(value, np.ndarray) else value
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _strings(values) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values])
-
-
 def _series_times(series: h5py.Group, n: int, path) -> np.ndarray:
     if "timestamps" in series:
         return np.asarray(series["timestamps"][()], dtype=np.float64)
@@ -91,7 +81,7 @@ def _series_times(series: h5py.Group, n: int, path) -> np.ndarray:
 
 def _series_cm(series: h5py.Group, path, position_unit: str | None) -> np.ndarray:
     data = series["data"]
-    unit = (position_unit or _strings([data.attrs.get("unit", "")])[0]).strip().lower()
+    unit = (position_unit or strings([data.attrs.get("unit", "")])[0]).strip().lower()
     if unit not in CM_PER:
         raise ValueError(f"{path}: {series.name}/data has unit {unit!r}; expected one of "
                          f"{sorted(set(CM_PER))} (set the dataset's position_unit to override)")
@@ -135,8 +125,8 @@ def read_units(f: h5py.File, path) -> dict:
     ids = np.asarray(f["units/id"][()], dtype=np.int64) if "units/id" in f \
         else np.arange(len(ends))
     label = next((k for k in UNIT_LABELS if f"units/{k}" in f), None)
-    labels = _strings(f[f"units/{label}"][()]) if label else ids.astype(str)
-    extra = {k: _strings(f[f"units/{k}"][()]) if f[f"units/{k}"].dtype.kind in "OS"
+    labels = strings(f[f"units/{label}"][()]) if label else ids.astype(str)
+    extra = {k: strings(f[f"units/{k}"][()]) if f[f"units/{k}"].dtype.kind in "OS"
              else np.asarray(f[f"units/{k}"][()]) for k in UNIT_EXTRA if f"units/{k}" in f}
     return {"spikes": spikes, "unit_id": ids, "unit_label": labels, **extra}
 
@@ -154,9 +144,9 @@ def read_session(path, *, position_unit: str | None = None) -> dict | None:
             log.info("%s: no 2D position under %s; not an open-field session, skipped", path,
                      POSITION)
             return None
-        arena = parse_arena_cm(_text(f, "general/experiment_description"),
-                               _text(f, "session_description"))
-        subject = _text(f, "general/subject/subject_id")
+        arena = parse_arena_cm(text(f, "general/experiment_description", path, default=""),
+                               text(f, "session_description", path, default=""))
+        subject = text(f, "general/subject/subject_id", path, default="")
         units = read_units(f, path)
     if not subject:
         match = re.search(r"sub-([^/_]+)", path.as_posix())
@@ -200,10 +190,10 @@ def _choose_arena(sessions: list[dict], arena_cm) -> tuple[float, float]:
     return wanted
 
 
-def assemble_mec(nwb_paths, *, arena_cm=None, bin_size=5.0, speed_threshold=2.0,
-                 speed_window=0.25, max_gap=1.0, min_occupancy=0.1, sigma=1.0, half_block=60.0,
-                 min_spikes=100, min_coverage=0.6, one_session_per_animal=True,
-                 position_unit=None, labels: dict | None = None) -> xr.DataArray:
+def rate_map_assembly(nwb_paths, *, arena_cm=None, bin_size=5.0, speed_threshold=2.0,
+                      speed_window=0.25, max_gap=1.0, min_occupancy=0.1, sigma=1.0, half_block=60.0,
+                      min_spikes=100, min_coverage=0.6, one_session_per_animal=True,
+                      position_unit=None, labels: dict | None = None) -> xr.DataArray:
     """Spatial rate maps of MEC sessions as one NeuralAssembly (stimulus = 5-cm bin).
 
     Parameters
@@ -310,29 +300,10 @@ def assemble_mec(nwb_paths, *, arena_cm=None, bin_size=5.0, speed_threshold=2.0,
                       "trial": "split-halves of the session (alternating blocks of half_block s)"}
     log.info("MEC assembly: %d units from %d animals, %d bins", assembly.sizes["neuroid"],
              len(set(assembly.animal.values)), assembly.sizes["stimulus"])
-    return validate_assembly(assembly.astype(np.float32), "assemble_mec")
-
-
-ASSEMBLY_KEYS = ("arena_cm", "bin_size", "speed_threshold", "speed_window", "max_gap",
-                 "min_occupancy", "sigma", "half_block", "min_spikes", "min_coverage",
-                 "one_session_per_animal", "position_unit")
-
-
-def assemble_mec_manifest(manifest, settings: dict) -> xr.DataArray:
-    """`assemble_mec` over the session files a download manifest lists (re-verified first)."""
-    _, files = read_manifest(manifest, role="session")
-    if not files:
-        raise ValueError(f"{manifest}: lists no session file")
-    labels = {str(f["local"]): {"dandiset": f["dandiset"]} for f in files}
-    return assemble_mec([f["local"] for f in files], labels=labels,
-                        **{k: settings[k] for k in ASSEMBLY_KEYS if k in settings})
+    return validate_assembly(assembly.astype(np.float32), "rate_map_assembly")
 
 
 # ---------------------------------------------------------------------------- download
-
-def _http(settings: dict) -> dict:
-    return {k: settings[k] for k in ("retries", "backoff", "timeout") if k in settings}
-
 
 def select_assets(assets, source: dict, *, dataset: str) -> list:
     """The NWB assets of one dandiset entry: glob, explicit sessions, size cap, count cap."""
@@ -359,43 +330,58 @@ def select_assets(assets, source: dict, *, dataset: str) -> list:
     return chosen
 
 
-def download_mec(out_dir, settings: dict, *, dataset: str = "mec",
-                 manifest_name: str = "manifest.json") -> Path:
-    """Fetch the selected sessions of each dandiset into ``out_dir/{dandiset}/``; write the manifest.
+def download_mec_openfield(out_dir, *, api_url: str, dandisets: list[dict], retries: int,
+                           backoff: float, timeout: float, dataset: str = "mec_openfield",
+                           manifest_name: str = "manifest.json") -> Path:
+    """Fetch the selected sessions of each dandiset into ``out_dir/{dandiset}/``, and a manifest.
 
     Parameters
     ----------
     out_dir : path-like
-        The cache, ``data/raw/mec``; verified files already there are not downloaded again.
-    settings : dict
-        The dataset's config block: api_url, dandisets (each: dandiset, version, path_glob,
-        sessions, max_file_mb, max_sessions), retries, backoff, timeout.
-    dataset : str
-        Name for log lines and errors.
-    manifest_name : str
-        File name of the manifest (another name lets a partial download share the cache).
+        The cache, ``data/raw/mec_openfield``; verified files already there are not
+        downloaded again.
+    api_url, dandisets, retries, backoff, timeout
+        The config block ``datasets.mec_openfield.download``; each dandiset entry holds
+        dandiset, version, path_glob, sessions, max_file_mb, max_sessions.
+    dataset, manifest_name : str
+        Name in log lines and errors; file name of the manifest (another name lets a partial
+        download share the cache).
 
     Returns
     -------
     pathlib.Path
-        The manifest.
+        The manifest: each session file with its dandiset, version, asset id and verification
+        record.
     """
     out_dir = Path(out_dir)
-    session = requests.Session()
-    http = _http(settings)
+    http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
     files = []
-    for source in settings["dandisets"]:
-        assets = list_assets(source["dandiset"], source["version"], api_url=settings["api_url"],
-                             dataset=dataset, session=session, **http)
+    for source in dandisets:
+        assets = list_assets(source["dandiset"], source["version"], api_url=api_url,
+                             dataset=dataset, **http)
         chosen = select_assets(assets, source, dataset=dataset)
         remotes = [a.remote(f"{source['dandiset']}/{a.path}") for a in chosen]
-        results = fetch_all(remotes, out_dir, dataset=dataset, session=session, **http)
+        results = fetch_all(remotes, out_dir, dataset=dataset, **http)
         files += [{"path": r.path, "role": "session", "dandiset": source["dandiset"],
                    "version": source["version"], "asset_id": a.asset_id, "url": a.download_url,
                    "sha256": res.sha256, "size": res.size, "verified_by": res.verified_by}
                   for a, r, res in zip(chosen, remotes, results)]
     manifest = out_dir / manifest_name
-    write_manifest(manifest, dataset, {"api_url": settings["api_url"],
-                                       "dandisets": settings["dandisets"]}, files)
+    write_manifest(manifest, dataset, {"api_url": api_url, "dandisets": dandisets}, files)
     log.info("%s: %d sessions verified; manifest %s", dataset, len(files), manifest)
     return manifest
+
+
+# ---------------------------------------------------------------------------- the pipeline's steps
+
+def assemble_mec_openfield(manifest, **block) -> xr.DataArray:
+    """`rate_map_assembly` over the session files a download manifest lists (re-verified first).
+
+    `block` is the config block ``datasets.mec_openfield.assemble``: the rate-map and
+    selection keyword arguments of `rate_map_assembly`.
+    """
+    _, files = read_manifest(manifest, role="session")
+    if not files:
+        raise ValueError(f"{manifest}: lists no session file")
+    labels = {str(f["local"]): {"dandiset": f["dandiset"]} for f in files}
+    return rate_map_assembly([f["local"] for f in files], labels=labels, **block)
