@@ -22,11 +22,10 @@ wildcard_constraints:
 
 
 include: "workflow/rules/data.smk"
-include: "workflow/rules/download.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import jsonschema
@@ -32,8 +33,35 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _get(config, dotted: str):
+    for key in dotted.split("."):
+        config = config[int(key)] if isinstance(config, list) else config[key]
+    return config
+
+
 def _field(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _non_finite(value, path=()):
+    """Dotted path of the first NaN or ±inf number in a nested config, else None.
+
+    JSON Schema's `number` admits them (YAML `.nan`, `.inf`), and a NaN passes every range
+    check because each comparison with it is false.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".".join(map(str, path)) or "<top level>"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, (*path, key))
+        if found:
+            return found
+    return None
 
 
 def validate_config(config: dict, schema_path, *, source: str = "config") -> dict:
@@ -45,6 +73,10 @@ def validate_config(config: dict, schema_path, *, source: str = "config") -> dic
         Naming the first offending field, what the schema expects there and what was found.
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
+    field = _non_finite(config)
+    if field:
+        raise ConfigError(f"{source}: field '{field}' is invalid: numbers must be finite; "
+                          f"found {_get(config, field)!r}")
     filled = copy.deepcopy(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.absolute_path), _field(e)))

@@ -16,8 +16,8 @@ def schema(repo):
 def test_embedded_default_is_valid_and_complete(repo, schema):
     config = validate_config(yaml.safe_load((repo / "config.yaml").read_text()), schema)
     assert config["models"]["rules"] == ["bp", "fa", "kp", "wm", "hebb"]
-    assert config["compare"]["alpha"] == 1.0            # filled from the schema's default
-    assert config["datasets"]["synthetic_mouse"]["window"] == [0.0, 0.25]
+    assert config["compare"]["common"]["alpha"] == 1.0  # filled from the schema's default
+    assert config["datasets"]["synthetic_mouse"]["assemble"]["window"] == [0.0, 0.25]
 
 
 def test_empty_config_gets_every_default(schema):
@@ -37,9 +37,12 @@ def test_validation_does_not_modify_its_input(schema):
     ({"models": {"train": {"epochs": 0}}}, "models.train.epochs"),
     ({"models": {"train": {"epoch": 3}}}, "models.train.epoch"),
     ({"modles": {}}, "modles"),
-    ({"compare": {"splits": "five"}}, "compare.splits"),
+    ({"compare": {"common": {"n_splits": "five"}}}, "compare.common.n_splits"),
+    ({"compare": {"splits": 5}}, "compare.splits"),
     ({"models": {"rules": ["bp", "backprop"]}}, "models.rules.1"),
     ({"device": "gpu"}, "device"),
+    ({"models": {"train": {"lr": float("nan")}}}, "models.train.lr"),
+    ({"compare": {"curve": {"sizes": [20, float("inf")]}}}, "compare.curve.sizes.1"),
     ({"models": {"overrides": {"ventral_cnn-supervised-bp-s1": {"lr": -1}}}},
      "models.overrides.ventral_cnn-supervised-bp-s1.lr"),
 ])

@@ -14,26 +14,31 @@ ROWS = [("weight_angle", "angle(B, W) [deg]", "linear"),
         ("norm_ratio", "‖B‖ / ‖W‖", "log")]
 
 
-def read_alignment(alignment_paths) -> pd.DataFrame:
-    """Concatenate `results/models/{model}/alignment.csv` files, labelled by model, rule and seed."""
+def read_alignment(model_dirs) -> pd.DataFrame:
+    """Concatenate the runs' `alignment.csv` (results/models/{model}), labelled by model, rule and seed."""
     frames = []
-    for path in alignment_paths:
-        spec = parse_model_name(Path(path).parent.name)
-        frame = pd.read_csv(path)
+    for folder in map(Path, model_dirs):
+        spec = parse_model_name(folder.name)
+        frame = pd.read_csv(folder / "alignment.csv")
         frames.append(frame.assign(model=spec.name, rule=spec.rule, seed=spec.seed))
     if not frames:
-        raise ValueError("no alignment.csv files given")
+        raise ValueError("no training runs given (folders holding alignment.csv)")
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_alignment(alignment_paths, out, *, dpi=150) -> None:
+def plot_alignment(model_dirs, out, *, dpi=150) -> pd.DataFrame:
     """One column per learning rule with separate backward weights; one line per layer.
 
     Lines are the mean over seeds, coloured from the first layer (dark) to the last (light).
     Rules whose table has no finite angle (backprop's B is W; Hebbian layers have no B)
     are named in the title instead of getting an empty panel.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows drawn (rules with backward weights only), as read by `read_alignment`.
     """
-    table = read_alignment(alignment_paths)
+    table = read_alignment(model_dirs)
     finite = table.groupby("rule")["weight_angle"].apply(lambda s: bool(np.isfinite(s).any())
                                                          and bool((s.abs() > 1e-6).any()))
     rules = [r for r in dict.fromkeys(table["rule"]) if finite.get(r, False)]
@@ -65,3 +70,4 @@ def plot_alignment(alignment_paths, out, *, dpi=150) -> None:
     fig.suptitle(f"Backward vs forward weights per layer, mean over seeds{note}", fontsize=9)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return table[table["rule"].isin(rules)]

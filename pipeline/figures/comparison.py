@@ -15,7 +15,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from pipeline.data.assembly import ALLEN_AREAS
-from pipeline.figures.style import plt, save
+from pipeline.figures.style import mapping_area_grid, plt, save
 from pipeline.models.names import parse_model_name
 
 PARTS = ("arch", "objective", "rule")
@@ -53,7 +53,7 @@ def by_parts(summary: pd.DataFrame, parts: tuple[str, ...]) -> pd.DataFrame:
     ----------
     summary : pandas.DataFrame
         The predictivity summary table (one row per model, area and mapping, with `score`
-        and `score_ceiling`), as written by `predictivity_figure`.
+        and `score_ceiling`), as written by `pipeline.compare.aggregate.summarize`.
     parts : tuple of str
         Model-name parts that define a group, a subset of ("arch", "objective", "rule").
 
@@ -78,22 +78,13 @@ def by_parts(summary: pd.DataFrame, parts: tuple[str, ...]) -> pd.DataFrame:
     }).reset_index()
 
 
-def varying_parts(summary: pd.DataFrame) -> tuple[str, ...]:
-    """The model-name parts that take more than one value in `summary` (arch if none do)."""
-    table = with_parts(summary)
-    parts = tuple(p for p in PARTS if table[p].nunique() > 1)
-    return parts or ("arch",)
-
-
-def plot_groups(summary_path, out, *, parts: tuple[str, ...] | None = None, dpi=150) -> None:
+def _plot_groups(summary_path, out, parts: tuple[str, ...], dpi) -> pd.DataFrame:
     """One panel per mapping: each group's best-layer score per area, ceiling as a grey bar.
 
     Points are the mean over the models of a group (seeds, and any part not in `parts`) with
-    their s.d. as error bars. `parts=None` groups by every part that varies across models.
+    their s.d. as error bars. Returns the points drawn (`by_parts`).
     """
-    summary = pd.read_csv(summary_path)
-    parts = varying_parts(summary) if parts is None else tuple(parts)
-    table = by_parts(summary, parts)
+    table = by_parts(pd.read_csv(summary_path), parts)
     mappings = list(dict.fromkeys(table["mapping"]))
     areas = area_order(table["area"])
     groups = list(dict.fromkeys(table["group"]))
@@ -123,6 +114,17 @@ def plot_groups(summary_path, out, *, parts: tuple[str, ...] | None = None, dpi=
                  fontsize=9, y=0.99 + 0.03 * np.ceil((len(groups) + 1) / 4))
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return table
+
+
+def plot_predictivity_by_rule(summary_path, out, *, dpi=150) -> pd.DataFrame:
+    """Best-layer predictivity per area by learning rule (mean ± s.d. over the other parts)."""
+    return _plot_groups(summary_path, out, ("rule",), dpi)
+
+
+def plot_predictivity_by_model(summary_path, out, *, dpi=150) -> pd.DataFrame:
+    """Best-layer predictivity per area by architecture × objective (mean ± s.d. over the rest)."""
+    return _plot_groups(summary_path, out, ("arch", "objective"), dpi)
 
 
 def performance_table(summary: pd.DataFrame, transfer: pd.DataFrame) -> pd.DataFrame:
@@ -169,12 +171,13 @@ def rank_correlations(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_performance(summary_path, transfer_paths, out, *, dpi=150) -> None:
+def plot_performance_vs_predictivity(summary_path, transfer_paths, out, *, dpi=150) -> pd.DataFrame:
     """Best-layer score against linear-evaluation top-1, one panel per mapping × area.
 
     Colour marks the objective, marker shape the architecture, fill the learning rule (bp
     filled); the grey line is the area's inter-animal ceiling and the dotted line chance
-    top-1. Panel titles give Spearman's ρ across models.
+    top-1. Panel titles give Spearman's ρ across models. Returns the points drawn
+    (`performance_table`).
     """
     transfer = pd.concat([read_transfer(p) for p in transfer_paths], ignore_index=True)
     table = performance_table(pd.read_csv(summary_path), transfer)
@@ -185,8 +188,7 @@ def plot_performance(summary_path, transfer_paths, out, *, dpi=150) -> None:
     archs = list(dict.fromkeys(table["arch"]))
     colours = dict(zip(objectives, plt.get_cmap("tab10").colors))
     markers = dict(zip(archs, "osD^vP*Xh<>"))
-    fig, axes = plt.subplots(len(mappings), len(areas), figsize=(2.3 * len(areas), 2.2 * len(mappings)),
-                             sharex=True, sharey="row", squeeze=False)
+    fig, axes = mapping_area_grid(mappings, areas, width=2.3, height=2.2)
     for i, mapping in enumerate(mappings):
         for j, area in enumerate(areas):
             ax = axes[i][j]
@@ -213,3 +215,4 @@ def plot_performance(summary_path, transfer_paths, out, *, dpi=150) -> None:
                  fontsize=9, y=1.06)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return table

@@ -18,16 +18,21 @@ def category_order(stimuli_path) -> np.ndarray:
     return stimuli["stimulus_id"].values.astype(str)[np.lexsort(levels)]
 
 
-def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> None:
+def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> dict[str, np.ndarray]:
     """RDMs (1 − Pearson r) of the trial-mean responses per area and of every layer (final epoch).
 
     Stimuli are sorted by category, so the hierarchy shows as blocks. A recurrent model's
     layers are shown at their last time step.
+
+    Returns
+    -------
+    dict of str to ndarray
+        The RDMs drawn (stimulus × stimulus, in category order) by panel title.
     """
     neural = read_assembly(neural_path)
     order = category_order(stimuli_path)
     layers = list(read_zarr(activations_path).data_vars)
-    panels = []
+    panels, drawn = [], {}
     for area in dict.fromkeys(neural["area"].values):
         population = neural.where(neural["area"] == area, drop=True).mean("trial")
         panels.append((area, population))
@@ -46,8 +51,10 @@ def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> N
         row, col = (0, k) if k < len(panels) - len(layers) else (1, k - (len(panels) - len(layers)))
         data = data.set_index(stimulus="stimulus_id").sel(stimulus=order)
         matrix = rdm(np.asarray(data.transpose("stimulus", ...).values, dtype=np.float64))
+        drawn[title] = matrix
         axes[row][col].imshow(matrix, cmap="viridis", vmin=0, vmax=np.nanpercentile(matrix, 99))
         axes[row][col].set_title(title, fontsize=8)
     fig.suptitle("Probe-set RDMs: brain areas (top), model layers (bottom)", fontsize=9)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return drawn

@@ -13,7 +13,7 @@ def write_alignment(root, model, angles):
     rows = [{"epoch": e, "layer": layer, "weight_angle": a, "norm_ratio": 1.0, "gradient_angle": np.nan}
             for layer, series in angles.items() for e, a in enumerate(series)]
     pd.DataFrame(rows).to_csv(folder / "alignment.csv", index=False)
-    return folder / "alignment.csv"
+    return folder
 
 
 def test_tables_are_labelled_by_model_rule_and_seed(tmp_path):
@@ -23,16 +23,18 @@ def test_tables_are_labelled_by_model_rule_and_seed(tmp_path):
         ("fa", 1, "ventral_cnn-supervised-fa-s1")}
 
 
-def test_figure_is_written_and_skips_rules_without_backward_weights(tmp_path):
-    paths = [
+def test_figure_draws_only_rules_with_backward_weights(tmp_path):
+    runs = [
         write_alignment(tmp_path, "ventral_cnn-supervised-kp-s0", {"area1.0": [90, 40, 10], "readout": [89, 30, 5]}),
         write_alignment(tmp_path, "ventral_cnn-supervised-kp-s1", {"area1.0": [91, 42, 12], "readout": [88, 28, 4]}),
         write_alignment(tmp_path, "ventral_cnn-supervised-bp-s0", {"area1.0": [0, 0, 0]}),
     ]
-    plot_alignment(paths, tmp_path / "alignment.png", dpi=40)
+    drawn = plot_alignment(runs, tmp_path / "alignment.png", dpi=40)
     assert (tmp_path / "alignment.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(drawn["rule"]) == {"kp"}                           # bp (B = W) is named, not drawn
+    assert set(drawn["model"]) == {"ventral_cnn-supervised-kp-s0", "ventral_cnn-supervised-kp-s1"}
 
 
 def test_no_files_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="no alignment.csv"):
+    with pytest.raises(ValueError, match="no training runs"):
         plot_alignment([], tmp_path / "x.png")

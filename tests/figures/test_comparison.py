@@ -8,10 +8,10 @@ from scipy.stats import spearmanr
 from pipeline.figures.comparison import (
     by_parts,
     performance_table,
-    plot_groups,
-    plot_performance,
+    plot_performance_vs_predictivity,
+    plot_predictivity_by_model,
+    plot_predictivity_by_rule,
     rank_correlations,
-    varying_parts,
 )
 
 MODELS = {
@@ -59,12 +59,6 @@ def test_groups_join_several_parts(summary):
     assert table.loc[("VISp", "lenet · bp"), "n_models"] == 1
 
 
-def test_varying_parts_are_found(summary):
-    assert varying_parts(summary) == ("arch", "rule")
-    one = summary[summary["model"] == "lenet-supervised-bp-s0"]
-    assert varying_parts(one) == ("arch",)
-
-
 def test_bad_input_is_named(summary):
     with pytest.raises(ValueError, match="score_ceiling"):
         by_parts(summary.drop(columns="score_ceiling"), ("rule",))
@@ -87,17 +81,21 @@ def test_performance_needs_every_model(summary, transfer):
         performance_table(summary, transfer[transfer["model"] != "lenet-supervised-bp-s0"])
 
 
-def test_figures_are_written(summary, transfer, tmp_path):
+def test_figures_draw_their_tables(summary, transfer, tmp_path):
     summary.to_csv(tmp_path / "summary.csv", index=False)
     paths = []
     for model, rows in transfer.groupby("model"):          # as results/transfer/{model}.csv
         paths.append(tmp_path / f"{model}.csv")
         rows.drop(columns="model").to_csv(paths[-1], index=False)
-    plot_groups(tmp_path / "summary.csv", tmp_path / "rules.png", parts=("rule",), dpi=40)
-    plot_groups(tmp_path / "summary.csv", tmp_path / "groups.png", dpi=40)
-    plot_performance(tmp_path / "summary.csv", paths, tmp_path / "performance.png", dpi=40)
-    for name in ("rules.png", "groups.png", "performance.png"):
+    by_rule = plot_predictivity_by_rule(tmp_path / "summary.csv", tmp_path / "rules.png", dpi=40)
+    by_model = plot_predictivity_by_model(tmp_path / "summary.csv", tmp_path / "models.png", dpi=40)
+    performance = plot_performance_vs_predictivity(tmp_path / "summary.csv", paths,
+                                                   tmp_path / "performance.png", dpi=40)
+    for name in ("rules.png", "models.png", "performance.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert set(by_rule["group"]) == {"bp", "fa"}
+    assert set(by_model["group"]) == {"ventral_cnn · supervised", "lenet · supervised"}
+    pd.testing.assert_frame_equal(performance, performance_table(summary, transfer))
 
 
 def test_allen_areas_follow_the_hierarchy():

@@ -3,6 +3,7 @@
 import numpy as np
 import xarray as xr
 
+from pipeline.compare.rsa import rdm
 from pipeline.data.assembly import write_assembly
 from pipeline.figures.rdms import category_order, plot_rdms
 from pipeline.io import write_zarr
@@ -41,6 +42,10 @@ def test_recurrent_layers_are_drawn_at_their_last_step(tmp_path):
          "readout": (("epoch", "time", "stimulus", "unit_readout"), rng.standard_normal((2, 3, N, 2)))},
         coords={"epoch": [0, 1], "time": [0, 1, 2]})
     write_inputs(tmp_path, layers)
-    plot_rdms(tmp_path / "neural.zarr", tmp_path / "activations.zarr", tmp_path / "stimuli.zarr",
-              tmp_path / "rdms.png", dpi=40)
+    drawn = plot_rdms(tmp_path / "neural.zarr", tmp_path / "activations.zarr", tmp_path / "stimuli.zarr",
+                      tmp_path / "rdms.png", dpi=40)
     assert (tmp_path / "rdms.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(drawn) == {"VISp", "area1 (epoch 1, t2)", "readout (epoch 1, t2)"}
+    order = [int(s[1:]) for s in category_order(tmp_path / "stimuli.zarr")]
+    last_step = layers["area1"].values[-1, -1][order]                 # final epoch, last time step
+    np.testing.assert_allclose(drawn["area1 (epoch 1, t2)"], rdm(last_step), atol=1e-12)

@@ -2,11 +2,13 @@
 
 import itertools
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from pipeline.config import ConfigError
 from pipeline.models.names import parse_model_name
 
 
@@ -19,13 +21,25 @@ MODELS = list(dict.fromkeys([
         config["models"]["seeds"],
     )
 ] + [parse_model_name(name).name for name in config["models"]["include"]]))
+_STRAY = sorted(set(config["models"]["overrides"]) - set(MODELS))
+if _STRAY:
+    raise ConfigError(
+        f"config: field 'models.overrides.{_STRAY[0]}' names a model outside the zoo "
+        f"(archs x objectives x rules x seeds, plus models.include); the zoo is {MODELS}"
+    )
 DATASETS = [name for name, block in config["datasets"].items() if block is not None]
 FIG = config["figures"]["format"]
 # Datasets whose stimuli are spatial bins (MEC rate maps), which image models cannot be scored on.
-SPATIAL_DATASETS = {"mec"}
-# Stimulus sets of the macaque and fMRI sources (results/stimuli/{name}.zarr).
-SOURCE_STIMULI = {"majajhong2015": "majajhong2015_hvm", "horikawa2017": "horikawa2017_images"}
-
+SPATIAL_DATASETS = {"mec_openfield"}
+# The stimulus set each image dataset was recorded on (results/stimuli/{name}.zarr); the
+# virtual animals see the probe set of the `stimuli` block.
+SOURCE_STIMULI = {"allen_neuropixels": "allen_neuropixels_scenes",
+                  "allen_ophys": "allen_ophys_scenes",
+                  "allen_psailamul": "allen_psailamul_scenes",
+                  "majajhong2015": "majajhong2015_hvm",
+                  "horikawa2017": "horikawa2017_images"}
+# Datasets of one animal (no inter-animal ceiling): model scores (raw r) and RDMs only.
+SINGLE_ANIMAL_DATASETS = {"allen_psailamul"}
 
 
 def config_block(*keys):
@@ -34,6 +48,11 @@ def config_block(*keys):
     for key in keys:
         block = block[key]
     return json.dumps(block, sort_keys=True)
+
+
+# How analyses run (dask scheduler and workers), never what they compute: it reaches
+# the command line as a global, not as a param, so editing it reruns nothing.
+DASK = json.dumps(config["dask"], sort_keys=True)
 
 
 def train_settings(wildcards):
@@ -49,21 +68,16 @@ def train_settings(wildcards):
 
 
 def stimulus_set_of(dataset):
-    """The stimulus set a dataset's animals were shown: the probe set for virtual animals,
-    the Allen natural scenes (results/stimuli/{dataset}_scenes.zarr) for real Allen data."""
-    if dataset.startswith("synthetic_"):
+    """The stimulus set a dataset's animals were shown (`SOURCE_STIMULI`, or the probe set)."""
+    if dataset == "synthetic_mouse":
         return f"{config['stimuli']['name']}_probe"
-    if dataset == "allen_psailamul":
-        return "allen_psailamul_scenes"
-    if dataset in SOURCE_STIMULI:
-        return SOURCE_STIMULI[dataset]
-    return f"{dataset}_scenes"
+    return SOURCE_STIMULI[dataset]
 
 
 def without_images(dataset):
     """True for the fMRI data when no folder of their ImageNet stimuli is configured: the images
     are not distributed, so only the inter-subject RSA can run."""
-    return dataset == "horikawa2017" and not config["datasets"][dataset].get("images")
+    return dataset == "horikawa2017" and not config["datasets"][dataset]["stimuli"]["images"]
 
 
 def activations_for(wildcards):
@@ -80,6 +94,12 @@ def final_outputs():
         if without_images(dataset):
             outputs.append(f"results/scores/interanimal/{dataset}.parquet")
             continue
+        if dataset in SINGLE_ANIMAL_DATASETS:
+            outputs += expand("results/scores/predictivity/{model}/{dataset}.parquet", model=MODELS,
+                              dataset=dataset)
+            outputs += expand("results/figures/rdms/{model}/{dataset}.{fig}", model=MODELS,
+                              dataset=dataset, fig=FIG)
+            continue
         if dataset in SPATIAL_DATASETS:
             # Stimuli are position bins, not images: only the inter-animal scores apply.
             outputs += [
@@ -89,6 +109,7 @@ def final_outputs():
             continue
         outputs += [
             f"results/scores/interanimal/{dataset}.parquet",
+            f"results/scores/summary/{dataset}.csv",
             f"results/figures/predictivity_{dataset}.{FIG}",
             f"results/figures/predictivity_by_rule_{dataset}.{FIG}",
             f"results/figures/predictivity_by_model_{dataset}.{FIG}",
@@ -110,12 +131,17 @@ def final_outputs():
 
 
 def make_report():
-    """Write results/report.html with `snakemake --report` once every final output exists."""
+    """Write results/report.html with `snakemake --report` once every final output exists.
+
+    The report run gets the run's own validated config as one file, so it sees exactly what
+    this run saw, whatever `--configfile`s were given and in whatever order.
+    """
     if not all(Path(path).exists() for path in final_outputs()):
         print("report: some final outputs are missing; run the whole DAG to get results/report.html")
         return
+    config_path = Path("results/.report_config.yaml")
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
-               "--report", "results/report.html", "--quiet", "all"]
-    for path in workflow.configfiles:
-        command += ["--configfile", str(path)]
+               "--report", "results/report.html", "--quiet", "--configfile", str(config_path), "all"]
     subprocess.run(command, check=True)

@@ -12,22 +12,29 @@ from pipeline.models.names import parse_model_name
 PANELS = [("loss", "training loss"), ("train_acc", "train accuracy"), ("test_acc", "test accuracy")]
 
 
-def plot_learning_curves(metrics_paths, out, *, dpi=150) -> None:
+def plot_learning_curves(model_dirs, out, *, dpi=150) -> pd.DataFrame:
     """Plot every model's metrics.csv; colour by learning rule, line style by seed.
 
     Parameters
     ----------
-    metrics_paths : list of path
-        `results/models/{model}/metrics.csv` files; the model name is the parent folder.
+    model_dirs : list of path
+        Training runs `results/models/{model}` (their `metrics.csv`); the folder names the model.
     out : path
         Figure file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The curves drawn: every metrics.csv row with its `model` name.
     """
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2), squeeze=False)
-    rules = sorted({parse_model_name(Path(p).parent.name).rule for p in metrics_paths})
+    rules = sorted({parse_model_name(Path(d).name).rule for d in model_dirs})
     colours = dict(zip(rules, plt.get_cmap("tab10").colors))
-    for path in metrics_paths:
-        spec = parse_model_name(Path(path).parent.name)
-        metrics = pd.read_csv(path)
+    drawn = []
+    for folder in map(Path, model_dirs):
+        spec = parse_model_name(folder.name)
+        metrics = pd.read_csv(folder / "metrics.csv")
+        drawn.append(metrics.assign(model=spec.name))
         for ax, (column, _) in zip(axes[0], PANELS):
             ax.plot(metrics["epoch"], metrics[column], marker="o", ms=3,
                     color=colours[spec.rule], ls=["-", "--", ":", "-."][spec.seed % 4],
@@ -39,3 +46,4 @@ def plot_learning_curves(metrics_paths, out, *, dpi=150) -> None:
     axes[0][-1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return pd.concat(drawn, ignore_index=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.compare.aggregate import summarize
+from pipeline.compare.aggregate import median_over_units
 from pipeline.figures.style import plt, save
 
 
-def plot_curve(curve_path, out, *, dpi=150) -> None:
+def plot_interanimal_curve(curve_path, out, *, dpi=150) -> pd.DataFrame:
     """Median consistency (± s.e.m. over units) per area against stimuli used, a panel per mapping.
 
     Parameters
@@ -17,11 +17,16 @@ def plot_curve(curve_path, out, *, dpi=150) -> None:
         `interanimal_curve` table (Parquet) with an `n_stimuli` column.
     out : path
         Figure file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The points drawn: `median_over_units` of the table per area, mapping and n_stimuli.
     """
     table = pd.read_parquet(curve_path)
     if "n_stimuli" not in table.columns:
         raise ValueError(f"{curve_path}: no 'n_stimuli' column; expected an interanimal_curve table")
-    summary = summarize(table)
+    summary = median_over_units(table)
     mappings = list(dict.fromkeys(table["mapping"]))
     areas = list(dict.fromkeys(table["area"]))
     colours = dict(zip(areas, plt.get_cmap("tab10").colors))
@@ -36,3 +41,4 @@ def plot_curve(curve_path, out, *, dpi=150) -> None:
     axes[0][-1].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
+    return summary

@@ -1,0 +1,158 @@
+"""Editing one config value reruns exactly the rules whose output can depend on it.
+
+For every leaf of the tiny config (schema defaults filled in), the value is edited and
+`snakemake -n` is asked what it would run after a complete run; the planned rules must equal
+the table below. Execution settings (`dask`) plan nothing; `figures.dpi` plans only figures.
+"""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from pipeline.config import validate_config
+from tests.workflow.runner import SCHEMA, TINY, snakemake
+
+MODEL_FIGURES = {"plot_learning_curves", "plot_alignment"}
+SCORE_FIGURES = {"summarize", "plot_predictivity", "plot_predictivity_by_rule", "plot_predictivity_by_model",
+                 "plot_performance_vs_predictivity"}
+CURVE = {"interanimal_curve", "plot_interanimal_curve"}
+PREDICTIVITY = {"predictivity", "plot_rdms"} | SCORE_FIGURES
+MODELS = {"train", "transfer", "extract"} | MODEL_FIGURES | PREDICTIVITY
+NEURAL = {"interanimal"} | CURVE | PREDICTIVITY
+FIGURES = MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"}
+EVERYTHING = {"stimuli", "simulate_synthetic_mouse", "assemble_synthetic_mouse"} | MODELS | NEURAL
+ZOO = {"rules": {"bp", "kp", "hebb"}, "objectives": {"supervised"}}       # as in config_tiny.yaml
+
+# (leaf path pattern, planned rules); the first matching pattern applies.
+EXPECTED = [
+    (r"device", MODELS),
+    (r"stimuli\..*", EVERYTHING),
+    (r"datasets\.synthetic_mouse\.simulate\..*", NEURAL | {"simulate_synthetic_mouse", "assemble_synthetic_mouse"}),
+    (r"datasets\.synthetic_mouse\.assemble\..*", NEURAL | {"assemble_synthetic_mouse"}),
+    (r"models\.(archs|objectives|rules|seeds|include|overrides|train\..*)", MODELS),
+    (r"models\.rule_settings\.(bp|kp|hebb)\..*", MODELS),
+    (r"models\.rule_settings\..*", set()),                  # rules outside the zoo
+    (r"models\.objective_settings\.supervised\..*", MODELS),
+    (r"models\.objective_settings\..*", set()),             # objectives outside the zoo
+    (r"models\.transfer\..*", {"transfer", "plot_performance_vs_predictivity"}),
+    (r"compare\.common\..*", {"interanimal", "predictivity"} | CURVE | SCORE_FIGURES),
+    (r"compare\.interanimal\..*", {"interanimal"} | CURVE | SCORE_FIGURES),
+    (r"compare\.curve\..*", CURVE),
+    (r"compare\.predictivity\..*", {"predictivity"} | SCORE_FIGURES),
+    (r"dask\..*", set()),
+    (r"figures\..*", FIGURES),
+]
+
+# Edits that a generic rule cannot make valid (the rest: numbers bumped, booleans flipped,
+# enums and nulls set to another allowed value, lists extended or shortened).
+EDITS = {
+    "models.archs": ["ventral_cnn", "lenet"],
+    "models.objectives": ["supervised", "rotation"],
+    "models.rules": ["bp", "kp"],
+    "models.seeds": [0],
+    "models.include": ["lenet-supervised-bp-s0"],
+    "models.train.input_size": 24,
+    "models.train.label_level": "basic",
+    "models.train.lr_milestones": [1],
+    "stimuli.train_per_class": 5,
+    "stimuli.test_per_class": 3,
+    "stimuli.name": "blobs",
+    "datasets.synthetic_mouse.assemble.specimen_quantile": 0.5,
+    "models.rule_settings.kp.decay": 0.001,
+    "models.transfer.epochs": "all",
+    "compare.common.splits_per_task": 1,
+    "compare.common.mappings": ["ridge", "rsa"],
+    "compare.common.alphas": [1.0, 10.0],
+    "compare.curve.sizes": [16, None],
+    "compare.predictivity.epochs": "final",
+    "compare.interanimal.equalize_sources": "min",
+    "dask.scheduler": "tcp://127.0.0.1:8786",
+    "dask.cluster": "slurm",
+    "figures.format": "pdf",
+}
+
+
+def leaves(config, prefix=""):
+    """(dotted path, value) of every leaf: a scalar or a list (an empty mapping has none)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            yield from leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], config
+
+
+def schema_at(schema, path):
+    node = schema
+    for key in path.split("."):
+        props = node.get("properties", {})
+        node = props[key] if key in props else node.get("additionalProperties", {})
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def edited(path, value, schema):
+    """Another valid value for one leaf."""
+    if path in EDITS:
+        return EDITS[path]
+    node = schema_at(schema, path)
+    if "enum" in node:
+        return next(v for v in node["enum"] if v != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1 if value + 1 <= node.get("maximum", value + 1) else value - 1
+    if isinstance(value, float):
+        return value / 2 if value else 0.5
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return [v / 2 if isinstance(v, float) else v + 1 for v in value]
+    raise AssertionError(f"no edit for {path} = {value!r}: add one to EDITS")
+
+
+def expected_rules(path):
+    for pattern, rules in EXPECTED:
+        if re.fullmatch(pattern, path):
+            return rules
+    raise AssertionError(f"{path}: no row of EXPECTED; say which rules its value can change")
+
+
+def set_leaf(config, path, value):
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    node[last] = value
+
+
+def planned_rules(log):
+    return set(re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M)) - {"all"}
+
+
+def test_every_leaf_has_a_row():
+    for path, _ in leaves(validate_config(yaml.safe_load(TINY.read_text()), SCHEMA)):
+        expected_rules(path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(30 * 60)
+def test_editing_a_leaf_plans_exactly_the_rules_that_depend_on_it(tiny_run):
+    schema = yaml.safe_load(SCHEMA.read_text())
+    config = yaml.safe_load((tiny_run / "results/.report_config.yaml").read_text())
+    edits = tiny_run / "edits"
+    edits.mkdir(exist_ok=True)
+
+    def plan(number, path, value):
+        changed = yaml.safe_load(yaml.safe_dump(config))
+        set_leaf(changed, path, edited(path, value, schema))
+        (edits / f"{number}.yaml").write_text(yaml.safe_dump(changed))
+        dry = snakemake(tiny_run, "-n", "--configfile", edits / f"{number}.yaml")
+        assert dry.returncode == 0, f"{path}: {dry.stderr[-2000:]}"
+        return path, planned_rules(dry.stdout + dry.stderr)
+
+    with ThreadPoolExecutor(2) as pool:                 # dry runs take no lock
+        plans = list(pool.map(lambda item: plan(*item), [(k, *leaf) for k, leaf in enumerate(leaves(config))]))
+    wrong = [f"{path}: planned {sorted(planned)}, expected {sorted(expected_rules(path))}"
+             for path, planned in plans if planned != expected_rules(path)]
+    assert not wrong, "\n".join(wrong)
