@@ -12,10 +12,15 @@ from pipeline.io import read_zarr
 
 
 def category_order(stimuli_path) -> np.ndarray:
-    """stimulus_id sorted by superordinate, basic and subordinate class (blocks in the RDMs)."""
+    """stimulus_id sorted by superordinate, basic and subordinate class (blocks in the RDMs).
+
+    Label levels a set lacks are left out of the sort (natural scenes have none: stored order).
+    """
     stimuli = read_zarr(stimuli_path)
-    levels = [stimuli[level].values.astype(str) for level in ("subordinate", "basic", "superordinate")]
-    return stimuli["stimulus_id"].values.astype(str)[np.lexsort(levels)]
+    levels = [stimuli[level].values.astype(str) for level in ("subordinate", "basic", "superordinate")
+              if level in stimuli.coords]
+    ids = stimuli["stimulus_id"].values.astype(str)
+    return ids[np.lexsort(levels)] if levels else ids
 
 
 def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> dict[str, np.ndarray]:

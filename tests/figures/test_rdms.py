@@ -35,6 +35,14 @@ def test_category_order_groups_classes(tmp_path):
     assert [int(s[1:]) % 3 for s in order] == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_a_set_without_labels_keeps_its_order(tmp_path):
+    ids = [f"scene_{i:03d}" for i in (2, 0, 1)]
+    scenes = xr.Dataset({"image": (("stimulus", "y", "x", "channel"), np.zeros((3, 4, 4, 3), np.uint8))},
+                        coords={"stimulus_id": ("stimulus", ids)})
+    write_zarr(scenes, tmp_path / "scenes.zarr")
+    assert list(category_order(tmp_path / "scenes.zarr")) == ids
+
+
 def test_recurrent_layers_are_drawn_at_their_last_step(tmp_path):
     rng = np.random.default_rng(1)
     layers = xr.Dataset(
