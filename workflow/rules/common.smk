@@ -143,5 +143,5 @@ def make_report():
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
-               "--report", "results/report.html", "--quiet", "--configfile", str(config_path), "all"]
+               "--report", "results/report.html", "--quiet", "all", "--configfile", str(config_path)]
     subprocess.run(command, check=True)
