@@ -42,7 +42,10 @@ def spearman_brown(r, n=2):
 def corrected_scores(r, r_mapping, r_target, r_full):
     """The three noise-corrected scores from their correlation terms (arrays broadcast).
 
-    SB enters only the denominators (spec §1.2). NaN where r_mapping or r_target <= 0.
+    SB enters only the denominators (spec §1.2). NaN where r_mapping or r_target <= 0 (the
+    score is undefined there). Positive terms near 0 still give ratios of any size; the
+    score tables keep them and flag, in ``defined``, the rows whose score was undefined in
+    some split-half (`pipeline.compare.scoring`, "Undefined splits").
 
     Returns
     -------
@@ -94,7 +97,10 @@ def brainscore_ceiled(raw, ceiling, *, convention="explained_variance"):
     Returns
     -------
     ndarray
-        Not clipped (Brain-Score's raw values are not either; see vision#2112).
+        Not clipped (Brain-Score's raw values are not either; see vision#2112). A ceiling
+        near 0 gives values of any size and a negative one flips the sign: per row, such
+        rows have ``defined`` False in the score tables whenever a split-half's r_target
+        was <= 0.
     """
     raw, ceiling = np.asarray(raw, dtype=np.float64), np.asarray(ceiling, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -12,6 +12,16 @@ grid in `pipeline.compare.tasks`.
 Every job is a dask task over the grid (layer, epoch, area, target animal[, source animal],
 chunk of splits); resamples are seeded, so a job's result does not depend on the scheduler
 or the number of workers.
+
+Missing data: NaN in the assembly marks missing trials. Every unit is scored on the stimuli
+it has; a stimulus without a value in a source unit or in a target unit is dropped from that
+fit only, a unit without any valid trial gives NaN rows and leaves every source, and a
+stimulus no unit has is removed before the splits are drawn (`pipeline.compare.scoring`,
+"Missing data", has the full rule; `pipeline.compare.tasks.prepare` logs what is missing,
+and each drop is logged). One unit's NaN never reaches another unit's number, and data
+without a missing cell is scored with the clean arithmetic, unchanged. ±inf in an assembly
+is refused (`pipeline.data.assembly.validate_assembly`), and NaN or inf in activations too
+(`pipeline.compare.sources.layer_sources`, naming the layer, epoch, stimulus and unit).
 """
 
 from __future__ import annotations
@@ -55,7 +65,8 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
     ----------
     assembly : xarray.DataArray
         NeuralAssembly, dims (stimulus, trial, neuroid), coords neuroid_id, animal, area;
-        NaN trials are left out of the means. With one trial per stimulus, only raw r.
+        NaN trials are left out of the means, and units lacking stimuli are scored on the
+        others (module docstring). With one trial per stimulus, only raw r.
     mappings : sequence of str
         From "ridge", "ridge_cv", "pls", "one_to_one" (fitted, per unit) and "rsa", "cka",
         "cka_unbiased" (one value per population).
@@ -99,15 +110,17 @@ def interanimal(assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_sp
     pandas.DataFrame
         Columns area, animal, source, neuroid_id, mapping, split (and half), the
         `QUANTITIES` (r, r_mapping, r_target, r_full, r_mapping_sb, r_target_sb, score,
-        score_full, score_thesis, ceiling_brainscore, score_brainscore), nc_lower, nc_upper
-        (rsatoolbox RSA noise-ceiling terms of the target animal; RSA rows only), mode,
-        n_source_units, noise_corrected. One row per (mapping, source, neuroid, split);
-        RSA/CKA one per (target, source) with split 0 and neuroid_id "".
+        score_full, score_thesis, ceiling_brainscore, score_brainscore), defined (the score
+        was defined in every split-half of the row; `pipeline.compare.scoring`, "Undefined
+        splits"), nc_lower, nc_upper (rsatoolbox RSA noise-ceiling terms of the target
+        animal; RSA rows only), mode, n_source_units (live units), noise_corrected. One row
+        per (mapping, source, neuroid, split); RSA/CKA one per (target, source) with split
+        0 and neuroid_id "". Rows of units without any valid trial are NaN.
     """
-    maps, R, halves = prepare(assembly, "interanimal assembly", mappings=mappings, alpha=alpha,
-                              n_components=n_components, alphas=alphas, mode=mode, rsa_compare=rsa_compare,
-                              equalize_sources=equalize_sources, n_halves=n_halves, n_splits=n_splits, seed=seed,
-                              noise_correction=noise_correction)
+    maps, R, halves, assembly = prepare(
+        assembly, "interanimal assembly", mappings=mappings, alpha=alpha, n_components=n_components, alphas=alphas,
+        mode=mode, rsa_compare=rsa_compare, equalize_sources=equalize_sources, n_halves=n_halves, n_splits=n_splits,
+        seed=seed, noise_correction=noise_correction)
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)
     tasks, ceilings = interanimal_tasks(
         R, animal_groups(assembly), assembly["neuroid_id"].values.astype(str), maps, halves, splits, mode=mode,
@@ -227,10 +240,10 @@ def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_h
         (layer, epoch, time, mapping, neuroid, split, stage), RSA/CKA one per (layer, epoch,
         time, animal).
     """
-    maps, R, halves = prepare(assembly, "predictivity assembly", mappings=mappings, alpha=alpha,
-                              n_components=n_components, alphas=alphas, mode="pooled", rsa_compare=rsa_compare,
-                              equalize_sources=None, n_halves=n_halves, n_splits=n_splits, seed=seed,
-                              noise_correction=noise_correction)
+    maps, R, halves, assembly = prepare(
+        assembly, "predictivity assembly", mappings=mappings, alpha=alpha, n_components=n_components, alphas=alphas,
+        mode="pooled", rsa_compare=rsa_compare, equalize_sources=None, n_halves=n_halves, n_splits=n_splits,
+        seed=seed, noise_correction=noise_correction)
     activations = select_epochs(activations, epochs)
     order = _align_stimuli(activations, assembly)
     splits = stimulus_splits(R.shape[0], n_splits, train_frac, seed)

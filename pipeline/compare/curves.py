@@ -47,11 +47,11 @@ def interanimal_curve(assembly, *, sizes=(20, 40, 60, 80, 100, None), **kwargs):
     if unknown:
         raise TypeError(f"interanimal_curve got unexpected keyword arguments {sorted(unknown)}.")
     o = {**_OPTIONS, **kwargs}
-    maps, R, halves = prepare(assembly, "interanimal_curve assembly", mappings=o["mappings"], alpha=o["alpha"],
-                              n_components=o["n_components"], alphas=o["alphas"], mode=o["mode"],
-                              rsa_compare=o["rsa_compare"], equalize_sources=o["equalize_sources"],
-                              n_halves=o["n_halves"], n_splits=o["n_splits"], seed=o["seed"],
-                              noise_correction=o["noise_correction"])
+    maps, R, halves, assembly = prepare(
+        assembly, "interanimal_curve assembly", mappings=o["mappings"], alpha=o["alpha"],
+        n_components=o["n_components"], alphas=o["alphas"], mode=o["mode"], rsa_compare=o["rsa_compare"],
+        equalize_sources=o["equalize_sources"], n_halves=o["n_halves"], n_splits=o["n_splits"], seed=o["seed"],
+        noise_correction=o["noise_correction"])
     groups, ids = animal_groups(assembly), assembly["neuroid_id"].values.astype(str)
     tasks, ceilings = [], {}
     for size in sizes:

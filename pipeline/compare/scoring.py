@@ -25,9 +25,31 @@ RSA and CKA fit nothing and give one value per target population: the same terms
 Without trial halves (single-trial data, e.g. trial-averaged recordings) only the raw
 ``r_full`` is defined; every other quantity is NaN and the rows say
 ``noise_corrected = False``.
+
+Undefined splits. A row's ratio scores are nan-means over the split-halves in which they
+are defined (r_mapping > 0 and r_target > 0); where a reliability is near 0 the few
+defined halves can give ratios of any size (|score| 1e9 has been seen). Such rows are kept,
+and the boolean column ``defined`` says whether the score was defined in *every*
+split-half of the row (per-half rows: in that half; rows without halves: False).
+Aggregations that should not see unstable ratios filter on it.
+
+Missing data (NaN in the neural data; `pipeline.compare.sources` for the cells and
+kernels). A target unit is scored on the stimuli it has: for each fit, a stimulus is
+dropped where the source has a missing cell (any of its live units) or where that target
+unit has one; target units with the same dropped stimuli are fitted together (PLS is a
+joint fit, so a unit with missing stimuli never changes its neighbours' fit), and a split's
+train and test stimuli lose the dropped ones. Dead units (no value at any stimulus) leave
+the source and give NaN rows as targets; a split left with fewer than 2 training or 3 test
+stimuli gives NaN rows. RSA and CKA drop the stimuli where either population has a missing
+cell. Units and stimuli without missing cells are computed exactly as on clean data, and
+data without any NaN mean takes the clean arithmetic unchanged. Each drop is logged
+(`pipeline.compare.tasks.prepare` logs, once per analysis, which units and stimuli are
+missing; stimuli missing in every unit are removed there before the splits are drawn).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -40,6 +62,9 @@ from pipeline.compare.ceilings import (
 from pipeline.compare.cka import cka_from_grams
 from pipeline.compare.mappings import FEATURE_MAPPINGS, MAPPINGS, center_kernel, pearson
 from pipeline.compare.rsa import compare_rdms, rdm_from_gram
+from pipeline.compare.sources import missing_cells, restrict
+
+log = logging.getLogger(__name__)
 
 PER_HALF = ("r", "r_mapping", "r_target", "r_mapping_sb", "r_target_sb", "score", "score_full",
             "score_thesis", "ceiling_brainscore")
@@ -70,6 +95,7 @@ class _HalfMean:
     def __init__(self, keep_halves):
         self.keep = keep_halves
         self.parts, self.sums, self.counts = [], {}, {}
+        self.n = 0                  # split-halves added
 
     def add(self, values):
         if self.keep:
@@ -78,13 +104,18 @@ class _HalfMean:
         for q, v in values.items():
             self.sums[q] = self.sums.get(q, 0.0) + np.nansum(v, axis=0)
             self.counts[q] = self.counts.get(q, 0) + np.isfinite(v).sum(0)
+        self.n += values["score"].shape[0]
 
     def result(self):
-        """dict of arrays (split, unit), or (half, split, unit) when halves are kept."""
+        """dict of arrays (split, unit), or (half, split, unit) when halves are kept, with ``defined``."""
         if self.keep:
-            return {q: np.concatenate([p[q] for p in self.parts]) for q in PER_HALF}
+            out = {q: np.concatenate([p[q] for p in self.parts]) for q in PER_HALF}
+            out["defined"] = np.isfinite(out["score"])
+            return out
         with np.errstate(invalid="ignore", divide="ignore"):
-            return {q: self.sums[q] / self.counts[q] for q in PER_HALF}
+            out = {q: self.sums[q] / self.counts[q] for q in PER_HALF}
+        out["defined"] = self.counts["score"] == self.n
+        return out
 
 
 def _split_kernels(G, splits):
@@ -176,6 +207,8 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
         name -> dict of `QUANTITIES`, shape (split, unit), or (half, split, unit) with
         `keep_halves`.
     """
+    if source.missing is not None or target.missing is not None:
+        return _score_fitted_missing(maps, source, target, splits, keep_halves)
     train = np.stack([tr for tr, _ in splits])
     test = np.stack([te for _, te in splits])
     Bbar = target.mean
@@ -232,11 +265,70 @@ def score_fitted(maps, source, target, splits, *, keep_halves=False):
             shape = ((1,) if keep_halves else ()) + r_full[name].shape
             values = {q: np.full(shape, np.nan) for q in QUANTITIES}
             values["r_full"] = r_full[name].reshape(shape)
+            values["defined"] = np.zeros(shape, bool)
         else:
             values = accs[name].result()
             values["r_full"] = r_full[name] * np.ones_like(values["r"])
             values["score_brainscore"] = brainscore_ceiled(values["r_full"], values["ceiling_brainscore"])
         out[name] = values
+    return out
+
+
+_MIN_TRAIN, _MIN_TEST = 2, 3     # stimuli a split keeps after drops, else its rows are NaN
+
+
+def _nan_values(maps, n_halves, n_splits, n_units, keep_halves):
+    shape = ((n_halves,) if keep_halves else ()) + (n_splits, n_units)
+    values = {name: {q: np.full(shape, np.nan) for q in QUANTITIES} for name in maps}
+    for name in maps:
+        values[name]["defined"] = np.zeros(shape, bool)
+    return values
+
+
+def _score_fitted_missing(maps, source, target, splits, keep_halves):
+    """`score_fitted` with missing cells: target units grouped by the stimuli they keep.
+
+    Each group (units with the same missing stimuli, joined with the source's) is scored on
+    the stimuli it keeps, the splits' indices renumbered; a group that keeps every stimulus
+    uses the splits as they are. Dead units and splits too small after drops stay NaN.
+    See the module docstring.
+    """
+    n_stimuli = target.mean.shape[0]
+    n_halves = target.half1.shape[0] if target.has_halves else 1
+    out = _nan_values(maps, n_halves, len(splits), target.mean.shape[1], keep_halves)
+    if source.n_units == 0:
+        log.warning("the source has no live unit: NaN for its %d target units", target.mean.shape[1])
+        return out
+    source_drop = np.zeros(n_stimuli, bool) if source.missing is None else source.missing > 0
+    drop = missing_cells(target.mean, target.half1, target.half2) | source_drop[:, None]
+    patterns, inverse = np.unique(drop, axis=1, return_inverse=True)
+    inverse = np.ravel(inverse)
+    for g in range(patterns.shape[1]):
+        units = np.flatnonzero(inverse == g)
+        keep = ~patterns[:, g]
+        if not keep.any():
+            log.warning("%d target units have no stimulus left after drops: their rows are NaN", units.size)
+            continue
+        sub_source, sub_target = restrict(source, keep), restrict(target, keep, units)
+        if keep.all():
+            parts = [(slice(None), score_fitted(maps, sub_source, sub_target, splits, keep_halves=keep_halves))]
+        else:
+            log.info("%d target units: %d of %d stimuli dropped from their fits (missing in the source or "
+                     "in these units)", units.size, n_stimuli - int(keep.sum()), n_stimuli)
+            renumber = np.cumsum(keep) - 1
+            parts = []
+            for s, (train, test) in enumerate(splits):
+                train, test = renumber[train[keep[train]]], renumber[test[keep[test]]]
+                if train.size < _MIN_TRAIN or test.size < _MIN_TEST:
+                    log.warning("split %d keeps %d training and %d test stimuli after drops (need %d and %d): "
+                                "NaN for %d units", s, train.size, test.size, _MIN_TRAIN, _MIN_TEST, units.size)
+                    continue
+                parts.append((slice(s, s + 1), score_fitted(maps, sub_source, sub_target, [(train, test)],
+                                                            keep_halves=keep_halves)))
+        for at, values in parts:
+            for name in maps:
+                for q, v in values[name].items():
+                    out[name][q][..., at, units] = v
     return out
 
 
@@ -274,6 +366,22 @@ def score_population(name, source, target, *, rsa_compare="pearson", keep_halves
     dict of ndarray
         `QUANTITIES`, shape (1, 1) (split 0, one "unit"), or (half, 1, 1) with `keep_halves`.
     """
+    if source.missing is not None or target.missing is not None:
+        keep = np.ones(target.sum_mean.shape[-1], bool)
+        for pop in (source, target):
+            if pop.missing is not None:
+                keep &= pop.missing == 0
+        if keep.sum() < 4 or source.n_units == 0 or target.n_units == 0:
+            log.warning("%s: %d stimuli without a missing cell in source and target (need 4), %d and %d live "
+                        "units (need 1): NaN", name, int(keep.sum()), source.n_units, target.n_units)
+            n_halves = target.gram_half1.shape[0] if target.has_halves and keep_halves else 1
+            values = _nan_values([name], n_halves, 1, 1, keep_halves)[name]
+            return values
+        if not keep.all():
+            log.info("%s: %d of %d stimuli dropped (a unit of the source or target has no value there)",
+                     name, int((~keep).sum()), keep.size)
+        return score_population(name, restrict(source, keep), restrict(target, keep),
+                                rsa_compare=rsa_compare, keep_halves=keep_halves)
     stat, compare = _population_compare(name, rsa_compare)
     r_full = np.asarray(compare(stat(source.gram_mean, source.sum_mean, source.n_units),
                                 stat(target.gram_mean, target.sum_mean, target.n_units)))
@@ -281,6 +389,7 @@ def score_population(name, source, target, *, rsa_compare="pearson", keep_halves
         shape = ((1,) if keep_halves else ()) + (1, 1)
         out = {q: np.full(shape, np.nan) for q in QUANTITIES}
         out["r_full"] = np.full(shape, float(r_full))
+        out["defined"] = np.zeros(shape, bool)
         return out
     if source.shared:
         A1 = A2 = stat(source.gram_mean, source.sum_mean, source.n_units)

@@ -8,6 +8,19 @@ accumulated over chunks of units read from Zarr, never holding the whole layer. 
 themselves are kept only when a feature-space map (one-to-one) or a unit subsample needs
 them.
 
+Missing data (NaN means; spec: "score every unit on the stimuli it has"). A unit's mean
+(all trials, or a trial half of any split-half) is NaN at a stimulus where that half has no
+valid trial. Such a (stimulus, unit) cell is *missing*: the mask is the union over the
+all-trial mean and every split-half, so one stimulus set serves all halves of a fit. A unit
+missing at every stimulus is *dead*. Kernels are then built from the means with the missing
+cells set to 0, `n_units` counts the live units only, and ``missing`` holds, per stimulus,
+the number of live units missing there (it adds and subtracts like the kernels, so a pooled
+source less its target keeps the right counts). A kernel is exact wherever ``missing`` is 0
+and dead units add nothing to it, so `restrict` to the stimuli with ``missing == 0`` gives
+the statistics of the population without its dead units. Without any missing cell
+``missing`` is None and nothing else changes: the arithmetic of clean data is untouched.
+`pipeline.compare.scoring` decides what is dropped for each fit.
+
 Two records carry these statistics: `Population` (an animal, or a source pooled from
 several, with a kernel per trial half) and `LayerSource` (a model layer at one epoch and
 time step, one kernel for every half). Their docstrings give the shapes in the dimensions
@@ -41,7 +54,7 @@ class Population:
     Attributes
     ----------
     n_units : int
-        p, the number of units.
+        p, the number of live units (units with a value at some stimulus; module docstring).
     gram_mean : ndarray, shape (stimulus, stimulus)
         Ḡ = B̄ B̄ᵀ.
     sum_mean : ndarray, shape (stimulus,)
@@ -54,6 +67,9 @@ class Population:
         B̄ (targets, feature-space maps and unit subsamples need it).
     half1, half2 : ndarray, shape (half, stimulus, unit), or None
         B¹, B², kept together with `mean`.
+    missing : ndarray of int, shape (stimulus,), or None
+        Live units without a value at each stimulus; None when no cell is missing (module
+        docstring). The features keep their NaN; the kernels have 0 there.
     """
 
     shared: ClassVar[bool] = False          # one kernel per trial half
@@ -67,6 +83,7 @@ class Population:
     mean: np.ndarray | None = None
     half1: np.ndarray | None = None
     half2: np.ndarray | None = None
+    missing: np.ndarray | None = None
 
     @property
     def has_halves(self):
@@ -79,7 +96,7 @@ class Population:
             return None if X is None else X[index]
         return Population(self.n_units, self.gram_mean, self.sum_mean, part(self.gram_half1),
                           part(self.gram_half2), part(self.sum_half1), part(self.sum_half2), self.mean,
-                          part(self.half1), part(self.half2))
+                          part(self.half1), part(self.half2), self.missing)
 
 
 @dataclass(frozen=True)
@@ -109,11 +126,83 @@ class LayerSource:
     sum_mean: np.ndarray
     projection: str = "none"
     mean: np.ndarray | None = None
+    missing: ClassVar[None] = None          # activations are checked finite (`layer_sources`)
 
 
 def _kernels(X):
     """Kernel statistics of features X (..., stimulus, unit)."""
     return X @ np.swapaxes(X, -1, -2), X.sum(-1)
+
+
+def missing_cells(mean, half1=None, half2=None):
+    """(stimulus, unit) mask of the missing cells: NaN in the all-trial mean or in any half mean."""
+    mask = np.isnan(mean)
+    for half in (half1, half2):
+        if half is not None:
+            mask = mask | np.isnan(half).any(0)
+    return mask
+
+
+def _statistics(mean, half1, half2, keep_features):
+    """A Population from its means (half means None without split-halves), NaN-aware.
+
+    Clean means take the plain kernels; with a missing cell, the kernels are those of the
+    means with missing cells set to 0, and dead units leave `n_units` (module docstring).
+    """
+    features = (mean, half1, half2) if keep_features else (None, None, None)
+    missing = None
+    n_units = mean.shape[-1]
+    if np.isnan(mean).any() or (half1 is not None and (np.isnan(half1).any() or np.isnan(half2).any())):
+        mask = missing_cells(mean, half1, half2)
+        dead = mask.all(0)
+        missing = mask[:, ~dead].sum(1)
+        n_units = int((~dead).sum())
+        mean, half1, half2 = (None if X is None else np.where(np.isnan(X), 0.0, X) for X in (mean, half1, half2))
+    gram_mean, sum_mean = _kernels(mean)
+    if half1 is None:
+        return Population(n_units, gram_mean, sum_mean, mean=features[0], missing=missing)
+    gram_half1, sum_half1 = _kernels(half1)
+    gram_half2, sum_half2 = _kernels(half2)
+    return Population(n_units, gram_mean, sum_mean, gram_half1, gram_half2, sum_half1, sum_half2, *features,
+                      missing=missing)
+
+
+def restrict(pop, stimuli, units=None):
+    """The population on the stimuli `stimuli` (bool mask or indices), optionally only `units`.
+
+    Kernels are indexed (a kernel is exact where ``pop.missing`` is 0; see the module
+    docstring); features are indexed and lose their dead units' columns, unless `units`
+    picks columns (targets). The result has ``missing`` None: the caller keeps only stimuli
+    where nothing is missing. Works for `Population` and `LayerSource`.
+    """
+    stimuli = np.flatnonzero(stimuli) if np.asarray(stimuli).dtype == bool else np.asarray(stimuli)
+
+    def kernel(G):
+        return None if G is None else G[..., stimuli[:, None], stimuli]
+
+    def sums(s):
+        return None if s is None else s[..., stimuli]
+
+    if isinstance(pop, LayerSource):
+        return LayerSource(pop.n_units, kernel(pop.gram_mean), sums(pop.sum_mean), pop.projection,
+                           None if pop.mean is None else pop.mean[stimuli])
+    columns = units
+    if columns is None and pop.mean is not None and pop.missing is not None:
+        columns = np.flatnonzero(~missing_cells(pop.mean, pop.half1, pop.half2).all(0))
+
+    def feature(X):
+        if X is None:
+            return None
+        X = X[..., stimuli, :]
+        return X if columns is None else X[..., columns]
+
+    if units is not None:
+        # targets: statistics of the chosen units only
+        mean, half1, half2 = feature(pop.mean), feature(pop.half1), feature(pop.half2)
+        return _statistics(mean, half1, half2, keep_features=True)
+    return Population(pop.n_units, kernel(pop.gram_mean), sums(pop.sum_mean), kernel(pop.gram_half1),
+                      kernel(pop.gram_half2), sums(pop.sum_half1), sums(pop.sum_half2), feature(pop.mean),
+                      feature(pop.half1), feature(pop.half2))
 
 
 def population(R, halves, label, *, keep_features=True):
@@ -139,9 +228,10 @@ def population(R, halves, label, *, keep_features=True):
     R0 = np.where(valid, R, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         Bbar = R0.sum(1) / valid.sum(1)
-    gram_mean, sum_mean = _kernels(Bbar)
     if halves is None:
-        return Population(R.shape[2], gram_mean, sum_mean, mean=Bbar if keep_features else None)
+        pop = _statistics(Bbar, None, None, keep_features)
+        _log_missing(pop, label)
+        return pop
     masks = np.zeros((2, len(halves), R.shape[1]))
     for h, (first, second) in enumerate(halves):
         masks[0, h, first] = 1.0
@@ -149,14 +239,19 @@ def population(R, halves, label, *, keep_features=True):
     with np.errstate(invalid="ignore", divide="ignore"):
         B = (np.tensordot(masks, R0, axes=([2], [1]))
              / np.tensordot(masks, valid.astype(np.float64), axes=([2], [1])))
-    n_empty = int(np.isnan(B).any(axis=(0, 1, 2)).sum())
-    if n_empty:
-        log.warning("%s: %d units have a stimulus with no valid trial in some split-half; "
-                    "their correlations are NaN", label, n_empty)
-    gram_half1, sum_half1 = _kernels(B[0])
-    gram_half2, sum_half2 = _kernels(B[1])
-    features = (Bbar, B[0], B[1]) if keep_features else (None, None, None)
-    return Population(R.shape[2], gram_mean, sum_mean, gram_half1, gram_half2, sum_half1, sum_half2, *features)
+    pop = _statistics(Bbar, B[0], B[1], keep_features)
+    _log_missing(pop, label)
+    return pop
+
+
+def _log_missing(pop, label):
+    """Log the live units and the stimuli with a missing cell of a population that has any."""
+    if pop.missing is None:
+        return
+    n_all = pop.mean.shape[-1] if pop.mean is not None else None
+    log.info("%s: %d live units%s; %d stimuli have a unit without a value in some split-half "
+             "(dropped from the fits that use this population, `pipeline.compare.scoring`)",
+             label, pop.n_units, "" if n_all is None else f" of {n_all}", int((pop.missing > 0).sum()))
 
 
 def pooled_kernels(R, unit_groups, halves, label="pool"):
@@ -195,9 +290,13 @@ def _combine(a, b, op):
     """Kernel statistics of two populations combined field by field with `op` (features dropped)."""
     def apply(x, y):
         return None if x is None else op(x, y)
+    missing = None
+    if a.missing is not None or b.missing is not None:
+        zeros = np.zeros(a.sum_mean.shape[-1], dtype=np.int64)
+        missing = op(zeros if a.missing is None else a.missing, zeros if b.missing is None else b.missing)
     return Population(op(a.n_units, b.n_units), op(a.gram_mean, b.gram_mean), op(a.sum_mean, b.sum_mean),
                       apply(a.gram_half1, b.gram_half1), apply(a.gram_half2, b.gram_half2),
-                      apply(a.sum_half1, b.sum_half1), apply(a.sum_half2, b.sum_half2))
+                      apply(a.sum_half1, b.sum_half1), apply(a.sum_half2, b.sum_half2), missing=missing)
 
 
 def concatenated(populations, units=None):
@@ -223,11 +322,7 @@ def concatenated(populations, units=None):
         return X if units is None else X[..., units]
 
     mean, half1, half2 = features("mean"), features("half1"), features("half2")
-    gram_mean, sum_mean = _kernels(mean)
-    gram_half1, sum_half1 = (None, None) if half1 is None else _kernels(half1)
-    gram_half2, sum_half2 = (None, None) if half2 is None else _kernels(half2)
-    return Population(mean.shape[-1], gram_mean, sum_mean, gram_half1, gram_half2, sum_half1, sum_half2,
-                      mean, half1, half2)
+    return _statistics(mean, half1, half2, keep_features=True)
 
 
 # ---------------------------------------------------------------- model layers
@@ -320,7 +415,9 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
         block = np.asarray(var.isel({lead: slice(start, start + per_read)}).values)
         X = block.reshape(n_epochs, var.sizes["stimulus"], -1)[:, order].astype(np.float64)
         if not np.isfinite(X).all():
-            raise ValueError(f"activations {label!r}: features contain NaN or inf; expected finite values.")
+            raise ValueError(f"activations {label!r}: features contain NaN or inf (first at "
+                             f"{_position(var, leading, order, done, np.argwhere(~np.isfinite(X))[0])}); "
+                             "expected finite values.")
         G += X @ np.swapaxes(X, 1, 2)
         s += X.sum(2)
         offset = 0
@@ -352,6 +449,21 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     if method != "none":
         log.info("%s: %d units reduced to %d dimensions (%s)", label, n_units, k, label_projection)
     return sources
+
+
+def _position(var, leading, order, done, index):
+    """'epoch e[, time t], stimulus_id s, unit u' of entry `index` (source, stimulus, unit) of a read block."""
+    source, stimulus, unit = (int(i) for i in index)
+    parts = []
+    for dim, i in zip(leading, np.unravel_index(source, [var.sizes[d] for d in leading])):
+        parts.append(f"{dim} {var[dim].values[i] if dim in var.coords else i}")
+    position = int(order[stimulus])
+    if "stimulus_id" in var.coords:
+        parts.append(f"stimulus_id {str(var['stimulus_id'].values[position])!r}")
+    else:
+        parts.append(f"stimulus {position}")
+    parts.append(f"unit {done + unit}")
+    return ", ".join(parts)
 
 
 def _pca_features(G, k):

@@ -8,6 +8,13 @@ pairwise, source animals, as dask delayed tasks sharing each animal's kernel sta
 (`pipeline.compare.sources`). `run` computes the tasks (`pipeline.compare.parallel`) and
 `finish` concatenates their frames in a fixed column order, with the rsatoolbox RSA
 noise-ceiling terms of each area attached.
+
+Missing data: `prepare` removes the stimuli that no unit has a value for (no valid trial
+anywhere) before the splits are drawn, and logs, once per analysis, those stimuli, the dead
+units (no valid trial at all) and the units with missing stimuli; every other drop is made
+per fit by `pipeline.compare.scoring` (module docstring) and logged there. The RSA noise
+ceilings of an area use the stimuli that every animal of the area has. Rows of dead target
+units are NaN; no NaN of one unit reaches another unit's number.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from pipeline.compare.mappings import FEATURE_MAPPINGS, MAPPINGS, RIDGE_CV_ALPHA
 from pipeline.compare.parallel import compute
 from pipeline.compare.rsa import COMPARE_METHODS, rdm_from_gram, rsa_noise_ceiling
 from pipeline.compare.scoring import POPULATION_MAPPINGS, QUANTITIES
-from pipeline.compare.sources import concatenated, leave_out, pooled_kernels, population
+from pipeline.compare.sources import concatenated, leave_out, pooled_kernels, population, restrict
 from pipeline.compare.splits import unit_subset
 from pipeline.data.assembly import validate_assembly
 from pipeline.data.reliability import trial_halves
@@ -73,14 +80,48 @@ def prepare(assembly, label, *, mappings, alpha, n_components, alphas, mode, rsa
     maps : dict
         From `_build_mappings`.
     R : ndarray, shape (stimulus, trial, neuroid)
-        From `_responses`.
+        From `_responses`, without the stimuli that no unit has a value for.
     halves : list of (ndarray, ndarray) or None
         From `_halves_or_none`.
+    assembly : xarray.DataArray
+        The assembly on the stimuli of `R` (the input itself when none was removed).
     """
     _check_settings(mode, rsa_compare, equalize_sources, n_halves, n_splits)
     maps = _build_mappings(mappings, alpha, n_components, alphas)
     R = _responses(assembly, label)
-    return maps, R, _halves_or_none(R, n_halves, seed, noise_correction, label)
+    R, assembly = _drop_empty(R, assembly, label)
+    return maps, R, _halves_or_none(R, n_halves, seed, noise_correction, label), assembly
+
+
+def _drop_empty(R, assembly, label):
+    """Remove the stimuli with no valid trial in any unit; log what is missing (module docstring)."""
+    valid = ~np.isnan(R)
+    if valid.all():
+        return R, assembly
+    ids = assembly["stimulus_id"].values.astype(str)
+    neuroids = assembly["neuroid_id"].values.astype(str)
+    per_cell = valid.any(1)                                    # (stimulus, neuroid)
+    dead = ~per_cell.any(0)
+    partial = ~dead & ~per_cell.all(0)
+
+    def some(names):
+        return ", ".join(names[:5]) + (", ..." if names.size > 5 else "")
+
+    if dead.any():
+        log.warning("%s: %d units have no valid trial (%s): their rows are NaN and they leave every source",
+                    label, int(dead.sum()), some(neuroids[dead]))
+    if partial.any():
+        log.warning("%s: %d units lack every trial of some stimuli (%s; %d (stimulus, unit) cells): each is "
+                    "scored on the stimuli it has, and fits that use them as a source drop those stimuli",
+                    label, int(partial.sum()), some(neuroids[partial]), int((~per_cell[:, partial]).sum()))
+    empty = ~per_cell.any(1)
+    if not empty.any():
+        return R, assembly
+    if empty.all():
+        raise ValueError(f"{label}: every value is NaN; expected responses (NaN marks missing trials only).")
+    log.warning("%s: %d stimuli have no valid trial in any unit (%s); removed before the splits are drawn",
+                label, int(empty.sum()), some(ids[empty]))
+    return R[~empty], assembly.isel(stimulus=np.flatnonzero(~empty))
 
 
 def _responses(assembly, source):
@@ -132,6 +173,7 @@ def _frame(values, labels, ids, mapping, split_offset, keep_halves):
     if keep_halves:
         columns["half"] = np.repeat(np.arange(n_halves), n_splits * n_units)
     columns.update({q: values[q].ravel() for q in QUANTITIES})
+    columns["defined"] = values["defined"].ravel()
     return pd.DataFrame(columns)
 
 
@@ -158,6 +200,8 @@ def score_task(source, target, maps, splits, split_offset, labels, ids, *, rsa_c
             frames[name].append(_frame(values, labels, np.array([""]), name, 0, keep_halves))
             if inner is not None:
                 frames[name][-1]["stage"] = "test"
+    if not any(frames.values()):        # a later chunk of splits with population mappings only
+        return None
     frame = pd.concat([f for name in maps for f in frames[name]], ignore_index=True)
     frame["n_source_units"] = int(source.n_units)
     frame["noise_corrected"] = target.has_halves
@@ -209,6 +253,21 @@ def rsa_ceilings(R, unit_groups, animals, method):
     if len(unit_groups) < 2:
         return {}
     pops = [population(R[:, :, idx], None, animal, keep_features=False) for idx, animal in zip(unit_groups, animals)]
+    if any(p.n_units == 0 for p in pops):                 # an animal without a live unit has no RDM
+        live = [k for k, p in enumerate(pops) if p.n_units > 0]
+        log.warning("RSA noise ceiling: animals %s have no live unit; left out (their terms are NaN)",
+                    [animals[k] for k in range(len(pops)) if k not in live])
+        out = rsa_ceilings(R, [unit_groups[k] for k in live], [animals[k] for k in live], method)
+        return {animal: out.get(animal, (np.nan, np.nan)) for animal in animals}
+    if any(p.missing is not None for p in pops):
+        keep = np.logical_and.reduce([p.missing == 0 for p in pops if p.missing is not None])
+        if keep.sum() < 4:
+            log.warning("RSA noise ceiling: %d stimuli that every animal has (need 4): NaN", int(keep.sum()))
+            return {animal: (np.nan, np.nan) for animal in animals}
+        if not keep.all():
+            log.info("RSA noise ceiling: %d of %d stimuli dropped (an animal lacks them)",
+                     int((~keep).sum()), keep.size)
+        pops = [restrict(p, keep) for p in pops]
     rdms = np.stack([rdm_from_gram(p.gram_mean, p.sum_mean, p.n_units, condensed=True) for p in pops])
     lower, upper = rsa_noise_ceiling(rdms, method, per_subject=True)
     return {animal: (lo, up) for animal, lo, up in zip(animals, lower, upper)}
@@ -238,8 +297,9 @@ def finish(frames, ceilings, extra, trailing=(), ceiling_keys=("area",)):
 
     `ceilings` maps the values of the columns `ceiling_keys` to per-animal `rsa_ceilings`.
     """
-    columns = ["area", "animal", "source", *extra, "neuroid_id", "mapping", "split", *QUANTITIES,
+    columns = ["area", "animal", "source", *extra, "neuroid_id", "mapping", "split", *QUANTITIES, "defined",
                "nc_lower", "nc_upper", *METADATA, *trailing]
+    frames = [f for f in frames if f is not None]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     frame = _attach_ceilings(frame, ceilings, ceiling_keys)
     at = columns.index("split") + 1
