@@ -8,6 +8,10 @@ dims (epoch, time, stimulus, unit_{layer}) with an int coord `time`; feedforward
 `time` dim.
 attrs["content_key"] records the sha256 of every checkpoint file, the preprocessing, the
 stimulus set's sha256 and the layers, so a store is reused only for identical inputs.
+Checkpoints are checked against their sha256 records as they are read
+(`pipeline.checkpoints.read_checkpoint`), and `extract` first removes the hidden temporaries
+(`.<store>.tmp-*`) an interrupted extraction of the same store left behind. The finished
+store is sealed (`pipeline.io.seal_store`), so `read_zarr` checks its files as it reads them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.checkpoints import build_backbone, load_backbone, read_checkpoint
+from pipeline.checkpoints import build_backbone, load_backbone, read_checkpoint, verified_sha256
 from pipeline.data.stimuli import read_stimuli, stimulus_sha256, to_tensor
-from pipeline.io import atomic_path, file_sha256, read_zarr
+from pipeline.io import atomic_path, read_zarr, remove_stale_temporaries, seal_store
 from pipeline.models import layer_outputs
 from pipeline.objectives.augment import preprocess
 from pipeline.runtime import resolve_device
@@ -80,7 +84,7 @@ def content_key(checkpoints, stimuli_path) -> dict:
     with torch.device("meta"):                    # layer names only: no weights drawn
         model = build_backbone(first)
     key = {
-        "weights_sha256": [file_sha256(p) for p in checkpoints],
+        "weights_sha256": [verified_sha256(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
         "stimulus_sha256": stimulus_sha256(read_zarr(stimuli_path)),
         "layers": list(model.layer_names),
@@ -149,6 +153,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     """
     checkpoints = [Path(p) for p in checkpoints]
     out_path = Path(out_path)
+    remove_stale_temporaries(out_path)
     key = content_key(checkpoints, stimuli_path)
     stored = _stored_key(out_path)
     if stored == key:
@@ -189,6 +194,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                 previous.result()                 # surface a write error early
         for future in written:
             future.result()
+        seal_store(tmp)                          # manifest last: read_zarr checks it
     log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs),
              len(stimulus_ids), ", ".join(f"{k} ({v} units)" for k, v in widths.items()))
 

@@ -7,26 +7,60 @@ metrics.csv and alignment.csv rows), `state_dict` (the backbone: the architectur
 `pipeline.models.build_model` converted by the rule), `heads` (the objective's extra modules),
 `optimizer` and `alignment_optimizer` (None for rules without one), and `generator` and
 `noise_generator` (the data-order and alignment-noise generators' states): everything a
-resumed run needs to continue to the same weights as an uninterrupted one.
+resumed run needs to continue to the same weights as an uninterrupted one. Wall-clock
+timings are not stored in a checkpoint (they go to run.json and metrics.csv), so two runs of
+the same model and settings write byte-identical checkpoints; older checkpoints whose
+`metrics` hold `seconds` still load and resume.
+
+Integrity: `save_torch` writes `<checkpoint>.sha256` beside every checkpoint, and
+`read_checkpoint` checks the file against it (the hash is computed once per file and process);
+a checkpoint that differs from its record, or that torch cannot read, raises `CheckpointError`
+naming the file and the rule that rebuilds it (`train`).
+
+The run record `model_dir/run.json` (`write_run_record`) says what the folder holds: the header
+the run was trained with, its number of epochs, whether training finished, and each epoch's
+seconds. `run_epochs` returns exactly the epochs it lists, never a glob of whatever
+`epoch_*.pt` files lie in the folder. Folders written before run records existed (no run.json)
+are read by globbing, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pipeline.io import save_torch
+from pipeline.io import remove_stale_temporaries, save_torch, write_json
 from pipeline.learning import make_rule
 from pipeline.models import build_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointWriter", "build_backbone", "capture", "epoch_path", "load_backbone",
-           "read_checkpoint", "restore", "resumable", "run_epochs"]
+__all__ = ["RUN_RECORD", "CheckpointError", "CheckpointWriter", "build_backbone", "capture",
+           "clear_stale", "epoch_path", "load_backbone", "read_checkpoint", "read_run_record",
+           "restore", "resumable", "run_epochs", "settings_differences", "verified_sha256",
+           "write_run_record"]
+
+# The run record of a model folder (see the module docstring).
+RUN_RECORD = "run.json"
+
+
+def _rebuild(model_dir) -> str:
+    """The sentence that tells how to rebuild a run folder: its rule, forced."""
+    return (f"rebuild it with the `train` rule: `snakemake --cores all --force {model_dir}` "
+            "(or delete the folder and rerun `python -m pipeline train`)")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or run folder that cannot be trusted: corrupt, truncated, changed since it
+    was written, or left by a run that did not finish. The message names the file and the
+    rule that rebuilds it."""
 
 
 def epoch_path(model_dir, epoch: int) -> Path:
@@ -34,18 +68,152 @@ def epoch_path(model_dir, epoch: int) -> Path:
     return Path(model_dir) / f"epoch_{epoch:03d}.pt"
 
 
+def _json_normal(value):
+    """`value` as it reads back from JSON (tuples become lists), for comparisons with run.json."""
+    return json.loads(json.dumps(value))
+
+
+def read_run_record(model_dir) -> dict | None:
+    """The run record `model_dir/run.json`, or None when the folder has none (older runs).
+
+    Raises CheckpointError when it exists but cannot be read.
+    """
+    path = Path(model_dir) / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable run record ({err}); "
+                              f"{_rebuild(path.parent)}") from err
+    if not isinstance(record, dict) or not {"epochs", "complete", "header"} <= record.keys():
+        raise CheckpointError(f"{path}: expected a JSON object with keys epochs, complete and "
+                              f"header; found {record!r:.200}; {_rebuild(path.parent)}")
+    return record
+
+
+def write_run_record(model_dir, header: dict, epochs: int, *, complete: bool,
+                     seconds: dict[int, float]) -> None:
+    """Write `model_dir/run.json` atomically.
+
+    Parameters
+    ----------
+    header : dict
+        The checkpoints' identity and settings.
+    epochs : int
+        The run trains epochs 0 … epochs; `run_epochs` lists exactly these.
+    complete : bool
+        Whether every checkpoint has been written (False while training).
+    seconds : dict
+        Wall-clock seconds of each epoch trained so far (kept out of the checkpoints, so
+        those stay byte-reproducible).
+    """
+    write_json({"model_name": header.get("model_name"), "epochs": int(epochs),
+                "complete": bool(complete), "header": _json_normal(header),
+                "seconds": {str(e): s for e, s in sorted(seconds.items())}},
+               Path(model_dir) / RUN_RECORD)
+
+
 def run_epochs(model_dir) -> dict[int, Path]:
-    """A run's checkpoints by epoch, in epoch order; FileNotFoundError when it has none."""
-    found = {int(p.stem.split("_")[-1]): p for p in Path(model_dir).glob("epoch_*.pt")}
-    if not found:
-        raise FileNotFoundError(f"{model_dir}: no checkpoints epoch_*.pt")
-    return dict(sorted(found.items()))
+    """A run's checkpoints by epoch, in epoch order: exactly epochs 0 … N of its run record.
+
+    Raises CheckpointError when the record says training did not finish, FileNotFoundError
+    when a listed checkpoint is missing or the folder has none. A folder without run.json
+    (written before run records) gives every `epoch_*.pt` in it, with a warning.
+    """
+    model_dir = Path(model_dir)
+    record = read_run_record(model_dir)
+    if record is None:
+        found = {int(p.stem.split("_")[-1]): p for p in model_dir.glob("epoch_*.pt")}
+        if not found:
+            raise FileNotFoundError(f"{model_dir}: no checkpoints epoch_*.pt")
+        log.warning("%s has no %s (trained before run records): reading every epoch_*.pt in "
+                    "it, epochs %s", model_dir, RUN_RECORD, sorted(found))
+        return dict(sorted(found.items()))
+    if not record["complete"]:
+        raise CheckpointError(
+            f"{model_dir / RUN_RECORD}: training did not finish (complete: false; "
+            f"{len(record.get('seconds', {}))} of epochs 0…{record['epochs']} written); "
+            f"rerun the `train` rule, which resumes it")
+    by_epoch = {e: epoch_path(model_dir, e) for e in range(int(record["epochs"]) + 1)}
+    for path in by_epoch.values():
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: missing, but {model_dir / RUN_RECORD} lists epochs "
+                f"0…{record['epochs']}; {_rebuild(model_dir)}")
+    return by_epoch
+
+
+def settings_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every (nested) key whose value differs between two headers."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_differences(a, b, f"{prefix}{key}.")
+        elif _json_normal(a) != _json_normal(b):
+            out.append(f"{prefix}{key}: {a!r:.60} -> {b!r:.60}")
+    return out
+
+
+# (resolved path, size, mtime_ns) -> sha256 of files verified in this process
+_VERIFIED: dict[tuple, str] = {}
+
+
+def verified_sha256(path) -> str:
+    """sha256 of a checkpoint's bytes, checked against its `<path>.sha256` record.
+
+    Computed once per file and process (cached by path, size and mtime). A checkpoint without
+    a record (written by hand) is accepted as it is.
+
+    Raises
+    ------
+    CheckpointError
+        When the bytes differ from the record (bit flip, truncation, a partial copy) or the
+        record is unreadable; names the file and the rule that rebuilds it.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()
+    sidecar = path.with_name(f"{path.name}.sha256")
+    try:
+        recorded = json.loads(sidecar.read_text())["sha256"]
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{sidecar}: unreadable digest record of {path.name} ({err!r}); "
+                              f"{_rebuild(path.parent)}") from err
+    if recorded is not None and recorded != digest:
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint: its sha256 is {digest[:16]}…, its record "
+            f"{sidecar.name} "
+            f"says {str(recorded)[:16]}… ({stat.st_size} bytes now); {_rebuild(path.parent)}")
+    _VERIFIED[key] = digest
+    return digest
 
 
 def read_checkpoint(path) -> dict:
-    """A checkpoint with its tensors memory-mapped: reading the header or the weights touches
-    only those bytes, never the optimizer state."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """A checkpoint, verified against its sha256 record (`verified_sha256`), with its tensors
+    memory-mapped: reading the header or the weights touches only those bytes, never the
+    optimizer state.
+
+    Raises FileNotFoundError when absent and CheckpointError, naming the file and the rule
+    that rebuilds it, when it is corrupt or truncated.
+    """
+    path = Path(path)
+    verified_sha256(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:       # torch's zip reader, the unpickler: any error means corrupt
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: "
+                              f"{str(err)[:200]}); {_rebuild(path.parent)}") from err
 
 
 def build_backbone(checkpoint: dict) -> nn.Module:
@@ -69,11 +237,19 @@ def load_backbone(checkpoint: dict, device) -> nn.Module:
 
 
 def _snapshot(value):
-    """A copy of a nested dict/list of tensors on the CPU that later training steps cannot change."""
+    """A copy of a nested dict/list of tensors on the CPU that later training steps cannot change.
+
+    Strings are interned: pickle writes a repeated object once and refers back to it, by
+    identity, so equal strings must be one object for the bytes not to depend on where they
+    came from (a resumed run's optimizer keys are read from a checkpoint, a fresh run's are
+    torch's literals).
+    """
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
+    if type(value) is str:
+        return sys.intern(value)
     if isinstance(value, dict):
-        return {k: _snapshot(v) for k, v in value.items()}
+        return {_snapshot(k): _snapshot(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_snapshot(v) for v in value)
     return value
@@ -151,8 +327,9 @@ class CheckpointWriter:
 def resumable(model_dir, header: dict, epochs: int) -> list[dict]:
     """Intact checkpoints epoch_000, epoch_001, … written for the same model and settings.
 
-    Stops at the first missing, unreadable or mismatching file (or after `epochs`); returns []
-    when a checkpoint was written with another header, so the run starts afresh.
+    Stops at the first missing, unreadable, corrupt (sha256 record) or mismatching file (or
+    after `epochs`), logging why; returns [] when a checkpoint was written with another header,
+    so the run starts afresh.
     """
     found = []
     for epoch in range(epochs + 1):
@@ -171,3 +348,45 @@ def resumable(model_dir, header: dict, epochs: int) -> list[dict]:
             return []
         found.append(checkpoint)
     return found
+
+
+def clear_stale(model_dir, header: dict, epochs: int, keep: int) -> None:
+    """Make `model_dir` hold only checkpoints of the run about to train.
+
+    Removes every `epoch_*.pt` (with its sha256 record) from epoch `keep` on, records left
+    without their checkpoint, and temporaries of interrupted writes. Call after `resumable`
+    (its `keep` checkpoints are this run's) and after writing the run record with
+    complete=False, so a folder being cleared is never read as finished. Checkpoints of a run
+    with other settings (another lr, more epochs, …) are removed with a warning naming the
+    folder and the differing settings.
+    """
+    model_dir = Path(model_dir)
+    for tmp in sorted(model_dir.glob(".*.tmp-*")):
+        remove_stale_temporaries(model_dir / tmp.name[1:].rsplit(".tmp-", 1)[0])
+    stale = sorted(p for p in model_dir.glob("epoch_*.pt") if int(p.stem.split("_")[-1]) >= keep)
+    if stale:
+        changed = [] if keep else _old_differences(stale[0], header)
+        last = int(stale[-1].stem.split("_")[-1])
+        if last > epochs:
+            changed.append(f"epochs: {last} -> {epochs}")
+        if changed:
+            log.warning("%s: removing %s, written by a run with other settings (%s); the folder "
+                        "now holds only this run's epochs", model_dir,
+                        ", ".join(p.name for p in stale), "; ".join(changed))
+        else:
+            log.info("%s: removing %s, to be retrained", model_dir,
+                     ", ".join(p.name for p in stale))
+    for path in stale:
+        path.unlink()
+    for record in model_dir.glob("epoch_*.pt.sha256"):
+        if not record.with_suffix("").exists():
+            record.unlink()
+
+
+def _old_differences(path: Path, header: dict) -> list[str]:
+    """The settings in which the checkpoint at `path` differs from `header` ([] if unreadable)."""
+    try:
+        old = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:                                # unreadable: nothing to compare
+        return []
+    return settings_differences({k: old.get(k) for k in header}, header)

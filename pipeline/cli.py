@@ -69,7 +69,8 @@ def _extract(args):
     from pipeline.checkpoints import run_epochs
     from pipeline.runtime import set_num_threads
 
-    set_num_threads(args.threads)
+    if args.threads is not None:
+        set_num_threads(args.threads)
     extract(list(run_epochs(args.model_dir).values()), args.stimuli, args.out, device=args.device)
 
 

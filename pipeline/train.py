@@ -8,11 +8,24 @@ objective (pipeline.objectives), the `{rule}` part the learning rule (pipeline.l
 objective's hyperparameters. Every epoch, the untrained epoch 0 included, runs through one step
 (`_epoch`). A rerun with the same model name and settings resumes after the last intact
 checkpoint and gives the same weights as an uninterrupted run.
+
+A folder holds one run. `run.json` (pipeline.checkpoints) records its settings, its epochs and
+whether it finished; it says complete: false from the start of training until every checkpoint
+is written. Rerunning in a folder trained with other settings (another lr, fewer epochs, …)
+starts it clean: the checkpoints the new settings would not reproduce are removed, with a
+warning naming the folder and the differing settings, and those they would are resumed from.
+Wall-clock seconds go to run.json and metrics.csv, never into a checkpoint, so two clean runs
+write byte-identical checkpoints.
+
+Training stops with FloatingPointError, naming the model, epoch and batch, at the first
+non-finite training loss (checked every step; the loss is read every step anyway) or weight
+(checked once per epoch, before the epoch's checkpoint is written).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -179,6 +192,8 @@ class _Run:
         (index, images, labels) of the fixed batch alignment.csv is measured on.
     header : dict
         The checkpoints' identity and settings (`pipeline.checkpoints`).
+    epoch : int
+        The epoch being trained (for error messages).
     """
 
     name: str
@@ -192,6 +207,7 @@ class _Run:
     test: Split
     probe: tuple
     header: dict
+    epoch: int = 0
 
 
 def _read_splits(name: str, settings: TrainSettings, train_path, test_path, device
@@ -288,17 +304,39 @@ def _train_epoch(run: _Run, bar) -> tuple[float, float]:
     net.train()
     loss_sum, accuracy_sum = 0.0, 0.0
     order = torch.randperm(len(data.images), generator=generator)
-    for start in range(0, len(data.images), data.batch_size):
+    for batch, start in enumerate(range(0, len(data.images), data.batch_size)):
         idx = order[start:start + data.batch_size]
         loss_fn = partial(run.objective.loss, index=idx, preprocessing=data.preprocessing,
                           generator=generator)
         accuracy, loss = run.rule.step(net, data.images[idx.to(data.images.device)],
                                        data.labels[idx.to(data.labels.device)], run.optimizers,
                                        noise, loss_fn=loss_fn)
-        loss_sum += loss.item() * len(idx)
+        loss = loss.item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"model {run.name!r}, epoch {run.epoch}, batch {batch + 1} of "
+                f"{-(-len(data.images) // data.batch_size)}: the training loss is {loss} "
+                f"(lr {run.optimizers[0].param_groups[0]['lr']}); training stopped before "
+                f"this epoch's checkpoint. Lower models.train.lr or the rule's settings.")
+        loss_sum += loss * len(idx)
         accuracy_sum += accuracy.item() * len(idx)
         bar.update(1)
     return loss_sum / len(data.images), accuracy_sum / len(data.images)
+
+
+def _check_finite(run: _Run, epoch: int) -> None:
+    """Raise FloatingPointError naming the first parameter or buffer of the net (backbone and
+    heads) holding NaN or inf after an epoch of training. One device sync for the whole net."""
+    tensors = [(name, t) for name, t in run.net.state_dict().items() if t.is_floating_point()]
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).cpu()
+    if not bool(finite.all()):
+        name = tensors[int((~finite).nonzero()[0])][0]
+        raise FloatingPointError(
+            f"model {run.name!r}, epoch {epoch}: weights {name!r} hold NaN or inf after "
+            f"training (lr {run.settings.lr}); training stopped before this epoch's "
+            f"checkpoint. Lower models.train.lr or the rule's settings.")
 
 
 def _epoch(run: _Run, epoch: int, bar) -> tuple[dict, list[dict]]:
@@ -316,7 +354,9 @@ def _epoch(run: _Run, epoch: int, bar) -> tuple[dict, list[dict]]:
     else:
         for group in run.optimizers[0].param_groups:
             group["lr"] = s.lr * s.lr_gamma ** sum(m < epoch for m in s.lr_milestones)
+        run.epoch = epoch
         loss, train_acc = _train_epoch(run, bar)
+        _check_finite(run, epoch)
     test_loss, test_acc = objective.evaluate(net, run.test, run.data)
     metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
                "test_loss": test_loss, "seconds": time.perf_counter() - start}
@@ -338,7 +378,9 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
     train_path, test_path : path-like
         Stimulus-set Zarr stores (stimulus, y, x, channel) uint8 with label coords.
     out_dir : path-like
-        Receives `epoch_{e:03d}.pt` for e = 0 … epochs, `metrics.csv` and `alignment.csv`.
+        Receives `epoch_{e:03d}.pt` for e = 0 … epochs, `metrics.csv`, `alignment.csv` and
+        the run record `run.json`; checkpoints of an earlier run with other settings are
+        removed first (see the module docstring).
     settings : TrainSettings, optional
         None uses the defaults.
     device : str
@@ -367,6 +409,12 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
     downward signals Bᵀδ and Wᵀδ. Layers that train by exact gradients (all of `bp`, the
     linear layers of `hebb`) show 0°, 1, 0°; Hebbian conv layers have no B and show NaN, as
     does gradient_angle wherever no gradient reaches a layer.
+
+    Raises
+    ------
+    FloatingPointError
+        At the first non-finite training loss (naming model, epoch and batch) or, after an
+        epoch, non-finite weight (naming the tensor); run.json then says complete: false.
     """
     settings = TrainSettings() if settings is None else settings
     spec = parse_model_name(model_name)
@@ -387,7 +435,12 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
         checkpoints.restore(done[-1], run.net, run.optimizers, run.generators)
         log.info("%s: resuming from %s", model_name,
                  checkpoints.epoch_path(out_dir, done[-1]["epoch"]))
-    rows = [{"epoch": c["epoch"], **c["metrics"]} for c in done]
+    seconds = _recorded_seconds(out_dir, done)
+    record = partial(checkpoints.write_run_record, out_dir, run.header, settings.epochs)
+    record(complete=False, seconds=seconds)        # before anything in the folder changes
+    checkpoints.clear_stale(out_dir, run.header, settings.epochs, keep=len(done))
+    rows = [{"epoch": c["epoch"], **c["metrics"], "seconds": seconds.get(c["epoch"], math.nan)}
+            for c in done]
     alignment = [row for c in done for row in c["alignment"]]
 
     first = len(done)                      # checkpoints 0 … first - 1 are intact
@@ -397,19 +450,37 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
                desc=f"train {model_name}", disable=None) as bar):
         for epoch in range(first, settings.epochs + 1):
             metrics, epoch_rows = _epoch(run, epoch, bar)
+            seconds[epoch] = metrics.pop("seconds")           # kept out of the checkpoint
             # written while the next epoch trains
             writer.save(checkpoints.epoch_path(out_dir, epoch),
                         checkpoints.capture(run.net, run.optimizers, run.generators,
                                             header=run.header, epoch=epoch, metrics=metrics,
                                             alignment=epoch_rows))
-            rows.append({"epoch": epoch, **metrics})
+            rows.append({"epoch": epoch, **metrics, "seconds": seconds[epoch]})
+            record(complete=False, seconds=seconds)
             alignment += epoch_rows
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
             log.info("%s epoch %d: loss %.4f train_acc %.3f test_acc %.3f test_loss %.4f "
                      "(%.1f s)", model_name, epoch, metrics["loss"], metrics["train_acc"],
-                     metrics["test_acc"], metrics["test_loss"], metrics["seconds"])
+                     metrics["test_acc"], metrics["test_loss"], seconds[epoch])
 
     table = pd.DataFrame(rows, columns=list(METRICS))
     write_csv(table, out_dir / "metrics.csv")
     write_csv(pd.DataFrame(alignment, columns=list(ALIGNMENT_COLUMNS)), out_dir / "alignment.csv")
+    record(complete=True, seconds=seconds)
     return table
+
+
+def _recorded_seconds(out_dir: Path, done: list[dict]) -> dict[int, float]:
+    """Seconds of the resumed epochs `done`: from run.json (or, for checkpoints written before
+    run records, their own metrics); NaN where neither has them."""
+    try:
+        stored = (checkpoints.read_run_record(out_dir) or {}).get("seconds", {})
+    except checkpoints.CheckpointError as err:
+        log.warning("%s; the resumed epochs' seconds are unknown", err)
+        stored = {}
+    seconds = {}
+    for c in done:
+        value = c["metrics"].get("seconds", stored.get(str(c["epoch"]), math.nan))
+        seconds[c["epoch"]] = float(value)
+    return seconds

@@ -79,7 +79,9 @@ def transfer(model_dir, train_path, test_path, out_path, *, epochs="final",
     Parameters
     ----------
     model_dir : path-like
-        Folder with `epoch_{e:03d}.pt` checkpoints written by `pipeline.train.train`.
+        Folder with `epoch_{e:03d}.pt` checkpoints written by `pipeline.train.train`; the
+        epochs are those its run.json lists (`pipeline.checkpoints.run_epochs`), never stale
+        files of an earlier run, and each checkpoint is checked against its sha256 record.
     train_path, test_path : path-like
         Stimulus sets the classifier is fit and scored on (label coord `label_level`).
     out_path : path-like

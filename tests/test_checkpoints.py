@@ -1,8 +1,14 @@
+import hashlib
+import json
+
 import pytest
 import torch
 
-from pipeline.checkpoints import (CheckpointWriter, capture, epoch_path, load_backbone,
-                                  read_checkpoint, restore, resumable, run_epochs)
+from pipeline.checkpoints import (RUN_RECORD, CheckpointWriter, capture, clear_stale, epoch_path,
+                                  load_backbone, read_checkpoint, read_run_record, restore,
+                                  resumable, run_epochs, settings_differences, verified_sha256,
+                                  write_run_record)
+from pipeline.io import save_torch
 from pipeline.learning import make_rule
 from pipeline.models import build_model, layer_outputs
 from pipeline.objectives import ObjectiveNet
@@ -75,3 +81,62 @@ def test_resumable_stops_at_a_corrupt_file_and_drops_other_settings(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     assert [c["epoch"] for c in resumable(tmp_path, HEADER, 2)] == [0]
     assert resumable(tmp_path, {**HEADER, "settings": {"lr": 0.2}}, 2) == []
+
+
+def test_run_record_lists_exactly_the_run_epochs(tmp_path):
+    write_run(tmp_path, 3)
+    write_run_record(tmp_path, HEADER, 1, complete=True, seconds={0: 0.5, 1: 2.0})
+    record = read_run_record(tmp_path)
+    assert (record["epochs"], record["complete"]) == (1, True)
+    assert record["seconds"] == {"0": 0.5, "1": 2.0}
+    assert record["header"] == HEADER
+    assert run_epochs(tmp_path) == {0: epoch_path(tmp_path, 0), 1: epoch_path(tmp_path, 1)}
+    assert read_run_record(tmp_path / "elsewhere") is None
+
+
+def test_clear_stale_keeps_this_runs_checkpoints_only(tmp_path, caplog):
+    write_run(tmp_path, 3)
+    (tmp_path / ".epoch_004.pt.tmp-00000000").write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        clear_stale(tmp_path, HEADER, epochs=1, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch_000.pt", "epoch_000.pt.sha256", "epoch_001.pt", "epoch_001.pt.sha256"]
+    assert "removing epoch_002.pt, epoch_003.pt" in caplog.text and "epochs: 3 -> 1" in caplog.text
+
+
+def test_clear_stale_names_the_differing_settings(tmp_path, caplog):
+    write_run(tmp_path, 1)
+    with caplog.at_level("WARNING"):
+        clear_stale(tmp_path, {**HEADER, "settings": {"lr": 0.2}}, epochs=1, keep=0)
+    assert not list(tmp_path.iterdir())
+    assert "settings.lr: 0.1 -> 0.2" in caplog.text
+
+
+def test_settings_differences_walks_nested_keys():
+    assert settings_differences({"a": 1, "s": {"lr": 0.1, "x": (1,)}},
+                                {"a": 1, "s": {"lr": 0.2, "x": [1], "y": 3}}) == [
+        "s.lr: 0.1 -> 0.2", "s.y: '<absent>' -> 3"]
+
+
+def test_verified_sha256_matches_the_record_and_is_cached(tmp_path, monkeypatch):
+    write_run(tmp_path, 0)
+    path = epoch_path(tmp_path, 0)
+    calls = []
+    sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or sha256(*a))
+    digest = verified_sha256(path)
+    assert digest == json.loads(path.with_name("epoch_000.pt.sha256").read_text())["sha256"]
+    read_checkpoint(path)
+    assert verified_sha256(path) == digest and len(calls) == 1     # hashed once per process
+    assert RUN_RECORD == "run.json"
+
+
+def test_capture_writes_the_same_bytes_from_a_restored_run(tmp_path):
+    """Equal strings are one object in a checkpoint, so a resumed run's bytes match."""
+    net, optimizers, generators = write_run(tmp_path, 0)
+    other, other_optimizers, other_generators = live_run(1)
+    restore(read_checkpoint(epoch_path(tmp_path, 0)), other, other_optimizers, other_generators)
+    again = capture(other, other_optimizers, other_generators, header=HEADER, epoch=0,
+                    metrics={"loss": 1.0}, alignment=[])
+    save_torch(again, tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == epoch_path(tmp_path, 0).read_bytes()

@@ -12,14 +12,15 @@ from torch import nn
 from pipeline.models.alexnet import AlexNet64
 from pipeline.models.convrnn import ConvRNN
 from pipeline.models.lenet import LeNet
-from pipeline.models.names import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
+from pipeline.models.names import (ARCHS, MIN_INPUT_SIZE, OBJECTIVES, RULES, ModelSpec,
+                                   check_model, parse_model_name)
 from pipeline.models.resnet import resnet18, resnet34, resnet50
 from pipeline.models.streamnet import streamnet_dual, streamnet_single, streamnet_six
 from pipeline.models.ventral_cnn import VentralCNN
 from pipeline.models.vgg import VGG16
 
-__all__ = ["ARCHS", "OBJECTIVES", "RULES", "ModelSpec", "build_model", "layer_outputs",
-           "parse_model_name"]
+__all__ = ["ARCHS", "MIN_INPUT_SIZE", "OBJECTIVES", "RULES", "ModelSpec", "build_model",
+           "check_model", "layer_outputs", "parse_model_name"]
 
 # Architecture name -> constructor(n_classes, input_size); every name in ARCHS has one.
 _BUILDERS = {

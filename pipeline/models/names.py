@@ -20,6 +20,11 @@ OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, si
 # alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
 # soft winner-take-all conv layers under an SGD readout (pipeline.learning).
 RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp", "hebb")
+# Smallest square input each architecture's constructor accepts (its pools and strides keep at
+# least one position); tests/models/test_check_model.py checks the table against the builders.
+MIN_INPUT_SIZE = {"ventral_cnn": 16, "lenet": 6, "resnet18": 8, "resnet34": 8, "resnet50": 8,
+                  "alexnet64": 63, "streamnet_single": 31, "streamnet_dual": 31,
+                  "streamnet_six": 31, "vgg16": 32, "convrnn": 16}
 
 _PART = re.compile(r"^[a-z0-9_]+$")
 _SEED = re.compile(r"^s(\d+)$")
@@ -96,3 +101,66 @@ def parse_model_name(name: str) -> ModelSpec:
         return ModelSpec(arch, objective, rule, int(match.group(1)))
     except ValueError as err:
         raise ValueError(f"model name {name!r}: {err}") from err
+
+
+def _check_epochs(name: str, field: str, value, epochs: int, words: tuple[str, ...]) -> None:
+    """Raise ValueError unless `value` is one of `words` or a list of epochs in 0 … epochs."""
+    if isinstance(value, str):
+        if value not in words:
+            raise ValueError(f"model {name!r}: {field} must be {', '.join(map(repr, words))} or "
+                             f"a list of epochs; got {value!r}")
+        return
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in value):
+        raise ValueError(f"model {name!r}: {field} must be {', '.join(map(repr, words))} or a "
+                         f"list of int epochs; got {value!r}")
+    beyond = sorted(e for e in value if not 0 <= e <= epochs)
+    if beyond:
+        raise ValueError(f"model {name!r}: {field} {beyond} are outside the trained epochs "
+                         f"0…{epochs} (models.train.epochs = {epochs})")
+
+
+def check_model(name: str, *, input_size: int, epochs: int, transfer_epochs="final",
+                compare_epochs="all") -> ModelSpec:
+    """Check a model of the config before anything runs; cheap (no model is built).
+
+    Parameters
+    ----------
+    name : str
+        `{arch}-{objective}-{rule}-s{seed}`.
+    input_size : int
+        Height = width the network will see: the model's `input_size` setting, or the
+        stimuli's size when that is None.
+    epochs : int
+        The model's `models.train.epochs` (after its override).
+    transfer_epochs : "final", "all" or list of int
+        `models.transfer.epochs`.
+    compare_epochs : "all", "final", "ends" or list of int
+        The epochs the comparisons score (`compare.*.epochs`).
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    ValueError
+        Naming the model and the problem: a malformed name, a rule its objective cannot be
+        trained with (autoencoder × hebb), an input size below the architecture's minimum
+        (`MIN_INPUT_SIZE`), or requested epochs beyond training.
+    """
+    spec = parse_model_name(name)
+    reason = OBJECTIVE_CLASSES[spec.objective].UNSUPPORTED_RULES.get(spec.rule)
+    if reason is not None:
+        raise ValueError(f"model {name!r}: objective {spec.objective!r} cannot be trained with "
+                         f"rule {spec.rule!r}: {reason}")
+    if isinstance(input_size, bool) or not isinstance(input_size, int):
+        raise ValueError(f"model {name!r}: input_size must be an int; got {input_size!r}")
+    if input_size < MIN_INPUT_SIZE[spec.arch]:
+        raise ValueError(f"model {name!r}: input_size must be at least "
+                         f"{MIN_INPUT_SIZE[spec.arch]} for arch {spec.arch!r}; got {input_size}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"model {name!r}: epochs must be a non-negative int; got {epochs!r}")
+    _check_epochs(name, "models.transfer.epochs", transfer_epochs, epochs, ("final", "all"))
+    _check_epochs(name, "compare epochs", compare_epochs, epochs, ("all", "final", "ends"))
+    return spec

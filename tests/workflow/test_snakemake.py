@@ -77,6 +77,10 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
     ("models:\n  train:\n    lr: .nan\n", "'models.train.lr'"),
     ("models:\n  overrides: {ventral_cnn-supervised-ss-s0: {lr: 0.1}}\n",
      "'models.overrides.ventral_cnn-supervised-ss-s0'"),
+    ("models:\n  include: [ventral_cnn-autoencoder-hebb-s0]\n",
+     "model 'ventral_cnn-autoencoder-hebb-s0': objective 'autoencoder' cannot be trained with rule 'hebb'"),
+    ("models:\n  transfer: {epochs: [9]}\n", "models.transfer.epochs [9] are outside the trained epochs"),
+    ("models:\n  include: [alexnet64-supervised-bp-s0]\n", "input_size must be at least 63 for arch 'alexnet64'"),
 ])
 def test_bad_config_field_stops_the_run_with_its_name(tmp_path, text, field):
     (tmp_path / "bad.yaml").write_text(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.models.names import parse_model_name
+from pipeline.models.names import check_model, parse_model_name
 
 
 MODELS = list(dict.fromkeys([
@@ -21,12 +21,28 @@ MODELS = list(dict.fromkeys([
         config["models"]["seeds"],
     )
 ] + [parse_model_name(name).name for name in config["models"]["include"]]))
-_STRAY = sorted(set(config["models"]["overrides"]) - set(MODELS))
-if _STRAY:
-    raise ConfigError(
-        f"config: field 'models.overrides.{_STRAY[0]}' names a model outside the zoo "
-        f"(archs x objectives x rules x seeds, plus models.include); the zoo is {MODELS}"
-    )
+
+
+def check_models():
+    """ConfigError, before any job runs, for an override naming a model outside the zoo or a
+    model its own job would refuse (objective x rule, input size, epochs to transfer or score)."""
+    stray = sorted(set(config["models"]["overrides"]) - set(MODELS))
+    if stray:
+        raise ConfigError(
+            f"config: field 'models.overrides.{stray[0]}' names a model outside the zoo "
+            f"(archs x objectives x rules x seeds, plus models.include); the zoo is {MODELS}"
+        )
+    for name in MODELS:
+        settings = {**config["models"]["train"], **config["models"]["overrides"].get(name, {})}
+        try:
+            check_model(name, input_size=settings["input_size"] or config["stimuli"]["size"],
+                        epochs=settings["epochs"], transfer_epochs=config["models"]["transfer"]["epochs"],
+                        compare_epochs=config["compare"]["predictivity"]["epochs"])
+        except ValueError as err:
+            raise ConfigError(f"config: {err}") from err
+
+
+check_models()
 DATASETS = [name for name, block in config["datasets"].items() if block is not None]
 FIG = config["figures"]["format"]
 # Datasets whose stimuli are spatial bins (MEC rate maps), which image models cannot be scored on.
