@@ -2,21 +2,32 @@
 
 Every file or store is written under a temporary name in the destination folder and renamed
 into place only when complete, so an interrupted job never leaves a store a rerun would trust.
+A Zarr store is sealed before that rename with `manifest.json` (size and crc32 of each of its
+files, `seal_store`); `read_zarr` checks the sizes on open and each file's crc32 as it is read,
+so a missing, truncated or changed chunk raises `CorruptStoreError` instead of reading as the
+fill value or as wrong numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
+import itertools
 import json
+import logging
 import os
 import shutil
 import uuid
+import zlib
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
+from zarr.storage import LocalStore, WrapperStore
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -41,8 +52,30 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove the temporaries `atomic_path` left beside `path` when a writer was killed.
+
+    Every `.<name>.tmp-*` sibling of `path` is removed (logged); call it only where no other
+    process writes `path` at the same time (one Snakemake job per output). Returns the paths
+    removed.
+    """
+    path = Path(path)
+    removed = sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp-*"))
+    for tmp in removed:
+        log.warning("removing %s, a temporary left by an interrupted write of %s", tmp, path)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return removed
+
+
 def write_zarr(obj: xr.DataArray | xr.Dataset, path, *, name: str | None = None) -> None:
-    """Write a DataArray (stored as variable `name`, default its own name) or Dataset to Zarr atomically."""
+    """Write a DataArray (stored as variable `name`, default its own name) or Dataset to Zarr atomically.
+
+    The store is sealed (`seal_store`) before it is renamed into place, so `read_zarr` can
+    check it.
+    """
     if isinstance(obj, xr.DataArray):
         attrs = obj.attrs
         obj = obj.to_dataset(name=name or obj.name or "data")
@@ -53,14 +86,248 @@ def write_zarr(obj: xr.DataArray | xr.Dataset, path, *, name: str | None = None)
                  for k, v in obj.attrs.items()}
     with atomic_path(path) as tmp:
         obj.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+        seal_store(tmp)
 
 
 def read_zarr(path) -> xr.Dataset:
-    """Open a Zarr store written by `write_zarr`; raises FileNotFoundError naming the path."""
+    """Open a Zarr store written by `write_zarr` (or sealed by `seal_store`), lazily.
+
+    A sealed store is checked on open: every file its manifest lists must exist with its
+    recorded size (one stat per file, nothing read). Each file is then checked against its
+    recorded crc32 when it is read, so a changed chunk raises instead of decoding to wrong
+    values. A store without a manifest (written before manifests existed) is read with a
+    logged warning.
+
+    Raises
+    ------
+    FileNotFoundError
+        No store at `path`.
+    CorruptStoreError
+        A file of the store is missing, truncated or changed, or its metadata cannot be
+        decoded; the message names the store, the array and chunk, and the command that
+        rebuilds the store.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such Zarr store")
-    return xr.open_zarr(path, consolidated=True)
+    files = check_store(path)
+    store = path
+    if files is not None:
+        store = _VerifiedStore(LocalStore(path, read_only=True), files, path)
+    try:
+        return xr.open_zarr(store, consolidated=True)
+    except DECODE_ERRORS as err:
+        if isinstance(err, CorruptStoreError):
+            raise
+        raise CorruptStoreError(
+            f"{path}: not a readable Zarr store; its metadata or coordinate arrays cannot be "
+            f"read or decoded ({type(err).__name__}: {err}); {rebuild_hint(path)}") from err
+
+
+def load_zarr(path) -> xr.Dataset:
+    """`read_zarr`, then every variable loaded into memory.
+
+    A chunk that cannot be decoded (a blosc/zstd error of a store without a manifest, whose
+    files cannot be checked before decoding) raises CorruptStoreError naming the store and
+    the array.
+    """
+    ds = read_zarr(path)
+    for name, variable in ds.variables.items():
+        try:
+            variable.load()
+        except DECODE_ERRORS as err:
+            if isinstance(err, CorruptStoreError):
+                raise
+            raise CorruptStoreError(
+                f"{path}: array {name!r} cannot be decoded ({type(err).__name__}: {err}); "
+                f"the store is corrupt; {rebuild_hint(path)}") from err
+    return ds
+
+
+# ---- Zarr store integrity -------------------------------------------------------------------
+#
+# A sealed store holds `manifest.json` at its root: the size and crc32 of every other file
+# (metadata and chunks), written last, before the store is renamed into place. Zarr does not
+# write a chunk that holds only the fill value, so a chunk absent from the manifest is a chunk
+# that was never written and legitimately reads as the fill value; a file the manifest lists
+# and the store lacks is damage.
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "pipeline-zarr-manifest/1"
+
+
+class CorruptStoreError(OSError):
+    """A Zarr store whose files are missing, truncated or changed since it was written."""
+
+
+# What a damaged chunk raises inside zarr/numcodecs: blosc and zstd raise RuntimeError, a
+# chunk that decompresses to the wrong length ValueError (reshape).
+DECODE_ERRORS = (RuntimeError, ValueError, CorruptStoreError)
+
+
+def rebuild_hint(path) -> str:
+    """The sentence that tells how to rebuild the output at `path`."""
+    return (f"rebuild it with `snakemake --cores all --force {path}` "
+            "(reruns the rule that makes it)")
+
+
+def _describe(key: str) -> str:
+    array, _, name = key.rpartition("/")
+    if name.startswith(".") or not array:
+        return f"metadata file {key!r}"
+    return f"array {array!r} chunk {name!r}"
+
+
+def _store_files(path: Path):
+    """(key, file) of every file of the store at `path` but its manifest, in key order."""
+    for file in sorted(path.rglob("*")):
+        key = file.relative_to(path).as_posix()
+        if file.is_file() and key != MANIFEST and not key.startswith(f".{MANIFEST}"):
+            yield key, file
+
+
+def seal_store(path) -> None:
+    """Record the size and crc32 of every file of a completely written Zarr store.
+
+    Writes `<path>/manifest.json` atomically; call it when nothing more will be written, before
+    the store is renamed into place. `read_zarr` then checks the store on open and every file
+    as it is read.
+    """
+    path = Path(path)
+    files = {}
+    for key, file in _store_files(path):
+        data = file.read_bytes()
+        files[key] = [len(data), zlib.crc32(data)]
+    manifest = {"format": MANIFEST_FORMAT, "checksum": "crc32", "files": files}
+    tmp = path / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True))
+    os.replace(tmp, path / MANIFEST)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest's {key: [size, crc32]} table, or None for a store without one."""
+    file = path / MANIFEST
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(text)
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        return {key: (int(size), int(crc)) for key, (size, crc) in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CorruptStoreError(
+            f"{file}: not a readable integrity manifest (expected JSON with a 'files' table "
+            f"of [size, crc32]; {type(err).__name__}: {err}); {rebuild_hint(path)}") from err
+
+
+def check_store(path) -> dict | None:
+    """Check that every file the manifest of the store at `path` lists exists with its size.
+
+    Returns the manifest's {key: (size, crc32)} table, or None (after a logged warning) for a
+    store without a manifest. Raises CorruptStoreError naming the first missing or truncated
+    file.
+    """
+    path = Path(path)
+    files = _read_manifest(path)
+    if files is None:
+        _warn_unsealed(path)
+        return None
+    for key, (size, _) in files.items():
+        try:
+            found = (path / key).stat().st_size
+        except FileNotFoundError as err:
+            raise CorruptStoreError(
+                f"{path}: {_describe(key)} is missing (the store's manifest lists it with "
+                f"{size} bytes); {rebuild_hint(path)}") from err
+        if found != size:
+            raise CorruptStoreError(
+                f"{path}: {_describe(key)} has {found} bytes, the store's manifest records "
+                f"{size} (truncated or overwritten); {rebuild_hint(path)}")
+    return files
+
+
+def _absent_grid_chunks(path: Path) -> list[str]:
+    """Keys of the chunks of every array's chunk grid (from .zmetadata) that have no file."""
+    try:
+        metadata = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    absent = []
+    for key, array in sorted(metadata.items()):
+        if not key.endswith(".zarray"):
+            continue
+        prefix = key[:-len(".zarray")]
+        separator = array.get("dimension_separator") or "."
+        grid = [range(-(-size // chunk)) for size, chunk in zip(array["shape"], array["chunks"])]
+        for index in itertools.product(*grid):
+            chunk = prefix + (separator.join(map(str, index)) or "0")
+            if not (path / chunk).is_file():
+                absent.append(chunk)
+    return absent
+
+
+_warned_unsealed: set[str] = set()
+
+
+def _warn_unsealed(path: Path) -> None:
+    """Warn (once per store and process) that a store has no manifest, naming absent chunks."""
+    if str(path.resolve()) in _warned_unsealed:
+        return
+    _warned_unsealed.add(str(path.resolve()))
+    absent = _absent_grid_chunks(path)
+    if absent:
+        log.warning(
+            "%s: no integrity manifest (written before manifests, or manifest.json was "
+            "deleted), and %d chunk(s) of its arrays' chunk grids have no file (first: %s); "
+            "they read as the array's fill value (NaN for float, 0 for integer), which is right "
+            "only if the writer skipped an all-fill chunk; if not, %s", path, len(absent),
+            absent[0], rebuild_hint(path))
+    else:
+        log.warning(
+            "%s: no integrity manifest (written before manifests, or manifest.json was "
+            "deleted), so its files cannot be checked; %s to add one", path, rebuild_hint(path))
+
+
+class _VerifiedStore(WrapperStore):
+    """A read-only store that checks each whole file it reads against the store's manifest."""
+
+    def __init__(self, store, files, path):
+        super().__init__(store)
+        self._files, self._path = files, path
+
+    def _with_store(self, store):
+        return type(self)(store, self._files, self._path)
+
+    async def get(self, key, prototype, byte_range=None):
+        buffer = await self._store.get(key, prototype, byte_range)
+        if byte_range is None and key in self._files:
+            self._verify(key, buffer)
+        return buffer
+
+    async def _get_many(self, requests):
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    def _verify(self, key, buffer) -> None:
+        size, crc = self._files[key]
+        hint = rebuild_hint(self._path)
+        if buffer is None:
+            raise CorruptStoreError(
+                f"{self._path}: {_describe(key)} is missing (the store's manifest lists it "
+                f"with {size} bytes); {hint}")
+        data = buffer.as_numpy_array()
+        if data.nbytes != size:
+            raise CorruptStoreError(
+                f"{self._path}: {_describe(key)} has {data.nbytes} bytes, the store's "
+                f"manifest records {size} (truncated or overwritten); {hint}")
+        found = zlib.crc32(data)
+        if found != crc:
+            raise CorruptStoreError(
+                f"{self._path}: {_describe(key)} is corrupt: its crc32 is {found:08x}, the "
+                f"store's manifest records {crc:08x}; {hint}")
 
 
 def write_parquet(df: pd.DataFrame, path) -> None:

@@ -1,12 +1,18 @@
-"""Atomic writes and file digests."""
+"""Atomic writes, file digests, and Zarr stores sealed with a manifest."""
 
 import hashlib
 import json
 import os
+import pickle
+import zlib
 
+import numpy as np
+import pytest
 import torch
+import xarray as xr
 
-from pipeline.io import file_sha256, save_torch
+from pipeline.io import (MANIFEST, CorruptStoreError, file_sha256, load_zarr, read_zarr,
+                         save_torch, write_zarr)
 
 
 def sha256_of(path):
@@ -35,3 +41,78 @@ def test_the_record_is_used_only_while_the_file_is_unchanged(tmp_path):
     assert file_sha256(path) == sha256_of(path)
     sidecar.write_text("not json")
     assert file_sha256(path) == sha256_of(path)
+
+
+# ---- Zarr stores ----------------------------------------------------------------------------
+
+def small_dataset(seed=0):
+    rng = np.random.default_rng(seed)
+    ds = xr.Dataset({"a": (("x", "y"), rng.normal(size=(30, 4)).astype(np.float32)),
+                     "b": (("x",), rng.integers(0, 255, 30, dtype=np.uint8))},
+                    coords={"x": np.arange(30), "name": ("x", [f"s{i}" for i in range(30)])},
+                    attrs={"note": "x", "nested": {"k": [1, 2]}})
+    ds["a"].encoding["chunks"] = (10, 4)
+    return ds
+
+
+def store_files(path):
+    return {f.relative_to(path).as_posix(): f.read_bytes()
+            for f in sorted(path.rglob("*")) if f.is_file() and f.name != MANIFEST}
+
+
+def test_write_zarr_seals_the_store_with_size_and_crc32_of_every_file(tmp_path):
+    path = tmp_path / "s.zarr"
+    write_zarr(small_dataset(), path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    files = store_files(path)
+    assert {"a/0.0", "a/2.0", ".zmetadata", "name/0"} <= set(files)
+    assert manifest == {"format": "pipeline-zarr-manifest/1", "checksum": "crc32",
+                        "files": {key: [len(data), zlib.crc32(data)]
+                                  for key, data in files.items()}}
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]                 # no temporaries
+    assert not list(path.glob(f".{MANIFEST}*"))
+
+
+def test_sealed_store_holds_the_bytes_of_a_plain_write_and_reads_back_identical(tmp_path):
+    """The manifest is added beside the data: every chunk and metadata file is unchanged."""
+    ds = small_dataset()
+    write_zarr(ds, tmp_path / "sealed.zarr")
+    plain = ds.copy()
+    plain.attrs = {"note": "x", "nested": json.dumps({"k": [1, 2]})}
+    plain.to_zarr(tmp_path / "plain.zarr", mode="w", consolidated=True, zarr_format=2)
+    assert store_files(tmp_path / "sealed.zarr") == store_files(tmp_path / "plain.zarr")
+    back = load_zarr(tmp_path / "sealed.zarr")
+    xr.testing.assert_identical(back, xr.open_zarr(tmp_path / "plain.zarr").load())
+    for name in ("a", "b"):
+        assert back[name].values.tobytes() == ds[name].values.tobytes()
+        assert isinstance(back[name].variable._data, np.ndarray)              # loaded
+
+
+def test_chunks_zarr_skips_as_all_fill_are_not_damage(tmp_path, caplog):
+    ds = small_dataset()
+    ds["a"][10:20] = np.nan                    # chunk 1.0 holds only the fill value: not written
+    write_zarr(ds, tmp_path / "s.zarr")
+    assert not (tmp_path / "s.zarr" / "a" / "1.0").exists()
+    with caplog.at_level("WARNING", logger="pipeline.io"):
+        back = read_zarr(tmp_path / "s.zarr")["a"].values
+    assert caplog.records == []
+    assert back.tobytes() == ds["a"].values.tobytes()
+
+
+def test_a_read_store_pickles_with_its_checks(tmp_path):
+    """Process and distributed schedulers pickle the lazy arrays; the checks travel along."""
+    path = tmp_path / "s.zarr"
+    write_zarr(small_dataset(), path)
+    lazy = pickle.loads(pickle.dumps(read_zarr(path)["a"].data))
+    assert lazy.compute().tobytes() == small_dataset()["a"].values.tobytes()
+    chunk = path / "a" / "0.0"
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 1
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match=f"^{path}: array 'a' chunk '0.0' is corrupt"):
+        lazy.compute()
+
+
+def test_read_zarr_names_a_missing_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'none.zarr'}: no such Zarr store"):
+        read_zarr(tmp_path / "none.zarr")

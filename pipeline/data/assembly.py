@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline.io import read_zarr, write_zarr
+from pipeline.io import load_zarr, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ def validate_assembly(da, source) -> xr.DataArray:
     Raises
     ------
     ValueError
-        Naming `source` and the missing or malformed dim or coord.
+        Naming `source` and the missing or malformed dim or coord, or, for a value of ±inf,
+        the coordinates (stimulus_id, trial, neuroid_id) of the first. NaN is allowed: it
+        marks a missing trial (`pipeline.compare` scores every unit on the stimuli it has).
     """
     if not isinstance(da, xr.DataArray):
         raise ValueError(f"{source}: a NeuralAssembly must be an xarray.DataArray; "
@@ -66,6 +68,17 @@ def validate_assembly(da, source) -> xr.DataArray:
     if not np.issubdtype(da.dtype, np.floating):
         raise ValueError(f"{source}: NeuralAssembly values must be float (NaN = missing "
                          f"trial); found dtype {da.dtype}")
+    infinite = np.isinf(np.asarray(da.values))
+    if infinite.any():
+        first = dict(zip(da.dims, np.argwhere(infinite)[0]))
+        where = ", ".join(
+            f"{name}={da.coords[name].values[first[dim]].item()!r}"
+            if name in da.coords and da.coords[name].dims == (dim,) else f"{dim}={int(first[dim])}"
+            for name, dim in (("stimulus_id", "stimulus"), ("trial", "trial"), ("neuroid_id", "neuroid"),
+                              ("time_bin", "time_bin")) if dim in first)
+        raise ValueError(f"{source}: NeuralAssembly values must be finite or NaN (NaN = missing trial); "
+                         f"found {int(infinite.sum())} infinite values, the first "
+                         f"{da.values[tuple(first.values())]} at {where}")
     return da
 
 
@@ -77,7 +90,7 @@ def write_assembly(da: xr.DataArray, path) -> None:
 
 def read_assembly(path) -> xr.DataArray:
     """Read a NeuralAssembly written by `write_assembly`: loaded into memory and validated."""
-    ds = read_zarr(path)
+    ds = load_zarr(path)
     if "response" not in ds.data_vars:
         raise ValueError(f"{path}: no variable 'response' in the store; found {list(ds.data_vars)}")
     da = ds["response"].load()

@@ -19,7 +19,7 @@ import xarray as xr
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.io import read_zarr
+from pipeline.io import load_zarr
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def read_stimuli(path, label_level: str | None = None) -> xr.Dataset:
     -------
     xarray.Dataset
     """
-    ds = read_zarr(path).load()
+    ds = load_zarr(path)
     if "image" not in ds:
         raise ValueError(f"{path}: stimulus set needs data var 'image'; found {list(ds.data_vars)}")
     dims = ("stimulus", "y", "x", "channel")
