@@ -1,6 +1,7 @@
-"""Shared test helpers: where the repository and its shared data live."""
+"""Shared test helpers: where the repository and its shared data live, and a tiny complete run."""
 
 import functools
+import shutil
 import socket
 from pathlib import Path
 
@@ -40,3 +41,18 @@ def pytest_runtest_setup(item):
     """Tests marked `network` skip, with the reason, on a machine that cannot reach the hosts."""
     if item.get_closest_marker("network") and not _online():
         pytest.skip("network test: api.dandiarchive.org:443 cannot be reached from this machine")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A complete run of the documented command line: the shipped config.yaml in place, the tiny
+    config (tests/workflow/config_tiny.yaml) given on top; shared by the tests that plan reruns
+    against it or compare with it."""
+    from tests.workflow.runner import TINY, snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    shutil.copy(TINY, workdir / "tiny.yaml")
+    done = snakemake(workdir, "--cores", "2", "--configfile", workdir / "tiny.yaml")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir

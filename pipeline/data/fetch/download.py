@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import requests
 import urllib3
@@ -245,6 +245,26 @@ def _transfer(session, remote: Remote, part: Path, state: dict, *, dataset: str,
     return total
 
 
+def destination(root, path: str, *, dataset: str) -> Path:
+    """``root/path``, refused unless it stays inside the cache folder `root`.
+
+    Remote paths come from the source's listing (e.g. a DANDI asset path); an absolute path or
+    one whose ``..`` parts climb out of `root` would write anywhere on the disk.
+
+    Raises
+    ------
+    DownloadError
+        Naming the dataset, the remote path and the cache folder.
+    """
+    root = Path(root)
+    dest = root / path
+    inside = dest.resolve().is_relative_to(root.resolve())
+    if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts or not inside:
+        raise DownloadError(f"{dataset}: remote path {path!r} leads outside the cache folder {root}; "
+                            "refusing to write it (the source's listing is malformed or hostile)")
+    return dest
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
@@ -291,7 +311,7 @@ def fetch(remote: Remote, root, *, dataset: str, session: requests.Session | Non
         Any other failure that retrying did not fix.
     """
     root = Path(root)
-    dest = root / remote.path
+    dest = destination(root, remote.path, dataset=dataset)
     if dest.exists():
         if verify_cached(dest, remote, full=full_verify):
             record = read_sidecar(dest)
