@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 import pipeline.activations
 from pipeline.activations import content_key, extract, read_layer
@@ -11,27 +10,12 @@ from pipeline.io import read_zarr, write_zarr
 from pipeline.learning import make_rule
 from pipeline.models import build_model, layer_outputs
 from pipeline.train import TrainSettings, train
+from tests.stimulus_sets import write_stimuli
 
 LAYERS = ["area1", "area2", "area3", "area4", "readout"]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def write_stimuli(path, n, seed, prefix, size=16):
-    """Random stimulus set in the layout of pipeline/data/stimuli.py."""
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, 3, n)
-    ds = xr.Dataset(
-        {"image": (("stimulus", "y", "x", "channel"),
-                   rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))},
-        coords={"stimulus_id": ("stimulus", [f"{prefix}{i:03d}" for i in range(n)]),
-                "superordinate": ("stimulus", [f"sup{c % 2}" for c in label]),
-                "basic": ("stimulus", [f"basic{c}" for c in label]),
-                "subordinate": ("stimulus", [f"basic{c}/sub{c}" for c in label])},
-        attrs={"sha256": f"sha-{prefix}-{seed}"},
-    )
-    write_zarr(ds, path)
 
 
 @pytest.fixture(scope="module")

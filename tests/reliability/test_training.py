@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import xarray as xr
 
 from pipeline import cli
 from pipeline.activations import content_key, extract
 from pipeline.checkpoints import (RUN_RECORD, CheckpointError, epoch_path, read_checkpoint,
                                   read_run_record, run_epochs)
-from pipeline.io import read_zarr, remove_stale_temporaries, save_torch, write_zarr
+from pipeline.io import read_zarr, remove_stale_temporaries, save_torch
 from pipeline.models import ARCHS, MIN_INPUT_SIZE, check_model
 from pipeline.train import TrainSettings, _check_finite, train
 from pipeline.transfer import transfer
+from tests.stimulus_sets import write_stimuli
 
 MODEL = "ventral_cnn-supervised-bp-s0"
 KW = dict(epochs=2, batch_size=16, lr=0.05)
@@ -31,28 +31,12 @@ KW = dict(epochs=2, batch_size=16, lr=0.05)
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def write_stimuli(path, n, seed, prefix, size=16):
-    """Random stimulus set in the layout of pipeline/data/stimuli.py, 4 classes."""
-    rng = np.random.default_rng(seed)
-    label = np.arange(n) % 4
-    ds = xr.Dataset(
-        {"image": (("stimulus", "y", "x", "channel"),
-                   rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))},
-        coords={"stimulus_id": ("stimulus", [f"{prefix}{i:03d}" for i in range(n)]),
-                "superordinate": ("stimulus", [f"sup{c % 2}" for c in label]),
-                "basic": ("stimulus", [f"basic{c}" for c in label]),
-                "subordinate": ("stimulus", [f"basic{c}/sub{c}" for c in label])},
-        attrs={"sha256": f"sha-{prefix}-{seed}"},
-    )
-    write_zarr(ds, path)
-
-
 @pytest.fixture(scope="module")
 def stimuli(tmp_path_factory):
     root = tmp_path_factory.mktemp("stimuli")
-    write_stimuli(root / "train.zarr", 32, 0, "train")
-    write_stimuli(root / "test.zarr", 12, 1, "test")
-    write_stimuli(root / "probe.zarr", 10, 2, "probe")
+    write_stimuli(root / "train.zarr", 32, 0, "train", labels=np.arange(32) % 4)
+    write_stimuli(root / "test.zarr", 12, 1, "test", labels=np.arange(12) % 4)
+    write_stimuli(root / "probe.zarr", 10, 2, "probe", labels=np.arange(10) % 4)
     return root
 
 
