@@ -114,14 +114,9 @@ def read_zarr(path) -> xr.Dataset:
     store = path
     if files is not None:
         store = _VerifiedStore(LocalStore(path, read_only=True), files, path)
-    try:
+    with _undecodable(path, "not a readable Zarr store; its metadata or coordinate arrays cannot be "
+                            "read or decoded"):
         return xr.open_zarr(store, consolidated=True)
-    except DECODE_ERRORS as err:
-        if isinstance(err, CorruptStoreError):
-            raise
-        raise CorruptStoreError(
-            f"{path}: not a readable Zarr store; its metadata or coordinate arrays cannot be "
-            f"read or decoded ({type(err).__name__}: {err}); {rebuild_hint(path)}") from err
 
 
 def load_zarr(path) -> xr.Dataset:
@@ -133,15 +128,21 @@ def load_zarr(path) -> xr.Dataset:
     """
     ds = read_zarr(path)
     for name, variable in ds.variables.items():
-        try:
+        with _undecodable(path, f"array {name!r} cannot be decoded"):
             variable.load()
-        except DECODE_ERRORS as err:
-            if isinstance(err, CorruptStoreError):
-                raise
-            raise CorruptStoreError(
-                f"{path}: array {name!r} cannot be decoded ({type(err).__name__}: {err}); "
-                f"the store is corrupt; {rebuild_hint(path)}") from err
     return ds
+
+
+@contextlib.contextmanager
+def _undecodable(path, what: str):
+    """Re-raise a codec or metadata error as CorruptStoreError naming the store and `what`."""
+    try:
+        yield
+    except CorruptStoreError:
+        raise
+    except DECODE_ERRORS as err:
+        raise CorruptStoreError(f"{path}: {what} ({type(err).__name__}: {err}); the store is "
+                                f"corrupt; {rebuild_hint(path)}") from err
 
 
 # ---- Zarr store integrity -------------------------------------------------------------------
