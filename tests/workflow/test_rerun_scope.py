@@ -50,8 +50,8 @@ EXPECTED = [
 EDITS = {
     "models.archs": ["ventral_cnn", "lenet"],
     "models.objectives": ["supervised", "rotation"],
-    "models.rules": ["bp", "kp"],
-    "models.seeds": [0],
+    "models.rules": ["bp", "kp", "hebb", "fa"],          # a new model each: its jobs, then the figures
+    "models.seeds": [0, 1, 2],
     "models.include": ["lenet-supervised-bp-s0"],
     "models.train.input_size": 24,
     "models.train.label_level": "basic",
