@@ -23,6 +23,11 @@ MODELS = list(dict.fromkeys([
 ] + [parse_model_name(name).name for name in config["models"]["include"]]))
 
 
+def model_train_block(model):
+    """`models.train` updated by that model's override."""
+    return {**config["models"]["train"], **config["models"]["overrides"].get(model, {})}
+
+
 def check_models():
     """ConfigError, before any job runs, for an override naming a model outside the zoo or a
     model its own job would refuse (objective x rule, input size, epochs to transfer or score)."""
@@ -33,7 +38,7 @@ def check_models():
             f"(archs x objectives x rules x seeds, plus models.include); the zoo is {MODELS}"
         )
     for name in MODELS:
-        settings = {**config["models"]["train"], **config["models"]["overrides"].get(name, {})}
+        settings = model_train_block(name)
         try:
             check_model(name, input_size=settings["input_size"] or config["stimuli"]["size"],
                         epochs=settings["epochs"], transfer_epochs=config["models"]["transfer"]["epochs"],
@@ -75,8 +80,7 @@ def train_settings(wildcards):
     """Training settings of one model: the shared block updated by that model's override,
     plus the hyperparameters of its objective and learning rule (second and third parts of
     the model name)."""
-    settings = dict(config["models"]["train"])
-    settings.update(config["models"]["overrides"].get(wildcards.model, {}))
+    settings = model_train_block(wildcards.model)
     spec = parse_model_name(wildcards.model)
     settings["rule_settings"] = config["models"]["rule_settings"].get(spec.rule, {})
     settings["objective_settings"] = config["models"]["objective_settings"].get(spec.objective, {})
