@@ -1,8 +1,8 @@
 """Editing one config value reruns exactly the rules whose output can depend on it.
 
-For every leaf of the tiny config (schema defaults filled in), the value is edited and
-`snakemake -n` is asked what it would run after a complete run; the planned rules must equal
-the table below. Execution settings (`dask`) plan nothing; `figures.dpi` plans only figures.
+For every leaf of the tiny run's validated config (config.yaml with the tiny config on top,
+schema defaults filled in), the value is edited and `snakemake -n` is asked what it would run
+after the complete run; the planned rules must equal the table below. Execution settings (`dask`) plan nothing; `figures.dpi` plans only figures.
 """
 
 import re
