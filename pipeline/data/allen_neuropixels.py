@@ -36,9 +36,11 @@ from pipeline.data.assembly import (
     stack_populations,
     validate_assembly,
 )
+from pipeline.data.fetch.allensdk_cache import (adopt, ecephys_sessions, open_cache, read_report,
+                                                register, scene_templates)
 from pipeline.data.fetch.dandi import list_assets
-from pipeline.data.fetch.download import (DownloadError, Remote, fetch_all, http_settings,
-                                          read_manifest, write_manifest)
+from pipeline.data.fetch.download import (ChecksumError, DownloadError, Remote, fetch_all,
+                                          http_settings, read_manifest, write_manifest)
 from pipeline.data.fetch.remote import get_json
 from pipeline.data.hdf5 import read, text
 from pipeline.data.natural_scenes import (TEMPLATE_RE, natural_scene_ids, read_tiff_templates,
@@ -440,7 +442,9 @@ def neuropixels_session_assets(dandiset: str, version: str, *, api_url: str, ses
 
 def download_allen_neuropixels(out_dir, *, dandiset: str, version: str, api_url: str,
                                templates_url: str, sessions=None, retries: int, backoff: float,
-                               timeout: float, dataset: str = "allen_neuropixels",
+                               timeout: float, backend: str = "dandi", allensdk_cache=None,
+                               allensdk_cache_mode: str = "link", rma_timeout: float = 1200,
+                               dataset: str = "allen_neuropixels",
                                manifest_name: str = "manifest.json") -> Path:
     """Fetch the selected sessions and the scene templates; write ``out_dir/manifest.json``.
 
@@ -451,6 +455,19 @@ def download_allen_neuropixels(out_dir, *, dandiset: str, version: str, api_url:
         not downloaded again.
     dandiset, version, api_url, templates_url, sessions, retries, backoff, timeout
         The config block ``datasets.allen_neuropixels.download`` (sessions None = all).
+    backend : {"dandi", "allensdk"}
+        ``dandi``: DANDI listing and verified downloads. ``allensdk``: register what the rule
+        ``fetch_allensdk`` fetched with AllenSDK (report ``out_dir/allensdk/fetched.json``).
+    allensdk_cache : path-like or None
+        With ``dandi``: an existing AllenSDK ``EcephysProjectCache`` folder (or its
+        manifest.json). Its sessions (matched by id through its ``sessions.csv``) and scene
+        templates are linked or copied in when they match DANDI's etag/sha256 or the
+        warehouse's size (`pipeline.data.fetch.allensdk_cache.adopt`); the rest is downloaded.
+    allensdk_cache_mode : {"link", "copy"}
+        Symlink to the AllenSDK files, or copy them.
+    rma_timeout : float
+        ``EcephysProjectCache.from_warehouse(timeout=...)``: seconds one AllenSDK download may
+        take before its HTTP engine aborts it (backend ``allensdk``; read by the fetch script).
     dataset, manifest_name : str
         Name in log lines and errors; file name of the manifest in `out_dir` (another name lets
         a partial download, e.g. one session, share the cache without replacing the pipeline's).
@@ -462,24 +479,100 @@ def download_allen_neuropixels(out_dir, *, dandiset: str, version: str, api_url:
         and how it was verified.
     """
     out_dir = Path(out_dir)
+    if backend == "allensdk":
+        return _register_allensdk(out_dir, mode=allensdk_cache_mode, templates_url=templates_url,
+                                  dataset=dataset, manifest_name=manifest_name)
+    if backend != "dandi":
+        raise ValueError(f"{dataset}: download.backend must be 'dandi' or 'allensdk'; "
+                         f"got {backend!r}")
     http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
+    cache = open_cache(allensdk_cache, dataset=dataset) if allensdk_cache else None
     assets = neuropixels_session_assets(dandiset, version, api_url=api_url, sessions=sessions,
                                         dataset=dataset, **http)
-    results = fetch_all([a.remote() for a in assets], out_dir, dataset=dataset, **http)
+    remotes = [a.remote() for a in assets]
+    reused = {}
+    if cache is not None:
+        found = ecephys_sessions(cache, dataset=dataset)
+        pairs = [(r, found.get(SESSION_RE.search(a.path)["session"]))
+                 for a, r in zip(assets, remotes)]
+        reused.update(adopt(pairs, out_dir, mode=allensdk_cache_mode, dataset=dataset).reused)
+    results = fetch_all(remotes, out_dir, dataset=dataset, **http)
     files = [{"path": a.path, "role": "session", "url": a.download_url, "asset_id": a.asset_id,
               "session_id": SESSION_RE.search(a.path)["session"], "sha256": r.sha256,
               "size": r.size, "verified_by": r.verified_by} for a, r in zip(assets, results)]
     templates = template_remotes(templates_url, dataset=dataset, **http)
+    if cache is not None:
+        numbers = [int(TEMPLATE_RE.match("/" + t.path)["num"]) for t in templates]
+        found = scene_templates(cache, numbers)
+        reused.update(adopt([(t, found.get(n)) for t, n in zip(templates, numbers)], out_dir,
+                            mode=allensdk_cache_mode, dataset=dataset).reused)
     for remote, result in zip(templates, fetch_all(templates, out_dir, dataset=dataset, **http)):
         files.append({"path": remote.path, "role": "template", "url": remote.url,
                       "sha256": result.sha256, "size": result.size,
                       "verified_by": result.verified_by})
     source = {"dandiset": dandiset, "version": version, "api_url": api_url,
               "templates_url": templates_url}
+    if cache is not None:                       # absent otherwise: the default is unchanged
+        source["allensdk_cache"] = str(cache.manifest)
+        for entry in files:
+            if entry["path"] in reused:
+                entry["reused_from"] = str(reused[entry["path"]])
     manifest = out_dir / manifest_name
     write_manifest(manifest, dataset, source, files)
-    log.info("%s: %d sessions and %d templates verified; manifest %s", dataset, len(assets),
-             len(templates), manifest)
+    log.info("%s: %d sessions and %d templates verified (%d from the AllenSDK cache); "
+             "manifest %s", dataset, len(assets), len(templates), len(reused), manifest)
+    return manifest
+
+
+def _nwb_check(session_id: str):
+    """A `register` check: the file opens as HDF5 and its general/session_id is `session_id`."""
+    def check(path):
+        try:
+            with h5py.File(path, "r") as f:
+                found = text(f, "general/session_id", path) if "general/session_id" in f else None
+        except OSError as err:                    # HDF5 refuses a file shorter than its EOF
+            raise ChecksumError(f"not a readable HDF5/NWB file ({err})") from err
+        if found is not None and found != session_id:
+            raise ChecksumError(f"general/session_id is {found!r}, expected {session_id!r}")
+        return ["hdf5"] + (["session_id"] if found is not None else [])
+    return check
+
+
+def _tiff_check(path):
+    """A `register` check: the template decodes as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError) as err:
+        raise ChecksumError(f"not a readable TIFF ({err})") from err
+    return ["tiff"]
+
+
+def _register_allensdk(out_dir: Path, *, mode: str, templates_url: str, dataset: str,
+                       manifest_name: str) -> Path:
+    """Manifest of the sessions and templates the allensdk backend fetched (same raw layout)."""
+    report = read_report(out_dir / "allensdk" / "fetched.json", kind="ecephys", dataset=dataset)
+    sessions = report["sessions"]
+    if not sessions or not report["templates"]:
+        raise DownloadError(f"{dataset}: the allensdk backend fetched {len(sessions)} sessions "
+                            f"and {len(report['templates'])} templates; both are needed")
+    items = [(f"sub-{s['specimen_id']}/sub-{s['specimen_id']}_ses-{s['session_id']}.nwb",
+              s["path"], _nwb_check(s["session_id"])) for s in sessions]
+    items += [(f"natural_scene_templates/{t['number']}.tiff", t["path"], _tiff_check)
+              for t in sorted(report["templates"], key=lambda t: t["number"])]
+    files = register(items, out_dir, mode=mode, dataset=dataset)
+    for entry, s in zip(files, sessions):
+        entry.update(role="session", session_id=s["session_id"])
+    for entry in files[len(sessions):]:
+        entry["role"] = "template"
+    source = {"backend": "allensdk", "allensdk": report.get("allensdk"),
+              "allensdk_manifest": report["manifest"], "templates_url": templates_url}
+    manifest = out_dir / manifest_name
+    write_manifest(manifest, dataset, source, files)
+    log.info("%s: %d sessions and %d templates from AllenSDK registered; manifest %s", dataset,
+             len(sessions), len(files) - len(sessions), manifest)
     return manifest
 
 

@@ -34,8 +34,10 @@ from pipeline.data.assembly import (
     stack_populations,
     validate_assembly,
 )
-from pipeline.data.fetch.download import (DownloadError, Remote, fetch, fetch_all, http_settings,
-                                          read_manifest, write_manifest)
+from pipeline.data.fetch.allensdk_cache import (adopt, open_cache, ophys_experiments, read_report,
+                                                register)
+from pipeline.data.fetch.download import (ChecksumError, DownloadError, Remote, fetch, fetch_all,
+                                          http_settings, read_manifest, write_manifest)
 from pipeline.data.fetch.remote import get_text, head
 from pipeline.data.hdf5 import read, text
 from pipeline.data.natural_scenes import natural_scene_ids, stimulus_set
@@ -371,7 +373,9 @@ def select_experiments(records: list[dict], *, areas, session_type=NATURAL_SCENE
 
 
 def download_allen_ophys(out_dir, *, s3_url: str, session_type: str, experiments=None, areas,
-                         retries: int, backoff: float, timeout: float,
+                         retries: int, backoff: float, timeout: float, backend: str = "s3",
+                         allensdk_cache=None, allensdk_cache_mode: str = "link",
+                         warehouse_url: str = "https://api.brain-map.org",
                          dataset: str = "allen_ophys",
                          manifest_name: str = "manifest.json") -> Path:
     """Fetch the experiment table and the selected NWB files; write ``out_dir/manifest.json``.
@@ -383,6 +387,17 @@ def download_allen_ophys(out_dir, *, s3_url: str, session_type: str, experiments
     s3_url, session_type, experiments, areas, retries, backoff, timeout
         The config block ``datasets.allen_ophys.download`` (experiments None = every
         `session_type` experiment in `areas`).
+    backend : {"s3", "allensdk"}
+        ``s3``: the public bucket, each file verified against its listing. ``allensdk``:
+        register what the rule ``fetch_allensdk`` fetched with
+        BrainObservatoryCache (report ``out_dir/allensdk/fetched.json``).
+    allensdk_cache : path-like or None
+        With the S3 path: an existing ``BrainObservatoryCache`` folder (or its manifest.json);
+        experiments its ``ophys_experiments.json`` lists are linked or copied in when they
+        match the bucket's size and ETag; the rest is downloaded.
+    allensdk_cache_mode : {"link", "copy"}
+    warehouse_url : str
+        Warehouse host BrainObservatoryCache queries (backend ``allensdk``).
     dataset, manifest_name : str
         Name in log lines and errors; file name of the manifest in `out_dir`.
 
@@ -393,7 +408,16 @@ def download_allen_ophys(out_dir, *, s3_url: str, session_type: str, experiments
         area, specimen, container_id) and verification record.
     """
     out_dir = Path(out_dir)
+    if backend == "allensdk":
+        return _register_allensdk(out_dir, mode=allensdk_cache_mode, areas=areas,
+                                  session_type=session_type, experiments=experiments,
+                                  warehouse_url=warehouse_url, dataset=dataset,
+                                  manifest_name=manifest_name)
+    if backend != "s3":
+        raise ValueError(f"{dataset}: download.backend must be 's3' or 'allensdk'; "
+                         f"got {backend!r}")
     http = http_settings(retries=retries, backoff=backoff, timeout=timeout)
+    cache = open_cache(allensdk_cache, dataset=dataset) if allensdk_cache else None
     table_key = f"{S3_2P_PREFIX}/ophys_experiments.json"
     table_remote = _s3_remote(s3_url, table_key,
                               s3_index(s3_url, table_key, [table_key], dataset=dataset, **http),
@@ -413,15 +437,70 @@ def download_allen_ophys(out_dir, *, s3_url: str, session_type: str, experiments
                        dataset=dataset, **http)
     remotes = [_s3_remote(s3_url, f"{prefix}{e['id']}.nwb", listing,
                           f"ophys_experiment_data/{e['id']}.nwb", dataset) for e in chosen]
+    reused = {}
+    if cache is not None:
+        found = ophys_experiments(cache, dataset=dataset)
+        reused = adopt([(r, found.get(str(e["id"]))) for e, r in zip(chosen, remotes)], out_dir,
+                       mode=allensdk_cache_mode, dataset=dataset).reused
     results = fetch_all(remotes, out_dir, dataset=dataset, **http)
     files = [{"path": table_remote.path, "role": "experiment_table", "url": table_remote.url,
               "sha256": table.sha256, "size": table.size, "verified_by": table.verified_by}]
     files += [{"path": r.path, "role": "experiment", "url": r.url, "sha256": res.sha256,
-               "size": res.size, "verified_by": res.verified_by, **e}
+               "size": res.size, "verified_by": res.verified_by, **e,
+               **({"reused_from": str(reused[r.path])} if r.path in reused else {})}
               for e, r, res in zip(chosen, remotes, results)]
+    source = {"s3_url": s3_url, "prefix": S3_2P_PREFIX}
+    if cache is not None:                       # absent otherwise: the default is unchanged
+        source["allensdk_cache"] = str(cache.manifest)
     manifest = out_dir / manifest_name
-    write_manifest(manifest, dataset, {"s3_url": s3_url, "prefix": S3_2P_PREFIX}, files)
-    log.info("%s: %d experiments verified; manifest %s", dataset, len(chosen), manifest)
+    write_manifest(manifest, dataset, source, files)
+    log.info("%s: %d experiments verified (%d from the AllenSDK cache); manifest %s", dataset,
+             len(chosen), len(reused), manifest)
+    return manifest
+
+
+def _nwb1_check(path):
+    """A `register` check: the file opens as HDF5 (a truncated file does not) with the 2p data."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f"{FLUORESCENCE}" not in f or STIMULUS not in f:
+                raise ChecksumError(f"no {FLUORESCENCE} or {STIMULUS}; not a Visual Coding 2p "
+                                    f"natural-scenes file")
+    except OSError as err:
+        raise ChecksumError(f"not a readable HDF5/NWB file ({err})") from err
+    return ["hdf5"]
+
+
+def _register_allensdk(out_dir: Path, *, mode: str, areas, session_type: str, experiments,
+                       warehouse_url: str, dataset: str, manifest_name: str) -> Path:
+    """Manifest of the experiments the allensdk backend fetched (same raw layout)."""
+    report = read_report(out_dir / "allensdk" / "fetched.json", kind="ophys", dataset=dataset)
+    try:
+        records = json.loads(Path(report["table"]).read_text())
+    except (OSError, ValueError) as err:
+        raise DownloadError(f"{dataset}: the AllenSDK experiment table {report['table']} "
+                            f"cannot be read ({err})") from err
+    chosen = {e["id"]: e for e in select_experiments(records, areas=areas,
+                                                     session_type=session_type,
+                                                     experiments=experiments)}
+    fetched = {int(e["experiment_id"]): e["path"] for e in report["experiments"]}
+    missing = sorted(set(chosen) - set(fetched))
+    if missing or not chosen:
+        raise DownloadError(f"{dataset}: the allensdk backend did not fetch experiments "
+                            f"{missing or '(none chosen)'} of {session_type} in {list(areas)}")
+    ids = sorted(chosen)
+    items = [("ophys_experiments.json", report["table"], lambda p: ["json"])]
+    items += [(f"ophys_experiment_data/{i}.nwb", fetched[i], _nwb1_check) for i in ids]
+    files = register(items, out_dir, mode=mode, dataset=dataset)
+    files[0]["role"] = "experiment_table"
+    for entry, i in zip(files[1:], ids):
+        entry.update(role="experiment", **chosen[i])
+    source = {"backend": "allensdk", "allensdk": report.get("allensdk"),
+              "allensdk_manifest": report["manifest"], "warehouse_url": warehouse_url}
+    manifest = out_dir / manifest_name
+    write_manifest(manifest, dataset, source, files)
+    log.info("%s: %d experiments from AllenSDK registered; manifest %s", dataset, len(ids),
+             manifest)
     return manifest
 
 

@@ -258,7 +258,9 @@ def destination(root, path: str, *, dataset: str) -> Path:
     """
     root = Path(root)
     dest = root / path
-    inside = dest.resolve().is_relative_to(root.resolve())
+    # Where the entry itself lives, not a symlink's target: a file may be a link into an
+    # AllenSDK cache (allensdk_cache_mode: link, pipeline.data.fetch.allensdk_cache).
+    inside = (dest.parent.resolve() / dest.name).is_relative_to(root.resolve())
     if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts or not inside:
         raise DownloadError(f"{dataset}: remote path {path!r} leads outside the cache folder {root}; "
                             "refusing to write it (the source's listing is malformed or hostile)")
