@@ -117,6 +117,43 @@ def median_over_units(scores, by=None):
     return out.reset_index(drop=not by)
 
 
+def chosen_layers(scores, metric, by):
+    """The layer (and time step) chosen for each group and split on the validation rows.
+
+    The choice step of `best_layer` (module docstring): per group of `by` and split, the
+    candidate with the highest median over units of the "select" `metric`; ties go to the
+    earlier candidate in network order.
+
+    Returns
+    -------
+    chosen : pandas.DataFrame
+        Columns `by`, split, then the candidate columns: one row per group and split.
+    candidate : list of str
+        ["layer"], or ["layer", "time"] for tables with a time column not in `by`.
+    order : pandas.DataFrame
+        The candidates in network order (then time), with their position in column ``order``.
+    """
+    by = list(by)
+    scores = _time_filled(scores)
+    candidate = ["layer", "time"] if "time" in scores.columns and "time" not in by else ["layer"]
+    select = scores[scores["stage"] == "select"]
+    fitted = scores["mapping"].isin(select["mapping"].unique())
+    skipped = sorted(set(scores.loc[~fitted, "mapping"]))
+    if skipped:
+        log.info("best_layer: mappings %s have no validation rows (nothing fitted); left out", skipped)
+    if select.empty:
+        raise ValueError("best_layer: no validation rows (stage 'select'); run predictivity with "
+                         "select_layers=True.")
+    order = scores[candidate].drop_duplicates().reset_index(drop=True)   # network order, then time
+    order["order"] = np.arange(len(order))
+    keys = by + ["split"] + candidate
+    per_unit = select.groupby(keys + ["animal", "neuroid_id"], sort=False)[metric].mean()
+    medians = per_unit.groupby(level=keys, sort=False).median().dropna().reset_index()
+    medians = medians.merge(order, on=candidate)
+    medians = medians.sort_values(by + ["split", metric, "order"], ascending=[True] * (len(by) + 1) + [False, True])
+    return medians.drop_duplicates(by + ["split"])[keys], candidate, order
+
+
 def best_layer(scores, metric="score", by=None):
     """Each group's best layer (and time step) chosen on validation splits, reported on held-out data.
 
@@ -151,23 +188,8 @@ def best_layer(scores, metric="score", by=None):
             "predictivity(..., select_layers=True).")
     by = list(by) if by is not None else _default_by(scores, ("dataset", "model", "area", "mapping", "epoch"))
     scores = _time_filled(scores)
-    candidate = ["layer", "time"] if "time" in scores.columns and "time" not in by else ["layer"]
-    select = scores[scores["stage"] == "select"]
-    fitted = scores["mapping"].isin(select["mapping"].unique())
-    skipped = sorted(set(scores.loc[~fitted, "mapping"]))
-    if skipped:
-        log.info("best_layer: mappings %s have no validation rows (nothing fitted); left out", skipped)
-    if select.empty:
-        raise ValueError("best_layer: no validation rows (stage 'select'); run predictivity with "
-                         "select_layers=True.")
-    order = scores[candidate].drop_duplicates().reset_index(drop=True)   # network order, then time
-    order["order"] = np.arange(len(order))
+    chosen, candidate, order = chosen_layers(scores, metric, by)
     keys = by + ["split"] + candidate
-    per_unit = select.groupby(keys + ["animal", "neuroid_id"], sort=False)[metric].mean()
-    medians = per_unit.groupby(level=keys, sort=False).median().dropna().reset_index()
-    medians = medians.merge(order, on=candidate)
-    medians = medians.sort_values(by + ["split", metric, "order"], ascending=[True] * (len(by) + 1) + [False, True])
-    chosen = medians.drop_duplicates(by + ["split"])[keys]
     test = _test_rows(scores).merge(chosen, on=keys)
     per_unit = test.groupby(by + ["animal", "neuroid_id"], sort=True)[list(SUMMARY_METRICS)].mean()
     out = _over_units(per_unit, by, SUMMARY_METRICS)

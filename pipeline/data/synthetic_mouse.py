@@ -1,7 +1,10 @@
 """The synthetic_mouse dataset: virtual animals recorded as Allen-style Neuropixels sessions.
 
-A hidden generator network stands for the brain: a fixed random convolutional front end, then
-six successive random ReLU stages; stage k plays area ``ALLEN_AREAS[k]``. Each virtual animal is
+A hidden generator network stands for the brain. With ``generator="random"`` (the estimator's
+oracle) it is a fixed random convolutional front end, then six successive random ReLU stages;
+stage k plays area ``ALLEN_AREAS[k]``. With a model name (``ModelGenerator``) it is that trained
+model of the zoo, a hypothesis whose compared layers play the areas by relative depth
+(`area_layers`), so model recovery can be tested with the truth known. Each virtual animal is
 one recording session with units in all six areas. A unit reads out its area's stage through
 its own random weights, gain, offset and baseline (rate = baseline + gain · softplus(readout ·
 stage + offset), in Hz), with an area-dependent time course over 0–250 ms, and fires Poisson
@@ -14,6 +17,7 @@ written beside the NWB files as ``truth.zarr``.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 import warnings
@@ -34,6 +38,7 @@ from tqdm import tqdm
 from pipeline.data.allen_neuropixels import neuropixels_assembly
 from pipeline.data.assembly import ALLEN_AREAS
 from pipeline.io import atomic_path, read_zarr, write_zarr
+from pipeline.models.names import parse_model_name
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,98 @@ class Generator:
             h = np.maximum(_layer_norm(h @ weight) - self.threshold, 0.0)
             out[area] = h
         return out
+
+
+def nearest_depth(depth: float, n_layers: int) -> int:
+    """Index of the layer, among `n_layers` in network order, nearest relative depth `depth`.
+
+    Layer j of n sits at relative depth j / (n - 1) (0 for the first, 1 for the last; 0 when
+    n = 1); halves round up, so the choice never depends on floating-point ties.
+    """
+    if n_layers < 1:
+        raise ValueError(f"nearest_depth: n_layers must be >= 1; got {n_layers}")
+    return int(np.floor(depth * (n_layers - 1) + 0.5 + 1e-9))
+
+
+def area_layers(layer_names) -> dict[str, str]:
+    """Which compared layer of a generator model plays each Allen area.
+
+    Area i of the six (``ALLEN_AREAS`` order, relative depth i / 5) reads the layer nearest its
+    relative depth (`nearest_depth`): k layers are spread over the six areas in order, the
+    first layer playing VISp and the last VISpm. With fewer than six layers, neighbouring areas
+    share a layer (each still reads its own random projection of it). ventral_cnn's area1–4,
+    readout give VISp: area1, VISl: area2, VISal: area3, VISrl: area3, VISam: area4, VISpm: readout.
+    """
+    layer_names = list(layer_names)
+    n_areas = len(ALLEN_AREAS)
+    return {area: layer_names[nearest_depth(i / (n_areas - 1), len(layer_names))]
+            for i, area in enumerate(ALLEN_AREAS)}
+
+
+class ModelGenerator:
+    """A trained model of the zoo as the hidden network: a virtual brain that is a hypothesis.
+
+    Its final checkpoint (the last epoch of the run record) is run on the images; the output of
+    the layer `area_layers` assigns to each area (flattened; a recurrent model's last time step)
+    stands in for that area's stage of the random `Generator`.
+
+    Parameters
+    ----------
+    name : str
+        Model name {arch}-{objective}-{rule}-s{seed}; must be the model the folder holds.
+    model_dir : path-like
+        ``results/models/{name}``, written by the `train` rule.
+    """
+
+    def __init__(self, name: str, model_dir):
+        from pipeline.checkpoints import load_backbone, read_checkpoint, run_epochs
+
+        self.name = parse_model_name(name).name
+        self.model_dir = Path(model_dir)
+        epochs = run_epochs(self.model_dir)
+        self.epoch_ = max(epochs)
+        checkpoint = read_checkpoint(epochs[self.epoch_])
+        trained = checkpoint.get("model_name")
+        if trained is not None and trained != self.name:
+            raise ValueError(f"{self.model_dir}: holds model {trained!r}, but the generator is "
+                             f"{self.name!r} (datasets.synthetic_mouse.simulate.generator)")
+        self.model_ = load_backbone(checkpoint, "cpu")
+        self.preprocessing_ = checkpoint["preprocessing"]
+        self.layers_ = list(self.model_.layer_names)
+        self.area_layers_ = area_layers(self.layers_)
+
+    def features(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Area name → (n_stimulus, units) outputs of the area's layer on `images` (uint8
+        (stimulus, y, x, 3)), preprocessed as in training and extraction."""
+        import torch
+
+        from pipeline.data.stimuli import to_tensor
+        from pipeline.models import layer_outputs
+        from pipeline.objectives.augment import preprocess
+
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"ModelGenerator.features: images must be (stimulus, y, x, 3); "
+                             f"got shape {images.shape}")
+        wanted = set(self.area_layers_.values())
+        outputs = {layer: [] for layer in wanted}
+        recurrent = getattr(self.model_, "time_steps", None) is not None
+        with torch.no_grad():
+            tensor = to_tensor(images)
+            for start in range(0, len(tensor), batch_size):
+                x = preprocess(tensor[start:start + batch_size], self.preprocessing_)
+                for layer, out in layer_outputs(self.model_, x).items():
+                    if layer in wanted:
+                        out = out[:, -1] if recurrent else out
+                        outputs[layer].append(out.flatten(1).double().numpy())
+        stacked = {layer: np.concatenate(parts) for layer, parts in outputs.items()}
+        return {area: stacked[layer] for area, layer in self.area_layers_.items()}
+
+    def depth(self) -> dict[str, float]:
+        """Area → relative depth (0 … 1) of the generator layer that plays it."""
+        n = len(self.layers_)
+        return {area: self.layers_.index(layer) / max(n - 1, 1)
+                for area, layer in self.area_layers_.items()}
 
 
 def time_course(area: str, latency_jitter: float = 0.0) -> np.ndarray:
@@ -239,7 +336,8 @@ def _write_nwb(path: Path, nwb: NWBFile) -> None:
 
 
 def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
-                             units_per_animal: int, trials: int, seed: int) -> list[Path]:
+                             units_per_animal: int, trials: int, seed: int,
+                             generator: str = "random", generator_dir=None) -> list[Path]:
     """Simulate Neuropixels sessions of virtual animals viewing the probe images.
 
     Parameters
@@ -258,7 +356,13 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
     trials : int
         Presentations of each image (and of the blank).
     seed : int
-        Seed of the generator network and of every animal.
+        Seed of the random generator network (and of the area codes) and of every animal.
+    generator : str
+        "random" (the fixed random `Generator`, the estimators' ground-truth oracle) or a model
+        name {arch}-{objective}-{rule}-s{seed} whose trained network plays the areas
+        (`ModelGenerator`); its name, layers and their relative depths go to truth.zarr's attrs.
+    generator_dir : path-like, optional
+        The model's folder ``results/models/{generator}``; required with a model name.
 
     Returns
     -------
@@ -277,7 +381,21 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
         probe = read_zarr(probe).load()
     out_dir = Path(out_dir)
     images = probe["image"].values
-    stages = area_codes(Generator(seed).features(images), seed)
+    if generator == "random":
+        stages = area_codes(Generator(seed).features(images), seed)
+        provenance = {"generator": "random"}
+    else:
+        if generator_dir is None:
+            raise ValueError(f"simulate_synthetic_mouse: generator {generator!r} is a model; "
+                             "its trained folder (generator_dir) is required")
+        hidden = ModelGenerator(generator, generator_dir)
+        stages = area_codes(hidden.features(images), seed)
+        provenance = {"generator": hidden.name, "generator_epoch": hidden.epoch_,
+                      "generator_layers": json.dumps(hidden.layers_),
+                      "area_layers": json.dumps(hidden.area_layers_),
+                      "area_depths": json.dumps(hidden.depth())}
+        log.info("generator %s (epoch %d): areas read layers %s", hidden.name, hidden.epoch_,
+                 hidden.area_layers_)
     paths, truth = [], []
     for animal in tqdm(range(animals_per_area), desc="simulate synthetic_mouse", unit="animal",
                        disable=None):
@@ -287,7 +405,7 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
         truth.append(_simulate_session(path, rng, stages, subject, session, seed,
                                        units_per_animal, trials))
         paths.append(path)
-    _write_truth(out_dir / "truth.zarr", probe, truth)
+    _write_truth(out_dir / "truth.zarr", probe, truth, provenance)
     return paths
 
 
@@ -367,8 +485,9 @@ def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: s
     return np.concatenate(truth_rates, axis=-1), meta
 
 
-def _write_truth(path: Path, probe: xr.Dataset, truth) -> None:
-    """Noise-free rates per neuroid: `rate` (stimulus, time_bin, neuroid), `rate_mean`."""
+def _write_truth(path: Path, probe: xr.Dataset, truth, provenance: dict) -> None:
+    """Noise-free rates per neuroid: `rate` (stimulus, time_bin, neuroid), `rate_mean`; attrs
+    say which generator made them (and, for a model, which layer played each area)."""
     rate = np.concatenate([r for r, _ in truth], axis=-1)
     meta = [m for _, ms in truth for m in ms]
     neuroid_id, animal, area, stage, gain, baseline = map(np.array, zip(*meta))
@@ -384,6 +503,6 @@ def _write_truth(path: Path, probe: xr.Dataset, truth) -> None:
                 "gain": ("neuroid", gain.astype(float)),
                 "baseline": ("neuroid", baseline.astype(float))},
         attrs={"description": "noise-free rates (Hz) of the synthetic units; stage k = "
-                              "generator stage read out (area ALLEN_AREAS[k])"},
+                              "generator stage read out (area ALLEN_AREAS[k])", **provenance},
     )
     write_zarr(ds, path)

@@ -135,3 +135,71 @@ def test_cli_simulates_and_assembles_through_the_rule_verbs(tmp_path, probe_smal
     assembly = read_assembly(tmp_path / "neural.zarr")
     np.testing.assert_array_equal(assembly.stimulus_id.values, probe_small.stimulus_id.values)
     assert set(assembly.animal.values) <= {"700000", "700001"} and assembly.sizes["trial"] == 10
+
+
+# ---------------------------------------------------------------- a trained model as the generator
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A ventral_cnn trained for one epoch on random 16-px images, and a probe set."""
+    from pipeline.train import TrainSettings, train
+    from tests.stimulus_sets import write_stimuli
+
+    root = tmp_path_factory.mktemp("generator")
+    write_stimuli(root / "train.zarr", 24, 0, "train")
+    write_stimuli(root / "test.zarr", 6, 1, "test")
+    write_stimuli(root / "probe.zarr", 16, 2, "probe")
+    train("ventral_cnn-supervised-bp-s3", root / "train.zarr", root / "test.zarr", root / "model",
+          TrainSettings(epochs=1, batch_size=8), device="cpu")
+    return root
+
+
+def test_model_generator_areas_read_its_final_layers_by_depth(trained):
+    """Each area's features are the final checkpoint's layer outputs (a direct forward pass)."""
+    from pipeline.data.synthetic_mouse import ModelGenerator, area_layers
+    from tests.test_activations import direct_forward
+
+    probe = read_zarr(trained / "probe.zarr").load()
+    hidden = ModelGenerator("ventral_cnn-supervised-bp-s3", trained / "model")
+    assert hidden.epoch_ == 1
+    assert hidden.area_layers_ == area_layers(["area1", "area2", "area3", "area4", "readout"])
+    features = hidden.features(probe["image"].values)
+    expected = direct_forward(trained / "model" / "epoch_001.pt", probe["image"].values)
+    for area, layer in hidden.area_layers_.items():
+        np.testing.assert_allclose(features[area], expected[layer], rtol=1e-5, atol=1e-5)
+    assert hidden.depth() == {"VISp": 0.0, "VISl": 0.25, "VISal": 0.5, "VISrl": 0.5, "VISam": 0.75,
+                              "VISpm": 1.0}
+    with pytest.raises(ValueError, match="holds model"):
+        ModelGenerator("ventral_cnn-supervised-fa-s3", trained / "model")
+
+
+def test_model_generator_simulation_records_its_truth(trained, tmp_path):
+    """The truth store names the generator and the layer and depth of each area; a model
+    generator without its trained folder is refused."""
+    probe = read_zarr(trained / "probe.zarr").load()
+    simulate_synthetic_mouse(probe, tmp_path / "raw", animals_per_area=1, units_per_animal=4, trials=2,
+                             seed=0, generator="ventral_cnn-supervised-bp-s3",
+                             generator_dir=trained / "model")
+    truth = read_zarr(tmp_path / "raw" / "truth.zarr")
+    assert truth.attrs["generator"] == "ventral_cnn-supervised-bp-s3"
+    assert json.loads(truth.attrs["area_layers"])["VISpm"] == "readout"
+    assert json.loads(truth.attrs["area_depths"])["VISam"] == 0.75
+    with pytest.raises(ValueError, match="generator_dir"):
+        simulate_synthetic_mouse(probe, tmp_path / "x", animals_per_area=1, units_per_animal=2,
+                                 trials=2, seed=0, generator="ventral_cnn-supervised-bp-s3")
+
+
+def test_random_generator_is_unchanged_by_the_generator_key(tmp_path, probe_small):
+    """generator="random" (the default) gives bit-identical spikes and truth to leaving it out."""
+    probe = probe_small.isel(stimulus=slice(0, 4))
+    a = simulate_synthetic_mouse(probe, tmp_path / "a", animals_per_area=1, units_per_animal=3,
+                                 trials=2, seed=1)
+    b = simulate_synthetic_mouse(probe, tmp_path / "b", animals_per_area=1, units_per_animal=3,
+                                 trials=2, seed=1, generator="random")
+    with NWBHDF5IO(str(a[0]), "r") as io_a, NWBHDF5IO(str(b[0]), "r") as io_b:
+        np.testing.assert_array_equal(io_a.read().units.spike_times.data[:],
+                                      io_b.read().units.spike_times.data[:])
+    truth = read_zarr(tmp_path / "b" / "truth.zarr")
+    assert truth.attrs["generator"] == "random"
+    np.testing.assert_array_equal(truth["rate"].values, read_zarr(tmp_path / "a" / "truth.zarr")["rate"].values)
