@@ -11,11 +11,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipeline.models.path_integrator import PATH_ARCHS
 from pipeline.objectives import OBJECTIVE_CLASSES
+from pipeline.objectives.path_integration import PATH_OBJECTIVES
 
 ARCHS = ("ventral_cnn", "lenet", "resnet18", "resnet34", "resnet50", "alexnet64",
          "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn")
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, simclr, ...
+# MEC path integrators (spec §3.5): archs {cell}_{nonlinearity} (pipeline.models.path_integrator)
+# trained on placecell or position (pipeline.objectives.path_integration), e.g.
+# ugrnn_relu-placecell-bp-s0. They pair only with each other and train with pipeline.mec.training.
+PATH_RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp")    # hebb needs conv layers
 # bp backprop, fa feedback alignment, ss sign symmetry, wm weight mirror, ia information
 # alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
 # soft winner-take-all conv layers under an SGD readout (pipeline.learning).
@@ -62,9 +68,18 @@ class ModelSpec:
     seed: int
 
     def __post_init__(self):
-        _check_part("arch", self.arch, ARCHS)
-        _check_part("objective", self.objective, OBJECTIVES)
+        _check_part("arch", self.arch, ARCHS + PATH_ARCHS)
+        _check_part("objective", self.objective, OBJECTIVES + PATH_OBJECTIVES)
         _check_part("rule", self.rule, RULES)
+        if (self.arch in PATH_ARCHS) != (self.objective in PATH_OBJECTIVES):
+            kind = "path-integration" if self.arch in PATH_ARCHS else "image"
+            wanted = PATH_OBJECTIVES if self.arch in PATH_ARCHS else OBJECTIVES
+            raise ValueError(f"{kind} arch {self.arch!r} cannot be trained on objective "
+                             f"{self.objective!r}; its objectives are: {', '.join(wanted)}")
+        if self.arch in PATH_ARCHS and self.rule not in PATH_RULES:
+            raise ValueError(f"rule {self.rule!r} cannot train path integrator {self.arch!r} "
+                             f"(Hebbian layers are convolutional); its rules are: "
+                             f"{', '.join(PATH_RULES)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"model seed must be a non-negative int; got {self.seed!r}")
 
@@ -150,6 +165,9 @@ def check_model(name: str, *, input_size: int, epochs: int, transfer_epochs="fin
         (`MIN_INPUT_SIZE`), or requested epochs beyond training.
     """
     spec = parse_model_name(name)
+    if spec.arch in PATH_ARCHS:
+        raise ValueError(f"model {name!r} is a path integrator (MEC, spec §3.5), not an image "
+                         f"model: list it under mec.models, not models.*")
     reason = OBJECTIVE_CLASSES[spec.objective].UNSUPPORTED_RULES.get(spec.rule)
     if reason is not None:
         raise ValueError(f"model {name!r}: objective {spec.objective!r} cannot be trained with "
