@@ -26,6 +26,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/recovery.smk"
+include: "workflow/rules/mec.smk"
 
 
 rule all:

@@ -125,6 +125,41 @@ def _summarize(args):
     write_csv(summarize(pd.read_parquet(args.interanimal), scores), args.out)
 
 
+def _recovery(args):
+    import pandas as pd
+
+    from pipeline.compare.recovery import recovery
+    from pipeline.io import read_zarr, write_csv
+
+    truth = Path(args.raw_dir) / "truth.zarr"
+    attrs = read_zarr(truth).attrs
+    if attrs.get("generator", "random") == "random":
+        raise SystemExit(f"error: {truth}: the virtual animals come from the random generator; "
+                         "recovery needs a model generator (datasets.synthetic_mouse.simulate."
+                         "generator or recovery.generators)")
+    scores = pd.concat([pd.read_parquet(p) for p in args.predictivity], ignore_index=True)
+    tables = recovery(scores, attrs["generator"], json.loads(attrs["area_depths"]), **args.settings)
+    for table, out in zip(tables, (args.table, args.classes, args.depth)):
+        table.insert(0, "dataset", args.dataset)
+        write_csv(table, out)
+
+
+def _recovery_matrix(args):
+    import pandas as pd
+
+    from pipeline.compare.recovery import recovery_matrix
+    from pipeline.io import write_csv
+
+    classes = pd.concat([pd.read_csv(p) for p in args.classes], ignore_index=True)
+    write_csv(recovery_matrix(classes, ci=args.settings.get("ci", 0.95)), args.out)
+
+
+def _recovery_summary(args):
+    from pipeline.figures.recovery import recovery_summary
+
+    recovery_summary(args.tables, args.matrix, args.out)
+
+
 # Figures: verb = library function -> (module of pipeline.figures, positional inputs as
 # (name, nargs), help). Each function takes those inputs, then `out` and `dpi`.
 _FIGURES = {
@@ -145,6 +180,29 @@ _FIGURES = {
                                "inter-animal consistency against the number of stimuli"),
     "plot_rdms": ("rdms", [("neural", None), ("activations", None), ("stimuli", None)],
                   "probe-set RDMs of the brain areas and the model layers"),
+    "plot_recovery_matrix": ("recovery", [("matrix", None)],
+                             "model recovery: confusion of true and winning class per mapping "
+                             "and area group"),
+    "plot_recovery_margin": ("recovery", [("table", None)],
+                             "model recovery: the true class's margin over the best wrong class "
+                             "per area and mapping"),
+    "plot_layer_area": ("recovery", [("depth", None)],
+                        "predictivity by relative layer depth per area, the generator's depth "
+                        "marked"),
+    "plot_mec_ratemaps": ("mec", [("neural", None), ("ratemaps", None), ("data_scores", None),
+                                  ("model_scores", None)],
+                          "MEC rate maps of data and model units, sorted by grid score"),
+    "plot_mec_score_distributions": ("mec", [("data_scores", None), ("model_scores", "+")],
+                                     "grid and border score distributions, data vs models "
+                                     "(KS distance)"),
+    "plot_mec_predictivity": ("mec", [("interanimal", None), ("predictivity", "+")],
+                              "best-layer MEC predictivity per model with the inter-animal "
+                              "ceiling"),
+    "plot_mec_knockouts": ("mec", [("knockouts", "+")],
+                           "decoding degradation after cell-type vs random g-unit knockouts"),
+    "plot_mec_decoding_vs_predictivity": ("mec", [("tables", "+")],
+                                          "decoding error against MEC predictivity per model "
+                                          "(decoding and predictivity tables, any order)"),
 }
 
 
@@ -208,6 +266,12 @@ _SOURCES = {
     "assemble_mec_openfield": ("mec_openfield", ["manifest"], [("out", "assembly")],
                                "MEC sessions of a manifest -> NeuralAssembly of 5-cm rate maps "
                                "(split-half trials)"),
+    "synthesize_mec": ("synthetic_mec", ["out_dir"], [],
+                       "simulate virtual MEC animals (grid modules, border, HD, heterogeneous "
+                       "cells; Poisson spikes); DANDI 000582-layout NWB + truth.zarr"),
+    "assemble_synthetic_mec": ("synthetic_mec", ["raw_dir"], [("out", "assembly")],
+                               "virtual MEC sessions -> NeuralAssembly of 5-cm rate maps through "
+                               "the real MEC loader"),
 }
 
 
@@ -220,6 +284,8 @@ def _source(args):
     module, inputs, outputs, _ = _SOURCES[args.verb]
     function = getattr(importlib.import_module(f"pipeline.data.{module}"), args.verb)
     settings = dict(getattr(args, "settings", {}))
+    if getattr(args, "generator_dir", None):          # simulate_synthetic_mouse with a model
+        settings["generator_dir"] = args.generator_dir
     if args.verb.endswith("_stimuli"):
         settings["name"] = Path(args.out).stem
     try:
@@ -301,6 +367,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictivity", nargs="+", help="results/scores/predictivity/{model}/{dataset}.parquet")
     p.add_argument("--out", required=True)
 
+    p = verb("recovery", _recovery, "model recovery on one virtual dataset with a model generator: "
+             "rank and margin of the true class, best layer vs the generator's depth")
+    p.add_argument("raw_dir", help="data/raw/{dataset} (its truth.zarr names the generator)")
+    p.add_argument("predictivity", nargs="+", help="results/scores/predictivity/{model}/{dataset}.parquet")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--table", required=True, help="per area and mapping (recovery.csv)")
+    p.add_argument("--classes", required=True, help="per area, mapping and class (classes.csv)")
+    p.add_argument("--depth", required=True, help="layer-area correspondence (depth.csv)")
+    p.add_argument("--settings", type=_json, required=True, help="the config block recovery.analysis")
+
+    p = verb("recovery_matrix", _recovery_matrix, "confusion matrix of model recovery over generator "
+             "datasets, per mapping and area group, with binomial intervals")
+    p.add_argument("classes", nargs="+", help="results/recovery/{dataset}/classes.csv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", type=_json, required=True, help="the config block recovery.analysis")
+
+    p = verb("recovery_summary", _recovery_summary, "the report's opening page: which class wins per "
+             "area and mapping, the truth marked (reStructuredText)")
+    p.add_argument("tables", nargs="+", help="results/recovery/{dataset}/recovery.csv")
+    p.add_argument("--matrix", required=True, help="results/recovery/matrix.csv")
+    p.add_argument("--out", required=True)
+
     for name, (_, inputs, help) in _FIGURES.items():
         p = verb(name, _figure, help)
         for argument, nargs in inputs:
@@ -315,7 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "assemble_allen_psailamul":        # its one setting is its input folder
             p.add_argument("--settings", type=_json, required=True,
                            help=f"the config block datasets.{module}.<step> of the rule")
+        if name == "simulate_synthetic_mouse":
+            p.add_argument("--generator-dir", default=None,
+                           help="results/models/{generator}: the trained model that plays the "
+                                "areas when the settings' generator is a model name")
 
+    from pipeline.mec.cli import add_mec_verbs      # the MEC chapter's verbs (mec.smk)
+
+    add_mec_verbs(verb)
     return parser
 
 

@@ -48,6 +48,10 @@ NAN, INF = float("nan"), float("inf")
     ({"compare": {"predictivity": {"epochs": "last"}}}, "compare.predictivity.epochs"),
     ({"models": {"include": ["lenet-simclr-fa"]}}, "models.include.0"),
     ({"dask": {"scheduler": "localhost:8786"}}, "dask.scheduler"),
+    ({"datasets": {"synthetic_mouse": {"simulate": {"generator": "resnet"}}}},
+     "datasets.synthetic_mouse.simulate.generator"),
+    ({"recovery": {"generators": ["ventral_cnn-supervised-bp"]}}, "recovery.generators.0"),
+    ({"recovery": {"analysis": {"n_boot": 1}}}, "recovery.analysis.n_boot"),
     # overrides are checked like the block they override
     ({"models": {"overrides": {"ventral_cnn-supervised-bp-s0": {"lr": -1}}}},
      "models.overrides.ventral_cnn-supervised-bp-s0.lr"),

@@ -18,31 +18,66 @@ MODEL_FIGURES = {"plot_learning_curves", "plot_alignment"}
 SCORE_FIGURES = {"summarize", "plot_predictivity", "plot_predictivity_by_rule", "plot_predictivity_by_model",
                  "plot_performance_vs_predictivity"}
 CURVE = {"interanimal_curve", "plot_interanimal_curve"}
-PREDICTIVITY = {"predictivity", "plot_rdms"} | SCORE_FIGURES
+RECOVERY_FIGURES = {"plot_recovery_matrix", "plot_recovery_margin", "plot_layer_area"}
+RECOVERY = {"recovery", "recovery_matrix", "recovery_summary"} | RECOVERY_FIGURES
+PREDICTIVITY = {"predictivity", "plot_rdms"} | SCORE_FIGURES | RECOVERY
 MODELS = {"train", "transfer", "extract"} | MODEL_FIGURES | PREDICTIVITY
 NEURAL = {"interanimal"} | CURVE | PREDICTIVITY
-FIGURES = MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"}
+FIGURES = MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"} | RECOVERY_FIGURES
 EVERYTHING = {"stimuli", "simulate_synthetic_mouse", "assemble_synthetic_mouse"} | MODELS | NEURAL
+# The tiny run's virtual animals come from config.yaml's generator (ventral_cnn-supervised-bp-s101,
+# trained by the run): what retrains it simulates the animals again.
+GENERATOR = {"simulate_synthetic_mouse", "assemble_synthetic_mouse"} | NEURAL
 ZOO = {"rules": {"bp", "kp", "hebb"}, "objectives": {"supervised"}}       # as in config_tiny.yaml
+# MEC chapter (workflow/rules/mec.smk): what reads which config block, and what follows.
+MEC_FIGURES = {"plot_mec_predictivity", "plot_mec_score_distributions", "plot_mec_ratemaps",
+               "plot_mec_knockouts", "plot_mec_decoding_vs_predictivity"}
+MEC_SCORES = {"mec_scores", "mec_ks", "mec_knockouts", "plot_mec_ratemaps", "plot_mec_score_distributions",
+              "plot_mec_knockouts"}                             # downstream of a model's unit scores
+MEC_MAPS = {"mec_predictivity", "plot_mec_predictivity", "plot_mec_decoding_vs_predictivity"} | MEC_SCORES
+MEC_NETS = {"train_mec", "mec_ratemaps", "mec_decoding"} | MEC_MAPS   # retrained path integrators
+MEC_CONTROLS = {"mec_control", "mec_predictivity", "mec_scores", "mec_ks", "plot_mec_predictivity",
+                "plot_mec_score_distributions"}
+MEC_DATA = ({"mec_interanimal", "mec_data_scores", "mec_ratemaps", "mec_control", "interanimal"} | CURVE
+            | MEC_MAPS)                                          # what reads the virtual MEC assembly
 
 # (leaf path pattern, planned rules); the first matching pattern applies.
 EXPECTED = [
-    (r"device", MODELS),
+    (r"device", MODELS | GENERATOR | MEC_NETS),
     (r"stimuli\..*", EVERYTHING),
     (r"datasets\.synthetic_mouse\.simulate\..*", NEURAL | {"simulate_synthetic_mouse", "assemble_synthetic_mouse"}),
     (r"datasets\.synthetic_mouse\.assemble\..*", NEURAL | {"assemble_synthetic_mouse"}),
-    (r"models\.(archs|objectives|rules|seeds|include|overrides|train\..*)", MODELS),
-    (r"models\.rule_settings\.(bp|kp|hebb)\..*", MODELS),
+    (r"models\.train\..*", MODELS | GENERATOR),
+    (r"models\.(archs|objectives|rules|seeds|include|overrides)", MODELS),
+    (r"models\.rule_settings\.bp\..*", MODELS | GENERATOR),     # the generator's rule
+    (r"models\.rule_settings\.(kp|hebb)\..*", MODELS),
     (r"models\.rule_settings\..*", set()),                  # rules outside the zoo
-    (r"models\.objective_settings\.supervised\..*", MODELS),
+    (r"models\.objective_settings\.supervised\..*", MODELS | GENERATOR),
     (r"models\.objective_settings\..*", set()),             # objectives outside the zoo
     (r"models\.transfer\..*", {"transfer", "plot_performance_vs_predictivity"}),
-    (r"compare\.common\..*", {"interanimal", "predictivity"} | CURVE | SCORE_FIGURES),
+    (r"compare\.common\..*", {"interanimal", "predictivity"} | CURVE | SCORE_FIGURES | RECOVERY),
     (r"compare\.interanimal\..*", {"interanimal"} | CURVE | SCORE_FIGURES),
     (r"compare\.curve\..*", CURVE),
-    (r"compare\.predictivity\..*", {"predictivity"} | SCORE_FIGURES),
+    (r"compare\.predictivity\..*", {"predictivity"} | SCORE_FIGURES | RECOVERY),
+    # a virtual dataset more: its animals, every model's scores on them, the recovery tables
+    (r"recovery\.generators", {"simulate_synthetic_mouse", "assemble_synthetic_mouse", "predictivity"} | RECOVERY),
+    (r"recovery\.analysis\..*", RECOVERY),
+    (r"datasets\.synthetic_mec\.simulate\..*", {"synthesize_mec", "assemble_synthetic_mec"} | MEC_DATA),
+    (r"datasets\.synthetic_mec\.assemble\..*", {"assemble_synthetic_mec"} | MEC_DATA),
+    (r"mec\.datasets", set()),                                  # edited to []: outputs only removed
+    (r"mec\.models", MEC_NETS - {"mec_knockouts", "plot_mec_knockouts"}),  # a model more
+    (r"mec\.train\.(n_place_cells|sigma|surround|place_cell_seed)", MEC_NETS | MEC_CONTROLS),
+    (r"mec\.train\..*", MEC_NETS),
+    (r"mec\.ratemaps\..*", {"mec_ratemaps", "mec_control"} | MEC_MAPS),
+    (r"mec\.controls\..*", MEC_CONTROLS),
+    (r"mec\.compare\..*", {"mec_interanimal", "mec_predictivity", "plot_mec_predictivity",
+                           "plot_mec_decoding_vs_predictivity"}),
+    (r"mec\.scores\..*", MEC_SCORES),
+    (r"mec\.decoding\..*", {"mec_decoding", "plot_mec_decoding_vs_predictivity"}),
+    (r"mec\.knockouts\.models", set()),                        # edited to []: outputs only removed
+    (r"mec\.knockouts\.settings\..*", {"mec_knockouts", "plot_mec_knockouts"}),
     (r"dask\..*", set()),
-    (r"figures\..*", FIGURES),
+    (r"figures\..*", FIGURES | MEC_FIGURES),
 ]
 
 # Edits that a generic rule cannot make valid (the rest: numbers bumped, booleans flipped,
@@ -60,6 +95,8 @@ EDITS = {
     "stimuli.test_per_class": 3,
     "stimuli.name": "blobs",
     "datasets.synthetic_mouse.assemble.specimen_quantile": 0.5,
+    "datasets.synthetic_mouse.simulate.generator": "ventral_cnn-supervised-kp-s0",   # a candidate, trained
+    "recovery.generators": ["ventral_cnn-supervised-kp-s0"],
     "models.rule_settings.kp.decay": 0.001,
     "models.transfer.epochs": "all",
     "compare.common.splits_per_task": 1,
@@ -71,6 +108,16 @@ EDITS = {
     "dask.scheduler": "tcp://127.0.0.1:8786",
     "dask.cluster": "slurm",
     "figures.format": "pdf",
+    "datasets.synthetic_mec.simulate.spacing_ratio": 1.6,     # halved it would leave the schema (> 1)
+    "datasets.synthetic_mec.simulate.trajectory_file": "edits/trajectory.npz",
+    "mec.datasets": [],
+    "mec.models": ["ugrnn_relu-placecell-bp-s0", "rnn_tanh-placecell-bp-s0"],
+    "mec.controls.nmf_ranks": [4],
+    "mec.compare.mappings": ["ridge"],
+    "mec.knockouts.models": [],
+    "mec.train.surround": 3.0,                         # halved it would leave the schema (> 1)
+    "mec.ratemaps.epochs": "final",
+    "mec.decoding.epochs": "final",
 }
 
 
@@ -88,8 +135,10 @@ def schema_at(schema, path):
     for key in path.split("."):
         props = node.get("properties", {})
         node = props[key] if key in props else node.get("additionalProperties", {})
-        if "$ref" in node:
-            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        if "$ref" in node:                                     # "#/a/b/...": a pointer into the schema
+            pointer, node = node["$ref"], schema
+            for part in pointer.lstrip("#/").split("/"):
+                node = node[part]
     return node
 
 
@@ -141,6 +190,7 @@ def test_editing_a_leaf_plans_exactly_the_rules_that_depend_on_it(tiny_run):
     config = yaml.safe_load((tiny_run / "results/.report_config.yaml").read_text())
     edits = tiny_run / "edits"
     edits.mkdir(exist_ok=True)
+    (edits / "trajectory.npz").touch()                  # the edited trajectory_file: an input
 
     def plan(number, path, value):
         changed = yaml.safe_load(yaml.safe_dump(config))

@@ -42,6 +42,23 @@ def test_tiny_run_leaves_scores_figures_and_report(tiny_run):
         assert set(alignment["epoch"]) <= {0, 1}
 
 
+def test_tiny_run_recovers_its_generator_and_the_report_opens_with_it(tiny_run):
+    """config.yaml's generator (a held-out seed, trained by the run) made the virtual animals;
+    the recovery table covers every area and mapping and the report opens with its summary."""
+    results = tiny_run / "results"
+    assert (results / "models/ventral_cnn-supervised-bp-s101/run.json").exists()
+    assert not (results / "scores/predictivity/ventral_cnn-supervised-bp-s101").exists()  # not a candidate
+    table = pd.read_csv(results / "recovery/synthetic_mouse/recovery.csv")
+    # one row per area and mapping with a defined score (a tiny RSA cell can be undefined throughout)
+    assert len(table) >= 6 * 2 and set(table["area"]) == {"VISp", "VISl", "VISal", "VISrl", "VISam", "VISpm"}
+    assert set(table["mapping"]) == {"ridge", "pls", "rsa"}
+    assert set(table["generator"]) == {"ventral_cnn-supervised-bp-s101"}
+    assert set(table["true_class"]) == {"ventral_cnn-supervised-bp"} and table["rank"].between(1, 3).all()
+    for name in ["recovery_matrix.png", "recovery_margin_synthetic_mouse.png", "layer_area_synthetic_mouse.png"]:
+        assert (results / "figures" / name).stat().st_size > 1_000, name
+    assert "Model recovery" in (results / "report.html").read_text()
+
+
 def test_the_report_saw_the_run_config(tiny_run):
     """The report run gets the run's validated config: config.yaml with the tiny file on top."""
     seen = yaml.safe_load((tiny_run / "results/.report_config.yaml").read_text())
@@ -67,8 +84,13 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
               "results/figures/predictivity_synthetic_mouse.png", "results/scores/summary/synthetic_mouse.csv",
               "results/figures/predictivity_by_rule_synthetic_mouse.png",
               "results/figures/predictivity_by_model_synthetic_mouse.png",
-              "results/figures/performance_vs_predictivity_synthetic_mouse.png"}
-    assert all(MODELS[1] in out or out in shared for out in outputs), outputs
+              "results/figures/performance_vs_predictivity_synthetic_mouse.png",
+              # model recovery gathers every model's scores on the virtual animals
+              "results/recovery/synthetic_mouse/recovery.csv", "results/recovery/synthetic_mouse/classes.csv",
+              "results/recovery/synthetic_mouse/depth.csv", "results/recovery/matrix.csv",
+              "results/recovery/summary.rst", "results/figures/recovery_matrix.png",
+              "results/figures/recovery_margin_synthetic_mouse.png", "results/figures/layer_area_synthetic_mouse.png"}
+    assert all(MODELS[1] in out or set(out.split(", ")) <= shared for out in outputs), outputs
     assert not any(MODELS[0] in out for out in outputs)
 
 
@@ -81,6 +103,8 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
      "model 'ventral_cnn-autoencoder-hebb-s0': objective 'autoencoder' cannot be trained with rule 'hebb'"),
     ("models:\n  transfer: {epochs: [9]}\n", "models.transfer.epochs [9] are outside the trained epochs"),
     ("models:\n  include: [alexnet64-supervised-bp-s0]\n", "input_size must be at least 63 for arch 'alexnet64'"),
+    ("datasets:\n  synthetic_mouse: null\nrecovery:\n  generators: [ventral_cnn-supervised-fa-s101]\n",
+     "'recovery.generators' needs datasets.synthetic_mouse"),
 ])
 def test_bad_config_field_stops_the_run_with_its_name(tmp_path, text, field):
     (tmp_path / "bad.yaml").write_text(text)
@@ -123,3 +147,6 @@ def test_embedded_default_runs_end_to_end(tmp_path, repo):
     assert pd.read_csv(results / f"models/{bp}/metrics.csv")["test_acc"].iloc[-1] == pytest.approx(0.28, abs=0.03)
     assert pd.read_csv(results / f"transfer/{bp}.csv")["top1"].iloc[-1] == pytest.approx(0.60, abs=0.05)
     assert (results / "figures/alignment.png").stat().st_size > 10_000
+    recovery = pd.read_csv(results / "recovery/synthetic_mouse/recovery.csv")
+    assert set(recovery["generator"]) == {"ventral_cnn-supervised-bp-s101"} and len(recovery) == 6 * 3
+    assert recovery["rank"].between(1, 7).all() and recovery["margin_low"].le(recovery["margin_high"]).all()

@@ -23,6 +23,35 @@ MODELS = list(dict.fromkeys([
 ] + [parse_model_name(name).name for name in config["models"]["include"]]))
 
 
+# ---------------------------------------------------------------- model recovery (issue 13)
+# A virtual dataset whose generator is a model (datasets.synthetic_mouse.simulate.generator, and
+# one virtual_* dataset per entry of recovery.generators) is a hypothesis with its truth known.
+# Generators are trained by rule `train` like the zoo, but are candidates only if in MODELS.
+_SYNTHETIC = config["datasets"].get("synthetic_mouse")
+_MAIN_GENERATOR = _SYNTHETIC["simulate"]["generator"] if _SYNTHETIC else "random"
+VIRTUAL_DATASETS = {"virtual_" + parse_model_name(name).name.replace("-", "_"): parse_model_name(name).name
+                    for name in config["recovery"]["generators"]}
+GENERATOR_OF = {**({"synthetic_mouse": parse_model_name(_MAIN_GENERATOR).name}
+                   if _MAIN_GENERATOR != "random" else {}), **VIRTUAL_DATASETS}
+RECOVERY_DATASETS = list(GENERATOR_OF)
+GENERATORS = list(dict.fromkeys(GENERATOR_OF.values()))
+
+
+def simulate_settings(wildcards):
+    """Params of simulate_synthetic_mouse: datasets.synthetic_mouse.simulate, with a virtual_*
+    dataset's generator (recovery.generators) in place of the block's own."""
+    block = dict(config["datasets"]["synthetic_mouse"]["simulate"])
+    if wildcards.dataset in VIRTUAL_DATASETS:
+        block["generator"] = VIRTUAL_DATASETS[wildcards.dataset]
+    return json.dumps(block, sort_keys=True)
+
+
+def generator_input(wildcards):
+    """The trained generator's folder a virtual dataset is simulated from (none for random)."""
+    generator = GENERATOR_OF.get(wildcards.dataset)
+    return [f"results/models/{generator}"] if generator else []
+
+
 def model_train_block(model):
     """`models.train` updated by that model's override."""
     return {**config["models"]["train"], **config["models"]["overrides"].get(model, {})}
@@ -31,13 +60,18 @@ def model_train_block(model):
 def check_models():
     """ConfigError, before any job runs, for an override naming a model outside the zoo or a
     model its own job would refuse (objective x rule, input size, epochs to transfer or score)."""
-    stray = sorted(set(config["models"]["overrides"]) - set(MODELS))
+    stray = sorted(set(config["models"]["overrides"]) - set(MODELS) - set(GENERATORS))
     if stray:
         raise ConfigError(
             f"config: field 'models.overrides.{stray[0]}' names a model outside the zoo "
-            f"(archs x objectives x rules x seeds, plus models.include); the zoo is {MODELS}"
+            f"(archs x objectives x rules x seeds, plus models.include) and the generators; "
+            f"the zoo is {MODELS}"
         )
-    for name in MODELS:
+    if config["recovery"]["generators"] and not _SYNTHETIC:
+        raise ConfigError(
+            "config: field 'recovery.generators' needs datasets.synthetic_mouse (its simulate and "
+            "assemble blocks make the virtual datasets); it is null")
+    for name in list(dict.fromkeys(MODELS + GENERATORS)):
         settings = model_train_block(name)
         try:
             check_model(name, input_size=settings["input_size"] or config["stimuli"]["size"],
@@ -51,7 +85,7 @@ check_models()
 DATASETS = [name for name, block in config["datasets"].items() if block is not None]
 FIG = config["figures"]["format"]
 # Datasets whose stimuli are spatial bins (MEC rate maps), which image models cannot be scored on.
-SPATIAL_DATASETS = {"mec_openfield"}
+SPATIAL_DATASETS = {"mec_openfield", "synthetic_mec"}
 # The stimulus set each image dataset was recorded on (results/stimuli/{name}.zarr); the
 # virtual animals see the probe set of the `stimuli` block.
 SOURCE_STIMULI = {"allen_neuropixels": "allen_neuropixels_scenes",
@@ -89,7 +123,7 @@ def train_settings(wildcards):
 
 def stimulus_set_of(dataset):
     """The stimulus set a dataset's animals were shown (`SOURCE_STIMULI`, or the probe set)."""
-    if dataset == "synthetic_mouse":
+    if dataset == "synthetic_mouse" or dataset in VIRTUAL_DATASETS:
         return f"{config['stimuli']['name']}_probe"
     return SOURCE_STIMULI[dataset]
 
@@ -147,6 +181,21 @@ def final_outputs():
             dataset=dataset,
             fig=FIG,
         )
+    return outputs + recovery_outputs() + mec_outputs()
+
+
+def recovery_outputs():
+    """Recovery tables and figures of every dataset whose generator is a model (none without)."""
+    if not RECOVERY_DATASETS:
+        return []
+    outputs = ["results/recovery/matrix.csv", "results/recovery/summary.rst",
+               f"results/figures/recovery_matrix.{FIG}"]
+    outputs += expand("results/scores/predictivity/{model}/{dataset}.parquet", model=MODELS,
+                      dataset=list(VIRTUAL_DATASETS))
+    for dataset in RECOVERY_DATASETS:
+        outputs += [f"results/recovery/{dataset}/recovery.csv",
+                    f"results/figures/recovery_margin_{dataset}.{FIG}",
+                    f"results/figures/layer_area_{dataset}.{FIG}"]
     return outputs
 
 
@@ -154,7 +203,8 @@ def make_report():
     """Write results/report.html with `snakemake --report` once every final output exists.
 
     The report run gets the run's own validated config as one file, so it sees exactly what
-    this run saw, whatever `--configfile`s were given and in whatever order.
+    this run saw, whatever `--configfile`s were given and in whatever order. With a model
+    generator, the report opens with results/recovery/summary.rst (rules/recovery.smk).
     """
     if not all(Path(path).exists() for path in final_outputs()):
         print("report: some final outputs are missing; run the whole DAG to get results/report.html")
@@ -165,3 +215,84 @@ def make_report():
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow.main_snakefile),
                "--report", "results/report.html", "--quiet", "all", "--configfile", str(config_path)]
     subprocess.run(command, check=True)
+
+
+# ---------------------------------------------------------------- MEC (workflow/rules/mec.smk)
+# Path integrators (mec.models), controls (mec.controls) and the rate-map datasets they are
+# compared with (mec.datasets); all empty when the config's `mec` block is null.
+
+MEC = config.get("mec") or {}
+MEC_MODELS = [parse_model_name(name).name for name in MEC.get("models", [])]
+if MEC:
+    from pipeline.mec.controls import control_names
+
+    MEC_CONTROLS = control_names(MEC["controls"])
+else:
+    MEC_CONTROLS = []
+MEC_SOURCES = MEC_MODELS + MEC_CONTROLS
+MEC_KNOCKOUT_MODELS = list((MEC.get("knockouts") or {}).get("models", []))
+MEC_DATASETS = list(MEC.get("datasets", []))
+MEC_CONTROL_PATTERN = r"placecells|velocity|nmf_full|nmf_r\d+"
+MEC_SOURCE_PATTERN = rf"{MEC_CONTROL_PATTERN}|[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+-s\d+"
+
+
+def check_mec():
+    """ConfigError, before any job runs, for a MEC model that is not a path integrator, a
+    knockout model outside mec.models, or a MEC dataset that the config does not define."""
+    from pipeline.models.names import PATH_ARCHS
+
+    for name in MEC_MODELS:
+        if parse_model_name(name).arch not in PATH_ARCHS:
+            raise ConfigError(f"config: field 'mec.models' lists {name!r}, which is not a path "
+                              f"integrator ({{cell}}_{{nonlinearity}}-placecell|position-...)")
+    stray = sorted(set(MEC_KNOCKOUT_MODELS) - set(MEC_MODELS))
+    if stray:
+        raise ConfigError(f"config: field 'mec.knockouts.models' names {stray[0]!r}, which is "
+                          f"not in mec.models {MEC_MODELS}")
+    for dataset in MEC_DATASETS:
+        if not config["datasets"].get(dataset):
+            raise ConfigError(f"config: field 'mec.datasets' lists {dataset!r}, but "
+                              f"datasets.{dataset} is not configured (null or absent)")
+
+
+def mec_block(*keys):
+    """`config_block("mec", *keys)`, or "{}" when the run has no `mec` block (no MEC job runs,
+    but the rules are still defined)."""
+    return config_block("mec", *keys) if MEC else "{}"
+
+
+def mec_train_settings(wildcards):
+    """mec.train plus the model's rule settings (mec.rule_settings[rule])."""
+    learning_rule = parse_model_name(wildcards.model).rule
+    return json.dumps({**MEC["train"], "rule_settings": MEC["rule_settings"].get(learning_rule, {})},
+                      sort_keys=True)
+
+
+def mec_place_cell_settings():
+    """The place-cell keys of mec.train: all a control's maps depend on from that block."""
+    keys = ("n_place_cells", "sigma", "surround", "place_cell_seed")
+    return json.dumps({key: MEC["train"][key] for key in keys}, sort_keys=True) if MEC else "{}"
+
+
+def mec_outputs():
+    """Tables and figures of the MEC chapter (empty without a `mec` block)."""
+    outputs = []
+    for dataset in MEC_DATASETS:
+        outputs += [
+            f"results/mec/interanimal/{dataset}.parquet",
+            f"results/mec/ks/{dataset}.parquet",
+            f"results/figures/mec/predictivity_{dataset}.{FIG}",
+            f"results/figures/mec/score_distributions_{dataset}.{FIG}",
+        ]
+        outputs += expand("results/mec/predictivity/{source}/{dataset}.parquet",
+                          source=MEC_SOURCES, dataset=dataset)
+        outputs += expand(f"results/figures/mec/ratemaps/{{model}}/{dataset}.{FIG}",
+                          model=MEC_MODELS)
+        if MEC_MODELS:
+            outputs.append(f"results/figures/mec/decoding_vs_predictivity_{dataset}.{FIG}")
+        if MEC_KNOCKOUT_MODELS:
+            outputs.append(f"results/figures/mec/knockouts_{dataset}.{FIG}")
+    return outputs
+
+
+check_mec()

@@ -35,49 +35,123 @@ rule stimuli:
 
 
 # ---------------------------------------------------------------- synthetic_mouse
+# The virtual animals, and the virtual_* datasets of recovery.generators (model recovery), made
+# by the same two rules: a virtual dataset is synthetic_mouse with another generator. A model
+# generator's trained folder (rule train) is an input; its final checkpoint plays the areas.
 
 
 rule simulate_synthetic_mouse:
     input:
         probe=lambda wc: f"results/stimuli/{stimulus_set_of('synthetic_mouse')}.zarr",
+        generator=generator_input,
     output:
-        directory("data/raw/synthetic_mouse"),
+        directory("data/raw/{dataset}"),
     params:
-        settings=lambda wc: config_block("datasets", "synthetic_mouse", "simulate"),
+        settings=simulate_settings,
     conda:
         "../../envs/pipeline.yaml"
     log:
-        "logs/simulate_synthetic_mouse/synthetic_mouse.log",
+        "logs/simulate_synthetic_mouse/{dataset}.log",
+    wildcard_constraints:
+        dataset="synthetic_mouse|virtual_[a-z0-9_]+",
     shell:
         "python -m pipeline simulate_synthetic_mouse {input.probe:q} {output:q}"
-        " --settings {params.settings:q} 2> {log:q}"
+        " --settings {params.settings:q} --generator-dir={input.generator:q} 2> {log:q}"
 
 
 rule assemble_synthetic_mouse:
     input:
-        raw="data/raw/synthetic_mouse",
+        raw="data/raw/{dataset}",
         stimuli=lambda wc: f"results/stimuli/{stimulus_set_of('synthetic_mouse')}.zarr",
     output:
-        directory("results/neural/synthetic_mouse.zarr"),
+        directory("results/neural/{dataset}.zarr"),
     params:
         settings=lambda wc: config_block("datasets", "synthetic_mouse", "assemble"),
     conda:
         "../../envs/pipeline.yaml"
     log:
-        "logs/assemble_synthetic_mouse/synthetic_mouse.log",
+        "logs/assemble_synthetic_mouse/{dataset}.log",
+    wildcard_constraints:
+        dataset="synthetic_mouse|virtual_[a-z0-9_]+",
     shell:
         "python -m pipeline assemble_synthetic_mouse {input.raw:q} {input.stimuli:q} {output:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
 # ---------------------------------------------------------------- allen_neuropixels
+# The Allen download blocks also take an existing AllenSDK cache (allensdk_cache: files verified,
+# then linked or copied) and backend: allensdk, under which rule fetch_allensdk runs AllenSDK in
+# its own interpreter first and the download step registers its files (README "AllenSDK").
+
+import os
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+# Download keys that change nothing unless set: left out of the params at these values, so
+# configs and caches from before they existed rerun nothing.
+ALLENSDK_KEY_DEFAULTS = {
+    "backend": ("dandi", "s3"),
+    "allensdk_cache": (None,),
+    "allensdk_cache_mode": ("link",),
+    "rma_timeout": (1200,),
+    "warehouse_url": ("https://api.brain-map.org",),
+}
+# The isolated AllenSDK interpreter: the rule's conda env under --software-deployment-method
+# conda, else $ALLENSDK_PYTHON or the venv README "AllenSDK" builds in the repository. How to
+# run, not what is fetched: a global, never a param.
+REPOSITORY = Path(workflow.current_basedir).parents[1]
+ALLENSDK_PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else os.environ.get("ALLENSDK_PYTHON", str(REPOSITORY / ".venv-allensdk/bin/python"))
+)
+# The standalone script it runs (the pipeline package is not importable there).
+ALLENSDK_SCRIPT = str(REPOSITORY / "pipeline/data/allensdk_backend.py")
+
+
+def download_params(wildcards):
+    """The dataset's download block as canonical JSON, AllenSDK keys at their defaults left out."""
+    block = config["datasets"][wildcards.dataset]["download"]
+    kept = {k: v for k, v in block.items() if v not in ALLENSDK_KEY_DEFAULTS.get(k, ())}
+    return json.dumps(kept, sort_keys=True)
+
+
+def allensdk_fetched(wildcards):
+    """The report of rule fetch_allensdk when the dataset's backend is allensdk, else nothing."""
+    block = config["datasets"][wildcards.dataset].get("download") or {}
+    if block.get("backend") == "allensdk":
+        return f"data/raw/{wildcards.dataset}/allensdk/fetched.json"
+    return []
+
+
+rule fetch_allensdk:
+    output:
+        "data/raw/{dataset}/allensdk/fetched.json",
+    params:
+        settings=download_params,
+        kind=lambda wc: {"allen_neuropixels": "ecephys", "allen_ophys": "ophys"}[wc.dataset],
+    resources:
+        downloads=1,
+    conda:
+        "../../envs/allensdk.yaml"
+    log:
+        "logs/fetch_allensdk/{dataset}.log",
+    wildcard_constraints:
+        dataset="allen_neuropixels|allen_ophys",
+    shell:
+        "{ALLENSDK_PYTHON:q} {ALLENSDK_SCRIPT:q} {params.kind}"
+        " data/raw/{wildcards.dataset}/allensdk {output:q} --settings {params.settings:q}"
+        " 2> {log:q}"
 
 
 rule download_allen_neuropixels:
+    input:
+        allensdk_fetched,
     output:
         "data/raw/{dataset}/manifest.json",
     params:
-        settings=lambda wc: config_block("datasets", wc.dataset, "download"),
+        settings=download_params,
     resources:
         downloads=1,
     retries: 2
@@ -257,3 +331,40 @@ use rule assemble_allen_neuropixels as assemble_mec_openfield with:
         dataset="mec_openfield",
     resources:
         mem_mb=4000,
+
+
+# ---------------------------------------------------------------- synthetic_mec
+# Virtual MEC animals (pipeline/data/synthetic_mec.py), written in the DANDI 000582 layout and
+# assembled by the same loader as the real open-field sessions; truth.zarr beside the NWB files.
+
+
+rule synthesize_mec:
+    input:
+        # a recorded trajectory to replay, when one is set: editing the file reruns the animals
+        lambda wc: config["datasets"]["synthetic_mec"]["simulate"]["trajectory_file"] or [],
+    output:
+        directory("data/raw/synthetic_mec"),
+    params:
+        settings=lambda wc: config_block("datasets", "synthetic_mec", "simulate"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/synthesize_mec/synthetic_mec.log",
+    shell:
+        "python -m pipeline synthesize_mec {output:q} --settings {params.settings:q} 2> {log:q}"
+
+
+rule assemble_synthetic_mec:
+    input:
+        "data/raw/synthetic_mec",
+    output:
+        directory("results/neural/synthetic_mec.zarr"),
+    params:
+        settings=lambda wc: config_block("datasets", "synthetic_mec", "assemble"),
+    conda:
+        "../../envs/pipeline.yaml"
+    log:
+        "logs/assemble_synthetic_mec/synthetic_mec.log",
+    shell:
+        "python -m pipeline assemble_synthetic_mec {input:q} {output:q}"
+        " --settings {params.settings:q} 2> {log:q}"
