@@ -110,6 +110,7 @@ EDITS = {
     "figures.format": "pdf",
     "datasets.synthetic_mec.simulate.spacing_ratio": 1.6,     # halved it would leave the schema (> 1)
     "datasets.synthetic_mec.simulate.trajectory_file": "edits/trajectory.npz",
+    "datasets.synthetic_mec.assemble.position_unit": "m",   # the files' own unit, now stated
     "mec.datasets": [],
     "mec.models": ["ugrnn_relu-placecell-bp-s0", "rnn_tanh-placecell-bp-s0"],
     "mec.controls.nmf_ranks": [4],

@@ -47,7 +47,8 @@ def allensdk_python(request):
     for candidate in (os.environ.get("ALLENSDK_PYTHON"), REPO / ".venv-allensdk/bin/python"):
         if candidate and Path(candidate).exists():
             return str(candidate)
-    folder = Path(request.config.cache.mkdir("venv-allensdk")) if request.config.cache \
+    cache = getattr(request.config, "cache", None)             # absent under -p no:cacheprovider
+    folder = Path(cache.mkdir("venv-allensdk")) if cache \
         else Path(request.getfixturevalue("tmp_path_factory").mktemp("venv-allensdk"))
     python = folder / "bin/python"
     if not (folder / "ok").exists():
