@@ -27,6 +27,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/recovery.smk"
+include: "workflow/rules/geometry.smk"
 include: "workflow/rules/mec.smk"
 
 

@@ -160,6 +160,47 @@ def _recovery_summary(args):
     recovery_summary(args.tables, args.matrix, args.out)
 
 
+def _pin_blas(threads) -> None:
+    """BLAS threads of a numpy-only verb (without importing torch, as `runtime.set_num_threads` does)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+
+
+def _geometry(args):
+    from pipeline.compare.geometry import geometry, name_parts, stimulus_labels
+    from pipeline.io import read_zarr, write_parquet
+
+    _pin_blas(args.threads)
+    settings = dict(args.settings)
+    probe = dict(settings.pop("probe", {}))
+    level = probe.setdefault("label_level", "basic")
+    activations = read_zarr(args.activations)
+    classes = stimulus_labels(read_zarr(args.stimuli), activations["stimulus_id"].values, level)
+    layers, spectrum = geometry(activations, classes, probe=probe, **settings)
+    columns = {**name_parts(args.model), "stimulus_set": args.stimulus_set}
+    for table, out in ((layers, args.layers), (spectrum, args.spectrum)):
+        for position, (column, value) in enumerate(columns.items()):
+            table.insert(position, column, value)
+        write_parquet(table, out)
+
+
+def _rule_similarity(args):
+    from pipeline.compare.rule_similarity import rule_similarity
+    from pipeline.io import read_zarr, write_parquet
+
+    _pin_blas(args.threads)
+    # results/activations/{model}/{stimulus_set}.zarr: the folder names the model
+    models = {Path(path).parent.name: read_zarr(path) for path in args.activations}
+    if len(models) != len(args.activations):
+        raise SystemExit("error: rule_similarity: two activation stores of one model "
+                         f"({', '.join(map(str, args.activations))})")
+    table = rule_similarity(models, **args.settings)
+    table.insert(0, "stimulus_set", args.stimulus_set)
+    write_parquet(table, args.out)
+
+
 # Figures: verb = library function -> (module of pipeline.figures, positional inputs as
 # (name, nargs), help). Each function takes those inputs, then `out` and `dpi`.
 _FIGURES = {
@@ -203,6 +244,13 @@ _FIGURES = {
     "plot_mec_decoding_vs_predictivity": ("mec", [("tables", "+")],
                                           "decoding error against MEC predictivity per model "
                                           "(decoding and predictivity tables, any order)"),
+    "plot_geometry": ("geometry", [("tables", "+")],
+                      "participation ratio, components for the variance share and PCA spectrum per "
+                      "layer over epochs, a panel per rule (geometry and spectrum tables, any order)"),
+    "plot_probe_accuracy": ("geometry", [("tables", "+")],
+                            "linear-probe accuracy per layer by learning rule (geometry tables)"),
+    "plot_rule_similarity": ("geometry", [("table", None)],
+                             "rule x rule RDM similarity heat maps per layer with bootstrap intervals"),
 }
 
 
@@ -382,6 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("classes", nargs="+", help="results/recovery/{dataset}/classes.csv")
     p.add_argument("--out", required=True)
     p.add_argument("--settings", type=_json, required=True, help="the config block recovery.analysis")
+
+    p = verb("geometry", _geometry, "participation ratio, PCA spectrum, components for a variance "
+             "share and linear-probe accuracy of every layer and epoch of one model")
+    p.add_argument("activations", help="results/activations/{model}/{stimulus_set}.zarr")
+    p.add_argument("stimuli", help="results/stimuli/{stimulus_set}.zarr (the probe's labels)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--stimulus-set", required=True)
+    p.add_argument("--layers", required=True, help="per layer and epoch (Parquet)")
+    p.add_argument("--spectrum", required=True, help="per layer, epoch and component (Parquet)")
+    p.add_argument("--settings", type=_json, required=True, help="the config block geometry.analysis")
+    p.add_argument("--threads", type=int, default=None)
+
+    p = verb("rule_similarity", _rule_similarity, "learning rule x learning rule similarity of "
+             "layer RDMs per architecture x objective, with a bootstrap over stimuli")
+    p.add_argument("activations", nargs="+", help="results/activations/{model}/{stimulus_set}.zarr")
+    p.add_argument("--stimulus-set", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", type=_json, required=True,
+                   help="the config block geometry.rule_similarity")
+    p.add_argument("--threads", type=int, default=None)
 
     p = verb("recovery_summary", _recovery_summary, "the report's opening page: which class wins per "
              "area and mapping, the truth marked (reStructuredText)")

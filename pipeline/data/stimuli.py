@@ -1,4 +1,5 @@
-"""Stimulus sets: procedural hierarchical object images (the default), or a user image folder.
+"""Stimulus sets: procedural hierarchical object images (the default), scikit-learn's handwritten
+digits (`name: digits`), or a user image folder (`path`).
 
 Three label levels: 2 superordinate classes (curved, angular) × 4 basic classes (the outline)
 × 4 subordinate classes (the surface pattern), 32 subordinate classes in all. Each image varies
@@ -162,7 +163,8 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
     """Render the train, test and probe sets of hierarchical object images, or read a folder.
 
     With `path` set, the sets come from a user image folder instead (`read_image_folder`, which
-    documents how the arguments apply there).
+    documents how the arguments apply there); otherwise `name="digits"` gives scikit-learn's
+    handwritten digits (`make_digit_sets`, likewise).
 
     Parameters
     ----------
@@ -177,11 +179,13 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
         Seed; each set draws from its own child stream, so changing one size leaves the other
         sets unchanged.
     name : str
-        Prefix of the set names and stimulus ids ("{name}_probe", "{name}_probe_00000").
+        Prefix of the set names and stimulus ids ("{name}_probe", "{name}_probe_00000");
+        "digits" (without `path`) selects the digits instead of the shapes.
     path : path-like, optional
         Root of an image folder (config field `stimuli.path`); None renders the shapes.
     test_fraction : float
-        Folder source only: share of each class held out when the folder has no train/val split.
+        Folder and digits sources only: share of each class held out when the folder has no
+        train/val split, or for the digits' test set when `test_per_class` is None.
 
     Returns
     -------
@@ -194,6 +198,10 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
         return read_image_folder(path, size=size, train_per_class=train_per_class,
                                  test_per_class=test_per_class, probe=probe, seed=seed,
                                  name=name, test_fraction=test_fraction)
+    if name == "digits":
+        return make_digit_sets(size=size, train_per_class=train_per_class,
+                               test_per_class=test_per_class, probe=probe, seed=seed,
+                               test_fraction=test_fraction)
     for key, value in {"size": size, "train_per_class": train_per_class,
                        "test_per_class": test_per_class, "probe": probe}.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
@@ -207,6 +215,99 @@ def make_stimulus_sets(size=32, train_per_class=100, test_per_class=20, probe=12
     streams = np.random.SeedSequence(seed).spawn(len(SETS))
     return {key: _stimulus_set(np.random.default_rng(stream), f"{name}_{key}", counts[key], size)
             for key, stream in zip(SETS, streams)}
+
+
+def _labelled_set(name: str, images: np.ndarray, classes: np.ndarray) -> xr.Dataset:
+    """A stimulus set whose one class name is the label at every level (folder and digit sets)."""
+    ds = xr.Dataset(
+        {"image": (("stimulus", "y", "x", "channel"), images)},
+        coords={
+            "stimulus_id": ("stimulus", [f"{name}_{i:05d}" for i in range(len(images))]),
+            "superordinate": ("stimulus", classes),
+            "basic": ("stimulus", classes),
+            "subordinate": ("stimulus", classes),
+        },
+    )
+    ds.attrs["name"] = name
+    ds.attrs["sha256"] = stimulus_set_sha256(ds)
+    return ds
+
+
+def make_digit_sets(size=32, train_per_class=100, test_per_class=20, probe=120, seed=0,
+                    test_fraction=0.2) -> dict[str, xr.Dataset]:
+    """Train, test and probe sets of scikit-learn's 8×8 handwritten digits, upsampled to `size`.
+
+    The digits task of project P3 that ships with the environment (`sklearn.datasets.load_digits`:
+    1797 images of 0–9, about 180 per class, 17 grey levels, no download). Each class is
+    shuffled by `seed` and dealt out in turn: the first `test_per_class` images to the test set,
+    then a class-balanced `probe` set taken one class at a time, then at most `train_per_class`
+    of the rest to the training set, so the three sets are disjoint. Images are scaled to
+    0–255, upsampled with Pillow's bilinear filter and repeated over three channels (the nets
+    take RGB). The digit ("0"…"9") is the label at every level, as for an image folder.
+
+    Parameters
+    ----------
+    size : int
+        Output side (px, ≥ 8).
+    train_per_class, test_per_class : int or None
+        Images per class in the training and test sets; None: all images left for training,
+        round(`test_fraction` × class size) for the test set.
+    probe : int
+        Images in the probe set.
+    seed : int
+        Seeds the shuffle.
+    test_fraction : float
+        Test share of each class when `test_per_class` is None.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Keys "train", "test", "probe", laid out as `make_stimulus_sets`' sets, named
+        "digits_<set>".
+    """
+    from sklearn.datasets import load_digits
+
+    for key, value in {"size": size, "probe": probe, "train_per_class": train_per_class,
+                       "test_per_class": test_per_class}.items():
+        low = 8 if key == "size" else 0 if key == "probe" else 1
+        if value is None and key.endswith("per_class"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"stimuli.{key} must be an integer >= {low}; got {value!r}")
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    pools = {str(c): list(rng.permutation(np.flatnonzero(digits.target == c)))
+             for c in range(10)}
+    test = []
+    for cls, pool in pools.items():
+        n_test = round(test_fraction * len(pool)) if test_per_class is None else test_per_class
+        if n_test >= len(pool):
+            raise ValueError(f"stimuli.test_per_class: {n_test} test images of digit {cls} asked "
+                             f"for, but it has only {len(pool)} images (some must train)")
+        test += [(cls, i) for i in pool[:n_test]]
+        del pool[:n_test]
+    probe_items = _round_robin(pools, probe)
+    if len(probe_items) < probe:
+        raise ValueError(f"stimuli.probe: {probe} probe images asked for, but the digits leave "
+                         f"only {len(probe_items)} after the test set")
+    train = [(cls, i) for cls, pool in pools.items() for i in pool[:train_per_class]]
+    if not train:
+        raise ValueError(f"stimuli: the digits leave no training images after {len(test)} test "
+                         f"and {probe} probe images")
+    log.info("digits: %d train, %d test, %d probe images at %d px", len(train), len(test),
+             len(probe_items), size)
+    grey = np.rint(digits.images * (255 / 16)).astype(np.uint8)
+
+    def upsampled(items):
+        out = np.empty((len(items), size, size, 3), dtype=np.uint8)
+        for row, (_, i) in enumerate(items):
+            image = Image.fromarray(grey[i]).resize((size, size), Image.Resampling.BILINEAR)
+            out[row] = np.asarray(image)[..., None]
+        return out
+
+    return {key: _labelled_set(f"digits_{key}", upsampled(items),
+                               np.array([cls for cls, _ in items], dtype=str))
+            for key, items in (("train", train), ("test", test), ("probe", probe_items))}
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -28,6 +28,29 @@ Provenance of `RULE_DEFAULTS` (spec sections; [T] text, [R] released code, [S] o
   after 5 epochs); the spec gives no values and describes hard winner-take-all only, and a
   plain soft version of the code's rule at its default eta 0.1 [R] collapsed the kernels (see
   pipeline.learning.hebbian).
+- pc (pipeline.learning.predictive_coding): relaxation of Whittington & Bogacz 2017 [T];
+  fixed_prediction True (Millidge et al. 2022's assumption) by default [S]: with predictions
+  that follow the beliefs the relaxation of the ventral CNN (BatchNorm) diverged at γ = 0.2
+  and at γ = 0.1 left its first three layers' updates uncorrelated with the gradient (cosine
+  ≈ 0) after 20 steps, at 17× a bp step. iterations 20 and inference_lr 0.5 [S]: the spec
+  gives no values (W&B use 20 steps of 0.1 on a 3-layer MLP); γ = 0.5 carries three quarters
+  of the output error to the first of the ventral CNN's nine layers in twenty steps
+  (P(Bin(20, ½) ≥ 9) ≈ 0.75).
+- nmf (pipeline.learning.nmf, spec §C.3): Euclidean objective by default (its code update
+  costs k² per image, KL's k·pixels) [S]; n_components None = the width the architecture's
+  readout reads, so the arch part of the name sets the layer's width [S]; resolution 32 (the
+  embedded default's size) and transform_iter 50 [S].
+- burstprop, burstprop_kp (pipeline.learning.burstprop, spec §C.3): p_baseline 0.2, the
+  code's default output baseline burst probability (jordan-g/Burstprop `train_*.py`) [R];
+  recurrent cancellation Z off by default and recurrent_lr 1e-3 [S] (Payeur et al. use it
+  only in some experiments); burstprop_kp's decay None = half the task's weight decay, as kp.
+- ddtp (pipeline.learning.target_propagation, spec §C.3): DDTP-linear with the authors' conv
+  settings rounded (`final_configs/cifar10_DDTPConv.py`: σ 0.0092, feedback_wd 6e-5;
+  target_stepsize 0.016–0.061 across their configs) [R]; Adam lr of Q 5e-4 [S], between their
+  MLP (1.6e-4) and conv (4.5e-3) values: with 16 images per feedback step instead of their
+  128, 5e-3 left Q noisy (5.5 % vs 6.9 % test accuracy after the default 5 epochs); feedback_samples
+  16 per perturbed copy, one feedback step per training step and 50 pretraining steps [S]
+  (the authors pretrain Q for 6–10 epochs and add one feedback epoch per epoch).
 """
 
 from __future__ import annotations
@@ -42,6 +65,8 @@ from torch import nn
 from pipeline.learning.alignments import (Activation, Alignment, Feedback, Information,
                                           KolenPollack, Mirror, SignSymmetry, Symmetric)
 from pipeline.learning.convert import feedback_layers, hebbian_layers, to_feedback, to_hebbian
+from pipeline.learning.nmf import BETA_LOSSES, NMFLayer, NMFNet
+from pipeline.learning.predictive_coding import bound_generators, node_layers, relax_and_backward
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +82,15 @@ RULE_DEFAULTS: dict[str, dict] = {
     "aa": {"amp": 2e-3, "sparse": 1e-3, "samples": 32, "optimizer": "adam", "lr": 1e-3},
     "kp": {"decay": None},
     "hebb": {"lr": 0.02, "temperature": 0.003},
+    "pc": {"iterations": 20, "inference_lr": 0.5, "fixed_prediction": True},
+    "nmf": {"beta_loss": "frobenius", "n_components": None, "resolution": 32,
+            "transform_iter": 50},
+    "burstprop": {"p_baseline": 0.2, "gain": 1.0, "recurrent": False, "recurrent_lr": 1e-3},
+    "burstprop_kp": {"p_baseline": 0.2, "gain": 1.0, "recurrent": False, "recurrent_lr": 1e-3,
+                     "decay": None},
+    "ddtp": {"target_stepsize": 0.05, "sigma": 0.01, "feedback_lr": 5e-4,
+             "feedback_decay": 6e-5, "feedback_samples": 16, "feedback_steps": 1,
+             "pretrain_steps": 50},
 }
 
 ALIGNMENT_OPTIMIZERS = ("adam", "sgd")
@@ -267,8 +301,111 @@ class HebbianRule(Rule):
             layer.hebbian_step()
 
 
+class PredictiveCodingRule(Rule):
+    """Predictive coding: relax the layers' beliefs, then update every layer from its own
+    error and input (pipeline.learning.predictive_coding); the model is not converted."""
+
+    def __init__(self, name, settings, *, iterations: int, inference_lr: float,
+                 fixed_prediction: bool):
+        super().__init__(name, settings)
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"rule_settings for rule {name!r}: iterations must be an int ≥ 1; "
+                             f"got {iterations!r}")
+        if not inference_lr > 0:
+            raise ValueError(f"rule_settings for rule {name!r}: inference_lr must be > 0; "
+                             f"got {inference_lr!r}")
+        self.iterations, self.inference_lr = iterations, inference_lr
+        self.fixed_prediction = bool(fixed_prediction)
+
+    def convert(self, model):
+        count = len(node_layers(model))
+        if not count:
+            raise ValueError(f"rule {self.name!r}: the model has no Linear or Conv2d layer")
+        log.info("rule %s: %d layers hold beliefs (%d iterations of rate %g%s)", self.name,
+                 count, self.iterations, self.inference_lr,
+                 ", fixed predictions" if self.fixed_prediction else "")
+        return model
+
+    def step(self, model, x, y, optimizers, generator=None, loss_fn=None):
+        task, _ = optimizers
+        if loss_fn is None:
+            def loss_of(net):
+                logits = net(x)
+                return logits, F.cross_entropy(logits, y)
+        else:
+            def loss_of(net):
+                return loss_fn(net, x, y)
+        task.zero_grad(set_to_none=True)
+        relaxed = relax_and_backward(
+            model, loss_of, iterations=self.iterations, inference_lr=self.inference_lr,
+            fixed_prediction=self.fixed_prediction, generators=bound_generators(loss_fn))
+        task.step()
+        return relaxed.output, relaxed.loss
+
+
+class NMFRule(Rule):
+    """NMF features (multiplicative updates) under a readout trained by SGD (spec §C.3).
+
+    `convert` replaces the architecture by `NMFNet`: one NMF layer of `n_components` (None:
+    the width of the architecture's readout input) and a readout of the same classes.
+    """
+
+    def __init__(self, name, settings, *, beta_loss: str, n_components: int | None,
+                 resolution: int, transform_iter: int):
+        super().__init__(name, settings)
+        if beta_loss not in BETA_LOSSES:
+            raise ValueError(f"rule_settings for rule {name!r}: beta_loss must be one of "
+                             f"{', '.join(BETA_LOSSES)}; got {beta_loss!r}")
+        for key, value in (("resolution", resolution), ("transform_iter", transform_iter),
+                           ("n_components", 1 if n_components is None else n_components)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"rule_settings for rule {name!r}: {key} must be a positive "
+                                 f"int{' or null' if key == 'n_components' else ''}; "
+                                 f"got {value!r}")
+        self.beta_loss, self.n_components = beta_loss, n_components
+        self.resolution, self.transform_iter = resolution, transform_iter
+
+    def convert(self, model):
+        backbone = getattr(model, "backbone", model)
+        readout = getattr(backbone, "readout", None)
+        if not isinstance(readout, nn.Linear):
+            raise ValueError(f"rule {self.name!r}: the model needs a final nn.Linear named "
+                             f"'readout' (its width sets the classes); got {type(readout)}")
+        convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+        in_channels = convs[0].in_channels if convs else 3
+        k = readout.in_features if self.n_components is None else self.n_components
+        net = NMFNet(readout.out_features, k, self.resolution, in_channels,
+                     beta_loss=self.beta_loss, transform_iter=self.transform_iter,
+                     device=readout.weight.device)
+        log.info("rule %s: %s replaced by %d NMF components (%s) of %d px images and a "
+                 "linear readout", self.name, type(backbone).__name__, k, self.beta_loss,
+                 self.resolution)
+        if backbone is model:
+            return net
+        model.backbone = net
+        model.layer_names = net.layer_names
+        return model
+
+    def after_step(self, model):
+        for layer in model.modules():
+            if isinstance(layer, NMFLayer):
+                layer.nmf_step()
+
+
 def _kp_decay(settings, weight_decay):
     return weight_decay / 2 if settings["decay"] is None else settings["decay"]
+
+
+def _burstprop(name, settings, **kwargs):
+    # imported here: pipeline.learning.burstprop builds on FeedbackRule above
+    from pipeline.learning.burstprop import BurstpropRule
+    return BurstpropRule(name, settings, **kwargs)
+
+
+def _ddtp(settings):
+    # imported here: pipeline.learning.target_propagation builds on Rule above
+    from pipeline.learning.target_propagation import DDTPRule
+    return DDTPRule("ddtp", settings)
 
 
 # Rule name -> factory(resolved settings, task weight decay) -> Rule.
@@ -290,6 +427,16 @@ RULE_FACTORIES = {
                                      optimizer=s["optimizer"], lr=s["lr"]),
     "kp": lambda s, wd: FeedbackRule("kp", s, KolenPollack(_kp_decay(s, wd))),
     "hebb": lambda s, wd: HebbianRule("hebb", s, lr=s["lr"], temperature=s["temperature"]),
+    "pc": lambda s, wd: PredictiveCodingRule("pc", s, iterations=s["iterations"],
+                                             inference_lr=s["inference_lr"],
+                                             fixed_prediction=s["fixed_prediction"]),
+    "nmf": lambda s, wd: NMFRule("nmf", s, beta_loss=s["beta_loss"],
+                                 n_components=s["n_components"], resolution=s["resolution"],
+                                 transform_iter=s["transform_iter"]),
+    "burstprop": lambda s, wd: _burstprop("burstprop", s, learn_feedback=False),
+    "burstprop_kp": lambda s, wd: _burstprop("burstprop_kp", s, learn_feedback=True,
+                                             decay=_kp_decay(s, wd)),
+    "ddtp": lambda s, wd: _ddtp(s),
 }
 
 

@@ -14,6 +14,7 @@ from pipeline.models.convrnn import ConvRNN
 from pipeline.models.lenet import LeNet
 from pipeline.models.names import (ARCHS, MIN_INPUT_SIZE, OBJECTIVES, RULES, ModelSpec,
                                    check_model, parse_model_name)
+from pipeline.models.pcn import PCN
 from pipeline.models.resnet import resnet18, resnet34, resnet50
 from pipeline.models.streamnet import streamnet_dual, streamnet_single, streamnet_six
 from pipeline.models.ventral_cnn import VentralCNN
@@ -35,6 +36,7 @@ _BUILDERS = {
     "streamnet_six": streamnet_six,
     "vgg16": VGG16,
     "convrnn": ConvRNN,
+    "pcn": PCN,
 }
 
 

@@ -16,7 +16,9 @@ from pipeline.objectives import OBJECTIVE_CLASSES
 from pipeline.objectives.path_integration import PATH_OBJECTIVES
 
 ARCHS = ("ventral_cnn", "lenet", "resnet18", "resnet34", "resnet50", "alexnet64",
-         "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn")
+         "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn", "pcn")
+# pcn is Wen et al.'s predictive coding network, an inference *architecture* trained end to end
+# by the rule in the name (pipeline.models.pcn); the learning rule `pc` is another thing.
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, simclr, ...
 # MEC path integrators (spec §3.5): archs {cell}_{nonlinearity} (pipeline.models.path_integrator)
 # trained on placecell or position (pipeline.objectives.path_integration), e.g.
@@ -24,13 +26,17 @@ OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, si
 PATH_RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp")    # hebb needs conv layers
 # bp backprop, fa feedback alignment, ss sign symmetry, wm weight mirror, ia information
 # alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
-# soft winner-take-all conv layers under an SGD readout (pipeline.learning).
-RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp", "hebb")
+# soft winner-take-all conv layers under an SGD readout, pc predictive coding (relaxed beliefs,
+# local updates), nmf NMF features under an SGD readout, burstprop / burstprop_kp Payeur et
+# al.'s burst-dependent plasticity with fixed / learned feedback, ddtp direct difference
+# target propagation (pipeline.learning).
+RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp", "hebb", "pc", "nmf", "burstprop",
+         "burstprop_kp", "ddtp")
 # Smallest square input each architecture's constructor accepts (its pools and strides keep at
 # least one position); tests/models/test_check_model.py checks the table against the builders.
 MIN_INPUT_SIZE = {"ventral_cnn": 16, "lenet": 6, "resnet18": 8, "resnet34": 8, "resnet50": 8,
                   "alexnet64": 63, "streamnet_single": 31, "streamnet_dual": 31,
-                  "streamnet_six": 31, "vgg16": 32, "convrnn": 16}
+                  "streamnet_six": 31, "vgg16": 32, "convrnn": 16, "pcn": 16}
 
 _PART = re.compile(r"^[a-z0-9_]+$")
 _SEED = re.compile(r"^s(\d+)$")

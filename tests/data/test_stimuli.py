@@ -1,5 +1,7 @@
 """Tests for pipeline.data.stimuli: determinism, schema, hierarchy and balance."""
 
+import functools
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -215,3 +217,88 @@ def test_too_many_probe_images_raise(tmp_path):
     _write_folder(tmp_path / "imgs", per_class=3)
     with pytest.raises(ValueError, match="stimuli.probe: 50 probe images"):
         read_image_folder(tmp_path / "imgs", size=8, probe=50)
+
+
+# The digits task (scikit-learn's 8×8 handwritten digits, upsampled).
+
+DIGITS = dict(size=16, train_per_class=30, test_per_class=10, probe=25)
+
+
+@pytest.fixture(scope="module")
+def digit_sets():
+    return make_stimulus_sets(name="digits", **DIGITS, seed=0)
+
+
+def test_digit_sets_have_the_shapes_layout_and_labels(digit_sets):
+    sizes = {"train": 10 * 30, "test": 10 * 10, "probe": 25}
+    for key, ds in digit_sets.items():
+        assert ds["image"].dims == ("stimulus", "y", "x", "channel")
+        assert ds["image"].shape == (sizes[key], 16, 16, 3) and ds["image"].dtype == np.uint8
+        assert ds.attrs["name"] == f"digits_{key}"
+        assert ds.attrs["sha256"] == stimulus_set_sha256(ds)
+        for level in ("superordinate", "basic"):
+            assert (ds[level].values == ds["subordinate"].values).all()
+    for key in ("train", "test"):
+        labels, counts = np.unique(digit_sets[key]["subordinate"].values, return_counts=True)
+        assert labels.tolist() == [str(d) for d in range(10)]
+        assert (counts == sizes[key] // 10).all()
+    _, probe_counts = np.unique(digit_sets["probe"]["subordinate"].values, return_counts=True)
+    assert probe_counts.max() - probe_counts.min() <= 1
+
+
+@functools.lru_cache
+def _upsampled_digits(size):
+    """Every sklearn digit upsampled to `size` as Pillow does it (flat float rows), and labels."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = np.rint(digits.images * (255 / 16)).astype(np.uint8)
+    table = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BILINEAR))
+                      for g in grey]).reshape(len(grey), -1).astype(float)
+    return table, digits.target
+
+
+def _digit_index(images):
+    """The sklearn digit each upsampled image came from (nearest upsampled original)."""
+    table, target = _upsampled_digits(images.shape[1])
+    flat = images[..., 0].reshape(len(images), -1).astype(float)
+    distance = (flat ** 2).sum(1)[:, None] - 2 * flat @ table.T + (table ** 2).sum(1)[None]
+    nearest = distance.argmin(1)
+    assert np.allclose(distance[np.arange(len(flat)), nearest], 0, atol=1e-6)  # exact copies
+    return nearest, target
+
+
+def test_digit_images_are_the_upsampled_originals_with_their_labels(digit_sets):
+    for ds in digit_sets.values():
+        images = ds["image"].values
+        assert (images[..., 0] == images[..., 1]).all() and (images[..., 0] == images[..., 2]).all()
+        nearest, target = _digit_index(images)
+        assert (target[nearest].astype(str) == ds["subordinate"].values).all()
+
+
+def test_digit_splits_are_disjoint_and_seeded(digit_sets):
+    sources = {key: set(_digit_index(ds["image"].values)[0].tolist())
+               for key, ds in digit_sets.items()}
+    assert len(sources["train"]) == 300                          # no image twice either
+    assert not sources["train"] & sources["test"]
+    assert not sources["train"] & sources["probe"]
+    assert not sources["test"] & sources["probe"]
+    again = make_stimulus_sets(name="digits", **DIGITS, seed=0)
+    other = make_stimulus_sets(name="digits", **DIGITS, seed=1)
+    for key in ("train", "test", "probe"):
+        assert again[key].attrs["sha256"] == digit_sets[key].attrs["sha256"]
+        assert other[key].attrs["sha256"] != digit_sets[key].attrs["sha256"]
+
+
+def test_digit_sets_default_test_share_and_errors():
+    sets = make_stimulus_sets(name="digits", size=8, train_per_class=None, test_per_class=None,
+                              probe=10, seed=0)
+    assert sum(ds.sizes["stimulus"] for ds in sets.values()) == 1797      # every digit used
+    assert sets["test"].sizes["stimulus"] == pytest.approx(0.2 * 1797, abs=10)
+    with pytest.raises(ValueError, match="test_per_class: 500 test images of digit 0"):
+        make_stimulus_sets(name="digits", size=8, test_per_class=500)
+    with pytest.raises(ValueError, match="stimuli.probe: 5000 probe images"):
+        make_stimulus_sets(name="digits", size=8, probe=5000)
+    with pytest.raises(ValueError, match="stimuli.size must be an integer >= 8"):
+        make_stimulus_sets(name="digits", size=4)

@@ -18,9 +18,12 @@ def plain_layers(model: nn.Module) -> dict[str, type]:
 def check_rule_step(arch: str, n_classes: int, size: int, rule: str, batch: int = 2):
     """Build `arch` under `rule`, check every Linear/Conv2d was swapped, take one training step.
 
-    bp: every weight gets a finite, non-zero gradient. fa: every layer is an FB layer with a
-    fixed B ≠ W, and every W gets a finite, non-zero gradient. hebb: every conv is Hebbian and
-    moves by its local rule without gradient, every linear layer gets a gradient.
+    bp, pc: every weight gets a finite, non-zero gradient (pc: nothing is swapped, the
+    relaxation's update lands in .grad). fa: every layer is an FB layer with a
+    fixed B ≠ W, and every W gets a finite, non-zero gradient; burstprop likewise, by its two
+    top-down passes. ddtp: nothing is swapped, every W gets a finite, non-zero gradient from
+    its local target. hebb: every conv is Hebbian and moves by its local rule without
+    gradient, every linear layer gets a gradient.
     """
     with torch.device("meta"):
         expected = plain_layers(build_model(arch, n_classes, size))
@@ -29,8 +32,11 @@ def check_rule_step(arch: str, n_classes: int, size: int, rule: str, batch: int 
     model = make_rule(rule).convert(build_model(arch, n_classes, size)).train()
     modules = dict(model.named_modules())
     swapped = {"bp": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d},
+               "pc": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d},
                "fa": {nn.Linear: FBLinear, nn.Conv2d: FBConv2d},
-               "hebb": {nn.Linear: nn.Linear, nn.Conv2d: HebbianConv2d}}[rule]
+               "hebb": {nn.Linear: nn.Linear, nn.Conv2d: HebbianConv2d},
+               "burstprop": {nn.Linear: FBLinear, nn.Conv2d: FBConv2d},
+               "ddtp": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d}}[rule]
     for name, kind in expected.items():
         assert type(modules[name]) is swapped[kind], (name, type(modules[name]))
     weights = {name: modules[name].weight.detach().clone() for name in expected}
@@ -49,7 +55,7 @@ def check_rule_step(arch: str, n_classes: int, size: int, rule: str, batch: int 
             continue
         grad = layer.weight.grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
-        if rule == "fa":
+        if rule in ("fa", "burstprop"):
             assert not layer.weight_fb.requires_grad, name
             assert not torch.allclose(layer.weight_fb, weights[name]), name
     return model

@@ -1,4 +1,4 @@
-"""Zarr store integrity (issue 19 item 4): every fault on stores written by the real writers.
+"""Zarr store integrity: every fault on stores written by the real writers.
 
 Each store the pipeline writes ends with `manifest.json` (size and crc32 of every file; see
 `pipeline.io.seal_store`). `read_zarr` checks on open that every listed file exists with its

@@ -21,9 +21,13 @@ CURVE = {"interanimal_curve", "plot_interanimal_curve"}
 RECOVERY_FIGURES = {"plot_recovery_matrix", "plot_recovery_margin", "plot_layer_area"}
 RECOVERY = {"recovery", "recovery_matrix", "recovery_summary"} | RECOVERY_FIGURES
 PREDICTIVITY = {"predictivity", "plot_rdms"} | SCORE_FIGURES | RECOVERY
-MODELS = {"train", "transfer", "extract"} | MODEL_FIGURES | PREDICTIVITY
+# Geometry (workflow/rules/geometry.smk): per-model tables, rule x rule similarity, their figures.
+GEOMETRY_FIGURES = {"plot_geometry", "plot_probe_accuracy", "plot_rule_similarity"}
+GEOMETRY = {"geometry", "rule_similarity"} | GEOMETRY_FIGURES
+MODELS = {"train", "transfer", "extract"} | MODEL_FIGURES | PREDICTIVITY | GEOMETRY
 NEURAL = {"interanimal"} | CURVE | PREDICTIVITY
-FIGURES = MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"} | RECOVERY_FIGURES
+FIGURES = (MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"} | RECOVERY_FIGURES
+           | GEOMETRY_FIGURES)
 EVERYTHING = {"stimuli", "simulate_synthetic_mouse", "assemble_synthetic_mouse"} | MODELS | NEURAL
 # The tiny run's virtual animals come from config.yaml's generator (ventral_cnn-supervised-bp-s101,
 # trained by the run): what retrains it simulates the animals again.
@@ -69,6 +73,8 @@ EXPECTED = [
     (r"mec\.train\.(n_place_cells|sigma|surround|place_cell_seed)", MEC_NETS | MEC_CONTROLS),
     (r"mec\.train\..*", MEC_NETS),
     (r"mec\.ratemaps\..*", {"mec_ratemaps", "mec_control"} | MEC_MAPS),
+    (r"mec\.controls\.placecells", {"mec_ks", "plot_mec_predictivity", "plot_mec_score_distributions"}),
+                                                          # true → false drops a control: only gatherers
     (r"mec\.controls\..*", MEC_CONTROLS),
     (r"mec\.compare\..*", {"mec_interanimal", "mec_predictivity", "plot_mec_predictivity",
                            "plot_mec_decoding_vs_predictivity"}),
@@ -76,6 +82,9 @@ EXPECTED = [
     (r"mec\.decoding\..*", {"mec_decoding", "plot_mec_decoding_vs_predictivity"}),
     (r"mec\.knockouts\.models", set()),                        # edited to []: outputs only removed
     (r"mec\.knockouts\.settings\..*", {"mec_knockouts", "plot_mec_knockouts"}),
+    (r"geometry\.stimulus_sets", {"extract"} | GEOMETRY),      # a set more: its activations too
+    (r"geometry\.analysis\..*", {"geometry", "plot_geometry", "plot_probe_accuracy"}),
+    (r"geometry\.rule_similarity\..*", {"rule_similarity", "plot_rule_similarity"}),
     (r"dask\..*", set()),
     (r"figures\..*", FIGURES | MEC_FIGURES),
 ]
@@ -119,6 +128,9 @@ EDITS = {
     "mec.train.surround": 3.0,                         # halved it would leave the schema (> 1)
     "mec.ratemaps.epochs": "final",
     "mec.decoding.epochs": "final",
+    "geometry.stimulus_sets": ["probe", "test"],
+    "geometry.analysis.epochs": "final",
+    "geometry.rule_similarity.epochs": "ends",
 }
 
 

@@ -2,12 +2,14 @@
 
 import re
 import shutil
+import time
 
 import pandas as pd
 import pytest
 import yaml
 from scipy.stats import binom
 
+from pipeline.compare.aggregate import median_over_units
 from tests.workflow.runner import TINY, snakemake
 
 MODELS = [f"ventral_cnn-supervised-{rule}-s{seed}" for rule in ("bp", "kp", "hebb") for seed in (0, 1)]
@@ -89,7 +91,10 @@ def test_editing_one_model_plans_only_its_downstream_jobs(tiny_run):
               "results/recovery/synthetic_mouse/recovery.csv", "results/recovery/synthetic_mouse/classes.csv",
               "results/recovery/synthetic_mouse/depth.csv", "results/recovery/matrix.csv",
               "results/recovery/summary.rst", "results/figures/recovery_matrix.png",
-              "results/figures/recovery_margin_synthetic_mouse.png", "results/figures/layer_area_synthetic_mouse.png"}
+              "results/figures/recovery_margin_synthetic_mouse.png", "results/figures/layer_area_synthetic_mouse.png",
+              # geometry gathers every model's tables; rule similarity every model's activations
+              "results/geometry/rule_similarity/shapes_probe.parquet", "results/figures/geometry_shapes_probe.png",
+              "results/figures/probe_accuracy_shapes_probe.png", "results/figures/rule_similarity_shapes_probe.png"}
     assert all(MODELS[1] in out or set(out.split(", ")) <= shared for out in outputs), outputs
     assert not any(MODELS[0] in out for out in outputs)
 
@@ -127,10 +132,12 @@ def test_slurm_profile_dry_run_asks_a_gpu_for_training(tmp_path, repo):
 @pytest.mark.slow
 @pytest.mark.timeout(40 * 60)
 def test_embedded_default_runs_end_to_end(tmp_path, repo):
-    """`snakemake --cores 2` on config.yaml as shipped leaves every output (about 8 min idle)."""
+    """`snakemake --cores 2` on config.yaml as shipped leaves every output (under 12 min idle)."""
     shutil.copy(repo / "config.yaml", tmp_path / "config.yaml")
+    start = time.monotonic()
     done = snakemake(tmp_path, "--cores", "2", "--configfile", tmp_path / "config.yaml",
                      timeout=35 * 60)
+    print(f"embedded default: {time.monotonic() - start:.0f} s")
     assert done.returncode == 0, done.stderr[-4000:]
     results = tmp_path / "results"
     assert (results / "report.html").stat().st_size > 10_000
@@ -150,3 +157,13 @@ def test_embedded_default_runs_end_to_end(tmp_path, repo):
     recovery = pd.read_csv(results / "recovery/synthetic_mouse/recovery.csv")
     assert set(recovery["generator"]) == {"ventral_cnn-supervised-bp-s101"} and len(recovery) == 6 * 3
     assert recovery["rank"].between(1, 7).all() and recovery["margin_low"].le(recovery["margin_high"]).all()
+    # The README's MEC branch: training makes the UGRNN-ReLU a better model of the virtual MEC.
+    ugrnn = "ugrnn_relu-placecell-bp-s0"
+    mec = median_over_units(pd.read_parquet(results / f"mec/predictivity/{ugrnn}/synthetic_mec.parquet")
+                            .query("mapping == 'ridge'"), by=["epoch", "layer"])
+    best = mec.groupby("epoch")["score"].max()
+    print(f"MEC {ugrnn}: best-layer ridge median by epoch {best.round(2).to_dict()}")
+    assert best.iloc[-1] > best.iloc[0] + 0.2, best
+    decoding = pd.read_parquet(results / f"mec/decoding/{ugrnn}.parquet").groupby("epoch")["error_cm"].mean()
+    assert decoding.iloc[-1] < 0.5 * decoding.iloc[0], decoding
+    assert (results / "figures/mec/predictivity_synthetic_mec.png").stat().st_size > 10_000

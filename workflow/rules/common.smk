@@ -23,7 +23,7 @@ MODELS = list(dict.fromkeys([
 ] + [parse_model_name(name).name for name in config["models"]["include"]]))
 
 
-# ---------------------------------------------------------------- model recovery (issue 13)
+# ---------------------------------------------------------------- model recovery
 # A virtual dataset whose generator is a model (datasets.synthetic_mouse.simulate.generator, and
 # one virtual_* dataset per entry of recovery.generators) is a hypothesis with its truth known.
 # Generators are trained by rule `train` like the zoo, but are candidates only if in MODELS.
@@ -142,6 +142,7 @@ def final_outputs():
     """Score tables and figures of every model and dataset (the targets of `rule all`)."""
     outputs = [f"results/figures/learning_curves.{FIG}", f"results/figures/alignment.{FIG}"]
     outputs += expand("results/transfer/{model}.csv", model=MODELS)
+    outputs += geometry_outputs()
     if DATASETS and all(dataset in SPATIAL_DATASETS or without_images(dataset) for dataset in DATASETS):
         outputs = []                      # no image dataset: no model is trained
     for dataset in DATASETS:
@@ -182,6 +183,43 @@ def final_outputs():
             fig=FIG,
         )
     return outputs + recovery_outputs() + mec_outputs()
+
+
+# ---------------------------------------------------------------- geometry (workflow/rules/geometry.smk)
+# The stimulus sets of the `stimuli` block the geometry stage runs on (geometry.stimulus_sets).
+GEOMETRY_SETS = [f"{config['stimuli']['name']}_{which}" for which in config["geometry"]["stimulus_sets"]]
+
+
+def geometry_outputs():
+    """Per-model geometry tables, the rule x rule similarity table and their figures, per set."""
+    outputs = []
+    for stimulus_set in GEOMETRY_SETS if MODELS else []:
+        for table in ("layers", "spectrum"):
+            outputs += expand("results/geometry/{table}/{model}/{stimulus_set}.parquet", table=table,
+                              model=MODELS, stimulus_set=stimulus_set)
+        outputs.append(f"results/geometry/rule_similarity/{stimulus_set}.parquet")
+        outputs += [f"results/figures/{figure}_{stimulus_set}.{FIG}"
+                    for figure in ("geometry", "probe_accuracy", "rule_similarity")]
+    return outputs
+
+
+def check_geometry():
+    """ConfigError, before any job runs, for geometry epochs beyond a model's training."""
+    if not GEOMETRY_SETS:
+        return
+    for block in ("analysis", "rule_similarity"):
+        epochs = config["geometry"][block]["epochs"]
+        if isinstance(epochs, str):
+            continue
+        for name in MODELS:
+            trained = model_train_block(name)["epochs"]
+            beyond = sorted(e for e in epochs if e > trained)
+            if beyond:
+                raise ConfigError(f"config: field 'geometry.{block}.epochs' lists {beyond}, beyond the "
+                                  f"trained epochs 0…{trained} of model {name!r}")
+
+
+check_geometry()
 
 
 def recovery_outputs():

@@ -1,4 +1,4 @@
-# Model recovery (issue 13): on every virtual dataset whose generator is a trained model
+# Model recovery: on every virtual dataset whose generator is a trained model
 # (RECOVERY_DATASETS, common.smk), does each mapping rank the generator's class first, and is
 # its best layer at the generator's depth? Then the matrix over generators, its figures, and the
 # summary page the HTML report opens with. Params: recovery.analysis only; the candidates'
