@@ -33,6 +33,7 @@ import dask
 import numpy as np
 import pandas as pd
 
+from pipeline.compare.epochs import select_epochs
 from pipeline.compare.mappings import FEATURE_MAPPINGS
 from pipeline.compare.tasks import (
     animal_groups,
@@ -170,30 +171,6 @@ def _read_layer(layer, order, projection, keep_features, label):
     with dask.config.set(scheduler="synchronous"):           # reads inside a worker stay in it
         return layer_sources(layer.var, order, projection=projection, keep_features=keep_features,
                              label=label)
-
-
-def select_epochs(activations, epochs):
-    """The activations of the checkpoints to score.
-
-    Parameters
-    ----------
-    activations : xarray.Dataset
-        With dim and coord `epoch`.
-    epochs : "all", "final", "ends" or list of int
-        Every stored epoch, the last one, the first and the last, or these epoch numbers.
-    """
-    stored = [int(e) for e in activations["epoch"].values]
-    if isinstance(epochs, str):
-        choices = {"all": stored, "final": stored[-1:], "ends": sorted({stored[0], stored[-1]})}
-        if epochs not in choices:
-            raise ValueError(f"epochs must be 'all', 'final', 'ends' or a list of ints; got {epochs!r}")
-        wanted = choices[epochs]
-    else:
-        wanted = sorted({int(e) for e in epochs})
-        missing = sorted(set(wanted) - set(stored))
-        if missing:
-            raise ValueError(f"epochs {missing} are not in the activations (stored: {stored})")
-    return activations if wanted == stored else activations.sel(epoch=wanted)
 
 
 def predictivity(activations, assembly, *, mappings=("ridge", "pls", "rsa"), n_halves=20, n_splits=5,

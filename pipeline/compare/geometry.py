@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pipeline.compare.epochs import select_epochs
+
 log = logging.getLogger(__name__)
 
 CLASSIFIERS = ("ridge", "logistic")
@@ -258,27 +260,6 @@ def probe_accuracy(X=None, labels=None, *, K=None, classifier="ridge", alpha=1.0
 
 
 # ---------------------------------------------------------------- per model
-
-def select_epochs(activations: xr.Dataset, epochs) -> xr.Dataset:
-    """The checkpoints to analyse: "all", "final", "ends" or a list of epoch numbers.
-
-    The grammar of `pipeline.compare.consistency.select_epochs` (compare.predictivity.epochs),
-    restated here so a geometry job does not import the consistency engine (dask, scikit-learn)
-    at start-up.
-    """
-    stored = [int(e) for e in activations["epoch"].values]
-    words = {"all": stored, "final": stored[-1:], "ends": sorted({stored[0], stored[-1]})}
-    if isinstance(epochs, str):
-        if epochs not in words:
-            raise ValueError(f"epochs must be 'all', 'final', 'ends' or a list of ints; got {epochs!r}")
-        wanted = words[epochs]
-    else:
-        wanted = sorted({int(e) for e in epochs})
-        missing = sorted(set(wanted) - set(stored))
-        if missing:
-            raise ValueError(f"epochs {missing} are not in the activations (stored: {stored})")
-    return activations if wanted == stored else activations.sel(epoch=wanted)
-
 
 def name_parts(model: str) -> dict:
     """model, arch, objective, rule and seed of a name `{arch}-{objective}-{rule}-s{seed}`.

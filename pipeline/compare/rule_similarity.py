@@ -21,7 +21,8 @@ import pandas as pd
 import xarray as xr
 from scipy.stats import rankdata
 
-from pipeline.compare.geometry import layer_responses, name_parts, select_epochs
+from pipeline.compare.epochs import select_epochs
+from pipeline.compare.geometry import layer_responses, name_parts
 from pipeline.compare.rsa import COMPARE_METHODS, RDM_METRICS, compare_rdms, rdm
 
 log = logging.getLogger(__name__)

@@ -35,13 +35,12 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
 from pipeline.learning.alignments import Feedback, KolenPollack
 from pipeline.learning.convert import feedback_layers
-from pipeline.learning.rules import FeedbackRule
+from pipeline.learning.rules import FeedbackRule, task_loss
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +202,7 @@ class BurstpropRule(FeedbackRule):
         self._calls, self.mode = [], "forward"
         self.images = len(x)
         try:
-            if loss_fn is None:
-                output = model(x)
-                loss = F.cross_entropy(output, y)
-            else:
-                output, loss = loss_fn(model, x, y)
+            output, loss = task_loss(model, x, y, loss_fn)
             if not self._calls:
                 raise RuntimeError(f"rule {self.name!r}: no burst layer ran in the forward pass")
             first = not all(hasattr(c.layer, "burst_output") for c in self._calls)

@@ -128,6 +128,14 @@ def _sgd(params, lr, momentum, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
+    """(output, loss) of the objective's forward pass; None is cross-entropy of `model(x)`."""
+    if loss_fn is None:
+        logits = model(x)
+        return logits, F.cross_entropy(logits, y)
+    return loss_fn(model, x, y)
+
+
 class Rule:
     """Backprop on the model's own layers: nothing converted, one optimizer.
 
@@ -198,11 +206,7 @@ class Rule:
         """
         task, alignment = optimizers
         self.before_forward(model)
-        if loss_fn is None:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        else:
-            logits, loss = loss_fn(model, x, y)
+        logits, loss = task_loss(model, x, y, loss_fn)
         task.zero_grad(set_to_none=True)
         if alignment is not None:
             alignment.zero_grad(set_to_none=True)

@@ -29,11 +29,10 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from pipeline.learning.rules import Rule
+from pipeline.learning.rules import Rule, task_loss
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,7 @@ class DDTPRule(Rule):
         self._records, self._inputs = [], []
         self.mode = "forward"
         try:
-            if loss_fn is None:
-                output = model(x)
-                loss = F.cross_entropy(output, y)
-            else:
-                output, loss = loss_fn(model, x, y)
+            output, loss = task_loss(model, x, y, loss_fn)
         finally:
             self.mode = None
         outs = [(i, h) for i, (layer, h) in enumerate(self._records) if layer is readout]

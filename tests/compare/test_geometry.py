@@ -141,18 +141,6 @@ def test_probe_folds_are_seeded_stratified_and_clipped():
         probe_folds(np.array(["x", "x", "x"]), 2)
 
 
-def test_epochs_are_selected_as_for_predictivity():
-    from pipeline.compare.consistency import select_epochs as predictivity_epochs
-    from pipeline.compare.geometry import select_epochs
-
-    ds, _ = activations(epochs=(0, 1, 3))
-    for epochs in ("all", "final", "ends", [1], [0, 3]):
-        assert select_epochs(ds, epochs)["epoch"].values.tolist() == \
-            predictivity_epochs(ds, epochs)["epoch"].values.tolist()
-    with pytest.raises(ValueError, match=r"epochs \[2\] are not in the activations"):
-        select_epochs(ds, [2])
-
-
 def activations(n=48, epochs=(0, 1, 2), recurrent=False):
     rng = np.random.default_rng(7)
     labels = np.repeat(np.arange(4), n // 4)
