@@ -103,10 +103,11 @@ def test_kill_at_every_rule_then_rerun_gives_the_uninterrupted_tables(tiny_run, 
                  "mec_interanimal", "mec_predictivity", "mec_scores", "mec_data_scores", "mec_ks",
                  "mec_decoding", "mec_knockouts", "plot_mec_predictivity", "plot_mec_score_distributions",
                  "plot_mec_ratemaps", "plot_mec_knockouts", "plot_mec_decoding_vs_predictivity"}  # MEC
+    expected |= {"geometry", "rule_similarity", "plot_geometry", "plot_probe_accuracy", "plot_rule_similarity"}
     assert set(killed) == expected
-    tables = sorted(p.relative_to(tiny_run) for folder in ("scores", "mec")
+    tables = sorted(p.relative_to(tiny_run) for folder in ("scores", "mec", "geometry")
                     for p in (tiny_run / "results" / folder).rglob("*.parquet"))
-    assert tables == sorted(p.relative_to(tmp_path) for folder in ("scores", "mec")
+    assert tables == sorted(p.relative_to(tmp_path) for folder in ("scores", "mec", "geometry")
                             for p in (tmp_path / "results" / folder).rglob("*.parquet"))
     for table in tables:
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / table), pd.read_parquet(tiny_run / table),
