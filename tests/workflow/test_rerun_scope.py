@@ -107,6 +107,8 @@ EDITS = {
     "datasets.synthetic_mouse.simulate.generator": "ventral_cnn-supervised-kp-s0",   # a candidate, trained
     "recovery.generators": ["ventral_cnn-supervised-kp-s0"],
     "models.rule_settings.kp.decay": 0.001,
+    "models.rule_settings.burstprop_kp.decay": 0.001,
+    "models.rule_settings.nmf.n_components": 64,
     "models.transfer.epochs": "all",
     "compare.common.splits_per_task": 1,
     "compare.common.mappings": ["ridge", "rsa"],
