@@ -13,11 +13,20 @@ Per architecture, same model, data, batch size and threads in one run:
 
 Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhead).
 Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--threads 2]`.
+
+`--loader`: images/s of the streaming loader (pipeline.data.loader: random batches of a shard
+store read by 0 and 2 worker processes) against a bare loop indexing the same batches out of
+the same uint8 images in memory. `--memory N ...`: peak RSS (ru_maxrss of a fresh process) of
+one training epoch (lenet seeing 16 px, 64-px stored images) for each training-set size N,
+streamed (`memory_mb: 0`) and held in memory. These two skip the per-architecture table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +37,9 @@ import torch.nn.functional as F
 import xarray as xr
 
 from pipeline.activations import extract
+from pipeline.data.loader import (EpochBatches, LoaderSettings, StreamedImages, batch_loader,
+                                  stream_images)
+from pipeline.data.stimuli import read_stimuli
 from pipeline.io import write_zarr
 from pipeline.models import build_model
 from pipeline.runtime import set_num_threads
@@ -143,6 +155,77 @@ def bench(arch, root, args):
           f"| {be / oe:.2f} |", flush=True)
 
 
+def bench_loader(root, n=20000, size=64, batch_size=256, epochs=2):
+    """Images/s of the streamed loader (0 and 2 workers) and of a bare in-memory loop."""
+    write_set(root / "loader.zarr", n, size, 7)
+    ds = read_stimuli(root / "loader.zarr", load=False)
+    images = stream_images(ds, root / "loader.zarr", root / "shards")
+    in_memory = np.ascontiguousarray(ds["image"].values.transpose(0, 3, 1, 2))
+    labels = torch.zeros(n, dtype=torch.long)
+    orders = [torch.randperm(n, generator=torch.Generator().manual_seed(e)) for e in range(epochs)]
+
+    def bare():
+        start = time.perf_counter()
+        for order in orders:
+            for idx in order.split(batch_size):
+                torch.from_numpy(in_memory[idx.numpy()])
+        return n * epochs / (time.perf_counter() - start)
+
+    def streamed(workers):
+        sampler = EpochBatches(batch_size)
+        loader = batch_loader(images, labels, sampler, LoaderSettings(workers=workers),
+                              torch.device("cpu"))
+        start = time.perf_counter()
+        for order in orders:
+            sampler.set_epoch(order)
+            for _ in loader:
+                pass
+        return n * epochs / (time.perf_counter() - start)
+
+    base = bare()
+    print(f"{n} images of {size} px, batch {batch_size}, {epochs} shuffled epochs (page cache "
+          f"warm after the first read)\n")
+    print("| reader | images/s | ratio to bare |")
+    print("|---|---|---|")
+    print(f"| bare: in-memory uint8, same batches | {base:.0f} | 1.00 |")
+    for workers in (0, 2):
+        rate = streamed(workers)
+        print(f"| streamed shard store, {workers} workers | {rate:.0f} | {rate / base:.2f} |",
+              flush=True)
+
+
+_EPOCH = """
+import json, resource, sys
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from pipeline.data.loader import LoaderSettings
+from pipeline.train import TrainSettings, train
+root, memory_mb, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+train("lenet-supervised-bp-s0", f"{root}/train.zarr", f"{root}/test.zarr", out,
+      TrainSettings(epochs=1, batch_size=128, input_size=16), device="cpu",
+      loader=LoaderSettings(memory_mb=memory_mb, shards=f"{root}/shards"))
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+
+
+def bench_memory(root, sizes, threads):
+    """Peak RSS of a training epoch per training-set size, streamed and in memory."""
+    print("| training images (64 px) | uint8 MB | peak RSS streamed | peak RSS in memory |")
+    print("|---|---|---|---|")
+    for n in sizes:
+        folder = root / f"rss{n}"
+        write_set(folder / "train.zarr", n, 64, 0)
+        write_set(folder / "test.zarr", 256, 64, 1)
+        peaks = []
+        for memory_mb in (0, 1e9):
+            done = subprocess.run([sys.executable, "-c", _EPOCH, str(folder), str(memory_mb),
+                                   str(folder / f"model{memory_mb:g}"), str(threads)],
+                                  capture_output=True, text=True, check=True)
+            peaks.append(json.loads(done.stdout.splitlines()[-1]))
+        print(f"| {n} | {n * 64 * 64 * 3 / 2 ** 20:.0f} | {peaks[0]:.0f} MB | {peaks[1]:.0f} MB |",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["ventral_cnn", "lenet", "convrnn",
@@ -152,8 +235,18 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the set sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--loader", action="store_true", help="streaming loader images/s only")
+    parser.add_argument("--memory", type=int, nargs="+", metavar="N",
+                        help="peak RSS of a training epoch for these training-set sizes only")
     args = parser.parse_args()
     set_num_threads(args.threads)
+    if args.loader or args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.loader:
+                bench_loader(Path(tmp))
+            if args.memory:
+                bench_memory(Path(tmp), args.memory, args.threads)
+        return
     print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
     print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
           "| extract | ratio |")

@@ -22,6 +22,17 @@ the run was trained with, its number of epochs, whether training finished, and e
 seconds. `run_epochs` returns exactly the epochs it lists, never a glob of whatever
 `epoch_*.pt` files lie in the folder. Folders written before run records existed (no run.json)
 are read by globbing, with a warning.
+
+Preemption: a run stopped by SIGTERM or SIGUSR1 (what SLURM sends before a time limit or a
+preemption) writes a mid-epoch checkpoint, `partial_{epoch:03d}_{batch:06d}.pt`: the state
+after that many batches of that epoch, with the epoch's data order and running sums and the
+global RNG states besides the usual keys. It goes to the run's resume folder
+(`resume_dir`: `.{model}.resume` beside the model folder, outside the `train` rule's output,
+which Snakemake deletes when a job fails), together with hard links to (or copies of) the
+epoch checkpoints, their records and run.json. The process then exits with `PREEMPTED_EXIT`
+(`Preempted`). The rerun links the epochs back (`recover_epochs`), continues from the newest
+intact partial checkpoint (`latest_partial`: a truncated or corrupt one is skipped, with a
+warning, for the one before) and removes the resume folder when it finishes.
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,19 +56,39 @@ from pipeline.models import build_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_RECORD", "CheckpointError", "CheckpointWriter", "build_backbone", "capture",
-           "clear_stale", "epoch_path", "load_backbone", "read_checkpoint", "read_run_record",
-           "restore", "resumable", "run_epochs", "settings_differences", "verified_sha256",
-           "write_run_record"]
+__all__ = ["PREEMPTED_EXIT", "RUN_RECORD", "CheckpointError", "CheckpointWriter", "Preempted",
+           "build_backbone", "capture", "clear_stale", "epoch_path", "latest_partial",
+           "load_backbone", "preserve", "read_checkpoint", "read_run_record", "recover_epochs",
+           "remove_resume_dir", "restore", "resumable", "resume_dir", "run_epochs",
+           "save_partial", "settings_differences", "verified_sha256", "write_run_record"]
 
 # The run record of a model folder (see the module docstring).
 RUN_RECORD = "run.json"
+# Exit status of a run stopped by a signal after writing its resume state: sysexits' EX_TEMPFAIL,
+# "try again later"; profiles/slurm resubmits it (README: Preemption).
+PREEMPTED_EXIT = 75
+# Mid-epoch checkpoints kept in a resume folder: the newest, and the one before in case the
+# newest was damaged.
+PARTIALS_KEPT = 2
 
 
 def _rebuild(model_dir) -> str:
     """The sentence that tells how to rebuild a run folder: its rule, forced."""
     return (f"rebuild it with the `train` rule: `snakemake --cores all --force {model_dir}` "
             "(or delete the folder and rerun `python -m pipeline train`)")
+
+
+class Preempted(SystemExit):
+    """A run stopped by a signal after writing its resume state. A SystemExit with status
+    `PREEMPTED_EXIT`, so `python -m pipeline train` ends with it (no traceback); callers in
+    Python may catch it."""
+
+    def __init__(self, message: str):
+        super().__init__(PREEMPTED_EXIT)
+        self.message = message
+
+    def __str__(self):
+        return self.message
 
 
 class CheckpointError(RuntimeError):
@@ -390,3 +424,107 @@ def _old_differences(path: Path, header: dict) -> list[str]:
     except Exception:                                # unreadable: nothing to compare
         return []
     return settings_differences({k: old.get(k) for k in header}, header)
+
+
+def resume_dir(model_dir) -> Path:
+    """The resume folder of a run: `.{model}.resume` beside its model folder (see the module
+    docstring); outside the `train` rule's output, so a failed job's cleanup keeps it."""
+    model_dir = Path(model_dir)
+    return model_dir.parent / f".{model_dir.name}.resume"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` a hard link to `source` (no bytes copied), or a copy where the filesystem
+    has no hard links; atomically, replacing any older `target`."""
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+
+
+def _epoch_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("epoch_*.pt"), *folder.glob("epoch_*.pt.sha256")])
+
+
+def preserve(model_dir) -> None:
+    """Link a run's epoch checkpoints, their sha256 records and run.json into its resume folder,
+    which then mirrors the model folder's epochs."""
+    model_dir = Path(model_dir)
+    target = resume_dir(model_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    keep = {p.name for p in _epoch_files(model_dir)}
+    for old in _epoch_files(target):
+        if old.name not in keep:
+            old.unlink()
+    for source in [*_epoch_files(model_dir), model_dir / RUN_RECORD]:
+        if source.exists():
+            _link_or_copy(source, target / source.name)
+
+
+def recover_epochs(model_dir) -> list[Path]:
+    """Link back into `model_dir` the epoch checkpoints (with records) and run.json that its
+    resume folder holds and it lacks, e.g. after Snakemake deleted a failed job's output.
+    Returns the files restored."""
+    model_dir = Path(model_dir)
+    source = resume_dir(model_dir)
+    if not source.is_dir():
+        return []
+    model_dir.mkdir(parents=True, exist_ok=True)
+    restored = []
+    for path in [*_epoch_files(source), source / RUN_RECORD]:
+        target = model_dir / path.name
+        if path.exists() and not target.exists():
+            _link_or_copy(path, target)
+            restored.append(target)
+    if restored:
+        log.info("%s: restored %d file(s) from %s", model_dir, len(restored), source)
+    return restored
+
+
+def _partials(folder: Path) -> list[Path]:
+    """Mid-epoch checkpoints in a resume folder, oldest first (names sort by epoch, batch)."""
+    return sorted(folder.glob("partial_*.pt"))
+
+
+def save_partial(model_dir, checkpoint: dict) -> Path:
+    """Write a mid-epoch checkpoint (with its `position`) into the run's resume folder,
+    atomically and with its sha256 record, after linking the epoch checkpoints there; keep the
+    newest `PARTIALS_KEPT`. Returns its path."""
+    folder = resume_dir(model_dir)
+    preserve(model_dir)
+    position = checkpoint["position"]
+    path = folder / f"partial_{int(position['epoch']):03d}_{int(position['batch']):06d}.pt"
+    save_torch(checkpoint, path)
+    for old in _partials(folder)[:-PARTIALS_KEPT]:
+        old.unlink()
+        old.with_name(f"{old.name}.sha256").unlink(missing_ok=True)
+    return path
+
+
+def latest_partial(model_dir, header: dict, epoch: int) -> dict | None:
+    """The newest intact mid-epoch checkpoint of `epoch` written with `header`, or None.
+
+    One that cannot be read (truncated, corrupt: `read_checkpoint`) is skipped with a warning
+    and the one before it is tried; those of other epochs or settings are passed over.
+    """
+    for path in reversed(_partials(resume_dir(model_dir))):
+        try:
+            checkpoint = read_checkpoint(path)
+        except Exception as err:           # truncated or corrupt: the previous one serves
+            log.warning("%s unreadable (%s); trying the mid-epoch checkpoint before it",
+                        path, err)
+            continue
+        if checkpoint["position"]["epoch"] == epoch and all(
+                checkpoint.get(k) == v for k, v in header.items()):
+            return checkpoint
+    return None
+
+
+def remove_resume_dir(model_dir) -> None:
+    """Remove a finished run's resume folder, if any."""
+    folder = resume_dir(model_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+        log.info("removed %s (the run finished)", folder)

@@ -48,10 +48,17 @@ def _stimuli(args):
 
 
 def _train(args):
+    from pipeline.data.loader import LoaderSettings
     from pipeline.train import TrainSettings, train
 
+    unknown = sorted(set(args.execution) - {"loader", "deterministic"})
+    if unknown:
+        raise SystemExit(f"train --execution: unknown key(s) {unknown}; expected loader, "
+                         f"deterministic")
     train(args.model, args.train, args.test, args.out_dir, TrainSettings.from_dict(args.settings),
-          device=args.device, num_threads=args.threads)
+          device=args.device, num_threads=args.threads,
+          loader=LoaderSettings.from_dict(args.execution.get("loader")),
+          deterministic=bool(args.execution.get("deterministic", False)))
 
 
 def _transfer(args):
@@ -367,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_json, default={},
                    help="epochs, batch_size, lr, label_level, input_size, rule_settings, "
                         "objective_settings")
+    p.add_argument("--execution", type=_json, default={},
+                   help="how to run, never what is computed: {loader: {...}, deterministic: bool} "
+                        "(models.train.loader and .deterministic)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
 

@@ -1,9 +1,14 @@
-"""Device choice, thread pinning and seeding shared by training and extraction."""
+"""Device choice, thread pinning, seeding, numeric precision, determinism and stop signals
+shared by training and extraction."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import signal
+import threading
 
 import numpy as np
 import torch
@@ -12,6 +17,17 @@ from threadpoolctl import threadpool_limits
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Rules whose training step is plain autograd through ordinary layers, so bf16 autocast applies
+# to their forward pass. The others fall back to fp32: the feedback rules' layers are custom
+# autograd Functions (pipeline/learning/functions.py) whose backward multiplies the bf16
+# gradient by the fp32 backward weight B, which autocast does not reach (backward runs outside
+# it); the local rules (hebb, pc, nmf, burstprop, ddtp) update weights from their own
+# saved activations and relaxations, whose precision the rules' tests certify in fp32 only.
+BF16_RULES = frozenset({"bp"})
+# What SLURM sends before a time limit (--signal) or a preemption (SIGTERM).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1")
+                     if hasattr(signal, name))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -57,3 +73,82 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def resolve_precision(precision: str, device: torch.device, rule: str) -> torch.dtype | None:
+    """The autocast dtype a run trains with, or None for fp32.
+
+    "fp32" is fp32; "bf16" asks for bf16 autocast on any device (CPU autocast too); "auto" is
+    bf16 on a CUDA GPU that supports it, else fp32. A rule outside `BF16_RULES` trains in fp32
+    whatever is asked (logged as a warning when bf16 was asked for explicitly).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return None
+    if rule not in BF16_RULES:
+        (log.warning if precision == "bf16" else log.info)(
+            "rule %r trains in fp32 (bf16 autocast only for rules %s: custom backward passes "
+            "and local updates stay fp32)", rule, ", ".join(sorted(BF16_RULES)))
+        return None
+    log.info("bf16 autocast of the forward pass on %s", device)
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """`torch.autocast` to `dtype` on `device`, or a no-op context when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def set_deterministic(deterministic: bool, device: torch.device) -> None:
+    """Deterministic GPU kernels, or the fastest ones (cuDNN autotuning).
+
+    Deterministic kernels (cuDNN's, cuBLAS with a fixed workspace, torch's deterministic
+    algorithms) make two GPU runs of one seed give the same weights, at a cost in speed;
+    without them runs drift apart by a few percent of the weights. CPU training is
+    deterministic either way, and this changes nothing there.
+    """
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic and device.type == "cuda"
+    if device.type == "cuda":
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+        log.info("GPU kernels: %s", "deterministic" if deterministic
+                 else "fastest (cuDNN autotuned; not bit-reproducible)")
+
+
+class StopRequest:
+    """Records SIGTERM/SIGUSR1 (`STOP_SIGNALS`) while `installed`, so a long loop can stop at
+    a safe point (`requested`) instead of dying mid-write. Outside the main thread (where
+    Python cannot install handlers) it never triggers."""
+
+    def __init__(self):
+        self.signal = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Handle the stop signals inside the block; the previous handlers come back after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+
+        def handler(number, _frame):
+            self.signal = signal.Signals(number).name
+
+        for number in STOP_SIGNALS:
+            signal.signal(number, handler)
+        try:
+            yield self
+        finally:
+            for number, old in previous.items():
+                signal.signal(number, old)

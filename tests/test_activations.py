@@ -56,7 +56,8 @@ def test_store_layout_and_values(setup, tmp_path):
     assert ds["area1"].shape == (3, 21, 16 * 8 * 8)
     assert ds["readout"].shape == (3, 21, 3)
     assert all(ds[layer].dtype == np.float32 for layer in LAYERS)
-    assert ds["area1"].encoding["chunks"] == (1, 21, 16 * 8 * 8)      # one epoch per chunk
+    # one epoch and one batch (extract's batch_size 8) per chunk: each batch is written whole
+    assert ds["area1"].encoding["chunks"] == (1, 8, 16 * 8 * 8)
     key = json.loads(ds.attrs["content_key"])
     assert key == content_key(checkpoints, root / "probe.zarr")
     assert key["stimulus_sha256"] == "sha-probe-2" and key["layers"] == LAYERS

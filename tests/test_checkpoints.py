@@ -140,3 +140,52 @@ def test_capture_writes_the_same_bytes_from_a_restored_run(tmp_path):
                     metrics={"loss": 1.0}, alignment=[])
     save_torch(again, tmp_path / "again.pt")
     assert (tmp_path / "again.pt").read_bytes() == epoch_path(tmp_path, 0).read_bytes()
+
+
+def _partial(net, optimizers, generators, epoch, batch, header=HEADER):
+    state = capture(net, optimizers, generators, header=header, epoch=epoch, metrics={},
+                    alignment=[])
+    state["position"] = {"epoch": epoch, "batch": batch, "order": torch.arange(8),
+                         "loss_sum": 0.5, "accuracy_sum": 0.25}
+    state["torch_rng"] = torch.get_rng_state()
+    return state
+
+
+def test_resume_folder_survives_the_model_folder_and_restores_it(tmp_path):
+    from pipeline.checkpoints import recover_epochs, remove_resume_dir, resume_dir, save_partial
+
+    model_dir = tmp_path / "lenet-supervised-fa-s0"
+    net, optimizers, generators = write_run(model_dir, 1)
+    write_run_record(model_dir, HEADER, 3, complete=False, seconds={0: 1.0, 1: 2.0})
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    path = save_partial(model_dir, _partial(net, optimizers, generators, 2, 5))
+    assert path == resume_dir(model_dir) / "partial_002_000005.pt"
+    assert resume_dir(model_dir).parent == model_dir.parent       # beside, not inside
+    for name in ("epoch_000.pt", "epoch_001.pt"):                  # linked, not copied
+        assert (resume_dir(model_dir) / name).stat().st_ino == (model_dir / name).stat().st_ino
+
+    import shutil
+    shutil.rmtree(model_dir)
+    restored = recover_epochs(model_dir)
+    assert sorted(p.name for p in restored) == sorted(before)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    assert len(resumable(model_dir, HEADER, 3)) == 2
+    remove_resume_dir(model_dir)
+    assert not resume_dir(model_dir).exists() and recover_epochs(model_dir) == []
+
+
+def test_latest_partial_keeps_two_and_skips_damage_and_other_settings(tmp_path, caplog):
+    from pipeline.checkpoints import latest_partial, resume_dir, save_partial
+
+    model_dir = tmp_path / "m"
+    net, optimizers, generators = write_run(model_dir, 1)
+    for batch in (3, 7, 9):
+        save_partial(model_dir, _partial(net, optimizers, generators, 2, batch))
+    partials = sorted(resume_dir(model_dir).glob("partial_*.pt"))
+    assert [p.name for p in partials] == ["partial_002_000007.pt", "partial_002_000009.pt"]
+    assert latest_partial(model_dir, HEADER, 2)["position"]["batch"] == 9
+    assert latest_partial(model_dir, HEADER, 3) is None            # another epoch
+    assert latest_partial(model_dir, {**HEADER, "settings": {"lr": 0.2}}, 2) is None
+    partials[-1].write_bytes(partials[-1].read_bytes()[:1000])      # truncated
+    assert latest_partial(model_dir, HEADER, 2)["position"]["batch"] == 7
+    assert "partial_002_000009.pt unreadable" in caplog.text

@@ -379,6 +379,8 @@ def test_channel_stats_are_exact_over_chunks():
                                "got 'species'"),
     ("input_size", 0, "input_size must be a positive int or None; got 0"),
     ("rule_settings", [1], r"rule_settings must be a dict or None; got \[1\]"),
+    ("optimizer", "rmsprop", "optimizer must be one of sgd, nesterov, adam; got 'rmsprop'"),
+    ("data_seed", -1, "data_seed must be a non-negative int or None; got -1"),
 ])
 def test_train_settings_name_the_bad_field(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -391,3 +393,111 @@ def test_train_settings_from_a_config_block():
     assert settings.rule_settings == {} and settings.lr_milestones == (3, 1)
     with pytest.raises(ValueError, match=r"train settings have unknown key\(s\) \['epoch', 'lrate'\]"):
         TrainSettings.from_dict({"epoch": 2, "lrate": 0.1})
+
+
+@pytest.mark.parametrize("kind, expected", [("sgd", (torch.optim.SGD, False)),
+                                            ("nesterov", (torch.optim.SGD, True)),
+                                            ("adam", (torch.optim.Adam, None))])
+def test_task_optimizer_kind(kind, expected):
+    """TrainSettings.optimizer reaches the task optimizer (and Kolen-Pollack's B follows it)."""
+    from pipeline.models import build_model
+
+    for rule in ("bp", "kp"):
+        model = make_rule(rule, optimizer=kind).convert(build_model("lenet", 4, 8))
+        task, feedback = make_rule(rule, optimizer=kind).optimizers(model, lr=0.1, momentum=0.9,
+                                                                    weight_decay=1e-4)
+        for optimizer in (task, feedback) if rule == "kp" else (task,):
+            assert type(optimizer) is expected[0]
+            if expected[1] is not None:
+                assert optimizer.param_groups[0]["nesterov"] is expected[1]
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, nesterov, adam"):
+        make_rule("bp", optimizer="lbfgs")
+
+
+def test_optimizer_and_data_seed_reach_the_run(stimuli, tmp_path):
+    """Adam's moments are in the checkpoint and its header; another data-order seed keeps the
+    initial weights and changes the trained ones; data_seed = the model seed changes nothing."""
+    lenet = dict(model="lenet-supervised-bp-s0", epochs=1)
+    run(stimuli, tmp_path / "adam", optimizer="adam", lr=0.001, **lenet)
+    final = load(tmp_path / "adam" / "epoch_001.pt")
+    assert final["settings"]["optimizer"] == "adam" and "exp_avg" in next(iter(final["optimizer"]["state"].values()))
+    run(stimuli, tmp_path / "base", **lenet)
+    run(stimuli, tmp_path / "same", data_seed=0, **lenet)
+    run(stimuli, tmp_path / "other", data_seed=5, **lenet)
+    weights = {name: [load(tmp_path / name / f"epoch_{e:03d}.pt")["state_dict"] for e in (0, 1)]
+               for name in ("base", "same", "other")}
+    assert "data_seed" not in load(tmp_path / "base" / "epoch_001.pt")["settings"]
+    for key in weights["base"][0]:
+        assert torch.equal(weights["base"][0][key], weights["other"][0][key])
+        assert torch.equal(weights["base"][1][key], weights["same"][1][key])
+    assert not all(torch.equal(weights["base"][1][k], weights["other"][1][k]) for k in weights["base"][1])
+
+
+# Data loading, precision and determinism (pipeline.data.loader, pipeline.runtime).
+
+def test_streamed_training_equals_in_memory_and_ignores_workers(stimuli, trained, tmp_path):
+    """A set streamed from its shard store (memory_mb 0), read by 0 or 2 workers, trains to the
+    weights of the in-memory run, checkpoint bytes included."""
+    from pipeline.data.loader import LoaderSettings
+
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        train(MODEL, *stimuli, out, TrainSettings(**KW), device="cpu",
+              loader=LoaderSettings(workers=workers, memory_mb=0, shards=str(tmp_path / "s")))
+        for epoch in range(KW["epochs"] + 1):
+            name = f"epoch_{epoch:03d}.pt"
+            assert (out / name).read_bytes() == (trained[0] / name).read_bytes()
+    assert len(list((tmp_path / "s").iterdir())) == 2          # train and test stores, reused
+
+
+def test_bf16_falls_back_per_rule():
+    """bf16 autocast where the rule's step is plain autograd (bp); the feedback rules' custom
+    backward (B in fp32 against a bf16 gradient) fails under autocast, so they fall back."""
+    from pipeline.models import build_model
+    from pipeline.runtime import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("bf16", cpu, "bp") == torch.bfloat16
+    assert resolve_precision("bf16", cpu, "fa") is None
+    assert resolve_precision("auto", cpu, "bp") is None          # autocast on a GPU only
+    assert resolve_precision("fp32", cpu, "bp") is None
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,))
+    for name, works in (("bp", True), ("fa", False)):
+        seed_everything(0)
+        rule = make_rule(name)
+        net = rule.convert(build_model("ventral_cnn", 4, 16))
+        optimizers = rule.optimizers(net, lr=0.01, momentum=0.9, weight_decay=0.0)
+
+        def loss_fn(model, images, labels):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(images)
+                return logits, torch.nn.functional.cross_entropy(logits, labels)
+        if works:
+            _, loss = rule.step(net, x, y, optimizers, torch.Generator(), loss_fn=loss_fn)
+            assert torch.isfinite(loss)
+        else:
+            with pytest.raises(RuntimeError):
+                rule.step(net, x, y, optimizers, torch.Generator(), loss_fn=loss_fn)
+
+
+def test_bf16_run_is_recorded_and_never_resumes_fp32(stimuli, trained, tmp_path, caplog):
+    out = tmp_path / "bf16"
+    run(stimuli, out, epochs=1, precision="bf16")
+    header = load(out / "epoch_001.pt")["settings"]
+    assert header["precision"] == "bf16" and "precision" not in load(trained[0] / "epoch_001.pt")[
+        "settings"]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert np.isfinite(metrics["loss"]).all()
+    fp32 = load(trained[0] / "epoch_001.pt")["state_dict"]
+    assert any(not torch.equal(v, fp32[k]) for k, v in load(out / "epoch_001.pt")[
+        "state_dict"].items() if v.is_floating_point())
+    run(stimuli, out, epochs=1, precision="fp32")            # other header: trained afresh
+    assert_same_weights(load(out / "epoch_001.pt")["state_dict"],
+                        load(trained[0] / "epoch_001.pt")["state_dict"])
+    assert "precision" in caplog.text
+
+
+def test_deterministic_changes_nothing_on_cpu(stimuli, trained, tmp_path):
+    out = tmp_path / "det"
+    train(MODEL, *stimuli, out, TrainSettings(**KW), device="cpu", deterministic=True)
+    assert (out / "epoch_003.pt").read_bytes() == (trained[0] / "epoch_003.pt").read_bytes()

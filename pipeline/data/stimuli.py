@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ import xarray as xr
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.io import load_zarr
+from pipeline.data.shards import folder_key, open_or_build
+from pipeline.io import load_zarr, read_zarr
 
 log = logging.getLogger(__name__)
 
@@ -371,16 +373,75 @@ def _round_robin(pools: dict[str, list], count: int) -> list[tuple[str, object]]
     return taken
 
 
-def _folder_set(name: str, items: list[tuple[str, Path]], root: Path, size: int) -> xr.Dataset:
-    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
-    for i, (_, file) in enumerate(tqdm(items, desc=f"reading {name}", unit="image",
-                                       disable=None)):
-        images[i] = load_image(file, size)
+# How `load_image` resizes; part of the shard stores' key.
+FOLDER_RESIZE = "RGB, shorter side bilinear to size, centre crop"
+# Images per decoded chunk and per chunk of a folder set's lazy image array.
+FOLDER_CHUNK = 256
+
+
+class _FolderImages(torch.utils.data.Dataset):
+    """Decoded images (channel, y, x) of a list of files; what DataLoader workers run."""
+
+    def __init__(self, files: list[Path], size: int):
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_image(self.files[i], self.size).transpose(2, 0, 1)
+
+
+def _decoded_chunks(files: list[Path], size: int, workers: int):
+    """Chunks (n, channel, y, x) uint8 of `files` decoded in order by `workers` processes."""
+    loader = torch.utils.data.DataLoader(_FolderImages(files, size), batch_size=FOLDER_CHUNK,
+                                         num_workers=workers, collate_fn=np.stack)
+    with tqdm(total=len(files), desc="decoding images", unit="image", disable=None) as bar:
+        for chunk in loader:
+            bar.update(len(chunk))
+            yield chunk
+
+
+class _StoreRows:
+    """Rows of a shard store as an array (stimulus, y, x, channel) read on demand, for dask."""
+
+    def __init__(self, store, rows):
+        self.store, self.rows = store, np.asarray(rows, dtype=np.int64)
+        _, channels, height, width = store.shape
+        self.shape, self.dtype, self.ndim = (len(rows), height, width, channels), np.dtype(
+            np.uint8), 4
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        images = self.store.read(self.rows[key[0]]).transpose(0, 2, 3, 1)
+        return images[(slice(None), *key[1:])]
+
+
+def _streamed_sha256(images: _StoreRows, stimulus_ids: list[str]) -> str:
+    """`stimulus_set_sha256` of a set whose images are read a chunk at a time (same bytes in
+    the same order, so the same digest)."""
+    digest = hashlib.sha256()
+    for start in range(0, images.shape[0], FOLDER_CHUNK):
+        digest.update(np.ascontiguousarray(images[start:start + FOLDER_CHUNK]).tobytes())
+    digest.update("\n".join(stimulus_ids).encode())
+    return digest.hexdigest()
+
+
+def _folder_set(name: str, items: list[tuple[str, Path]], root: Path, store, rows
+                ) -> xr.Dataset:
+    """A stimulus set of folder images whose `image` reads the shard store lazily (dask), so
+    writing it to Zarr streams chunk by chunk."""
+    import dask.array
+
+    source = _StoreRows(store, rows)
+    images = dask.array.from_array(source, chunks=(FOLDER_CHUNK, -1, -1, -1), asarray=False,
+                                   meta=np.empty((0, 0, 0, 0), dtype=np.uint8))
+    stimulus_ids = [f"{name}_{i:05d}" for i in range(len(items))]
     classes = np.array([cls for cls, _ in items], dtype=str)
     ds = xr.Dataset(
         {"image": (("stimulus", "y", "x", "channel"), images)},
         coords={
-            "stimulus_id": ("stimulus", [f"{name}_{i:05d}" for i in range(len(items))]),
+            "stimulus_id": ("stimulus", stimulus_ids),
             "superordinate": ("stimulus", classes),
             "basic": ("stimulus", classes),
             "subordinate": ("stimulus", classes),
@@ -389,12 +450,13 @@ def _folder_set(name: str, items: list[tuple[str, Path]], root: Path, size: int)
         },
     )
     ds.attrs["name"] = name
-    ds.attrs["sha256"] = stimulus_set_sha256(ds)
+    ds.attrs["sha256"] = _streamed_sha256(source, stimulus_ids)
     return ds
 
 
 def read_image_folder(path, *, size=64, train_per_class=None, test_per_class=None, probe=120,
-                      seed=0, name="folder", test_fraction=0.2) -> dict[str, xr.Dataset]:
+                      seed=0, name="folder", test_fraction=0.2, shards=None,
+                      workers: int | None = None) -> dict[str, xr.Dataset]:
     """Train, test and probe sets from a folder in the torchvision ImageFolder convention.
 
     Images are `root/<class>/<image>.{png,jpg,jpeg}`. With `root/train/` and `root/val/`
@@ -423,12 +485,20 @@ def read_image_folder(path, *, size=64, train_per_class=None, test_per_class=Non
         Prefix of the set names and stimulus ids, as for the shapes.
     test_fraction : float
         Share of each class held out when the folder has no train/val split.
+    shards : path-like, optional
+        Folder of shard stores (`pipeline.data.shards.cache_dir`). The images are decoded and
+        resized once into a store keyed by the files' names, sizes and mtimes and the size;
+        a rerun with the same files reuses it instead of decoding again.
+    workers : int, optional
+        Processes decoding images (a `torch.utils.data.DataLoader`); None: up to 4, one per
+        core available.
 
     Returns
     -------
     dict of str to xarray.Dataset
         Keys "train", "test", "probe", laid out as `make_stimulus_sets`' sets, plus a coord
-        `file` (the image's path relative to the root).
+        `file` (the image's path relative to the root). Their `image` arrays are lazy (dask,
+        read from the shard store), so memory stays flat however many images the folder has.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -460,7 +530,15 @@ def read_image_folder(path, *, size=64, train_per_class=None, test_per_class=Non
                          f"lower stimuli.probe or raise stimuli.test_fraction")
     log.info("%s: %d classes; %d train, %d test, %d probe images", root, len(train_pool),
              len(train), len(test), len(probe_items))
-    return {key: _folder_set(f"{name}_{key}", items, root, size)
+    files = sorted({file for _, file in train + test + probe_items})
+    row = {file: i for i, file in enumerate(files)}
+    if workers is None:
+        workers = min(4, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else 0
+    store = open_or_build(shards, folder_key(root, files, size, FOLDER_RESIZE),
+                          (len(files), 3, size, size),
+                          lambda: _decoded_chunks(files, size, workers if workers > 1 else 0),
+                          {"folder": str(root), "size": size, "resize": FOLDER_RESIZE})
+    return {key: _folder_set(f"{name}_{key}", items, root, store, [row[f] for _, f in items])
             for key, items in (("train", train), ("test", test), ("probe", probe_items))}
 
 
@@ -475,8 +553,8 @@ def check_label_level(label_level: str) -> None:
         raise ValueError(f"label_level must be one of {', '.join(LABEL_LEVELS)}; got {label_level!r}")
 
 
-def read_stimuli(path, label_level: str | None = None) -> xr.Dataset:
-    """Load a stimulus set into memory and check its layout.
+def read_stimuli(path, label_level: str | None = None, *, load: bool = True) -> xr.Dataset:
+    """Load a stimulus set into memory (or open it lazily) and check its layout.
 
     Parameters
     ----------
@@ -484,12 +562,14 @@ def read_stimuli(path, label_level: str | None = None) -> xr.Dataset:
         Zarr store with var `image` (stimulus, y, x, channel) uint8 and coord `stimulus_id`.
     label_level : str, optional
         Label coord that must be present too.
+    load : bool
+        False opens the store lazily: images are read when indexed (a set larger than memory).
 
     Returns
     -------
     xarray.Dataset
     """
-    ds = load_zarr(path)
+    ds = load_zarr(path) if load else read_zarr(path)
     if "image" not in ds:
         raise ValueError(f"{path}: stimulus set needs data var 'image'; found {list(ds.data_vars)}")
     dims = ("stimulus", "y", "x", "channel")

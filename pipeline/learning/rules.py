@@ -94,6 +94,9 @@ RULE_DEFAULTS: dict[str, dict] = {
 }
 
 ALIGNMENT_OPTIMIZERS = ("adam", "sgd")
+# Task optimizers (TrainSettings.optimizer): SGD with momentum, SGD with Nesterov momentum,
+# Adam. Spec_ch5-6 B.2's classes SGDM and Adam are bp under nesterov and adam.
+TASK_OPTIMIZERS = ("sgd", "nesterov", "adam")
 
 
 def resolve_rule_settings(rule: str, settings: dict | None = None) -> dict:
@@ -128,6 +131,22 @@ def _sgd(params, lr, momentum, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def make_task_optimizer(kind: str, params, lr: float, momentum: float, weight_decay: float
+                        ) -> torch.optim.Optimizer:
+    """The task optimizer `kind` (one of `TASK_OPTIMIZERS`) over `params`; weight_decay is
+    L2 added to the gradient in all three, `momentum` is unused by Adam."""
+    if kind == "sgd":
+        return _sgd(params, lr, momentum, weight_decay)
+    if kind == "nesterov":
+        if momentum <= 0:
+            raise ValueError(f"optimizer 'nesterov' needs momentum > 0; got {momentum!r}")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=True)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {', '.join(TASK_OPTIMIZERS)}; got {kind!r}")
+
+
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None):
     """(output, loss) of the objective's forward pass; None is cross-entropy of `model(x)`."""
     if loss_fn is None:
@@ -148,7 +167,14 @@ class Rule:
         Rule name, a key of `RULE_DEFAULTS`.
     settings : dict
         Resolved hyperparameters.
+
+    Attributes
+    ----------
+    task_optimizer : str
+        Kind of the task optimizer, one of `TASK_OPTIMIZERS` (`make_rule` sets it).
     """
+
+    task_optimizer = "sgd"
 
     def __init__(self, name: str, settings: dict):
         self.name = name
@@ -169,11 +195,12 @@ class Rule:
                    ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
         """(task optimizer, alignment optimizer or None).
 
-        The task optimizer is SGD over every parameter with gradient except the B's.
+        The task optimizer (`task_optimizer`: SGD, Nesterov SGD or Adam) is over every
+        parameter with gradient except the B's.
         """
         own = {id(p) for p in self.feedback_parameters(model)}
         params = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
-        return _sgd(params, lr, momentum, weight_decay), None
+        return make_task_optimizer(self.task_optimizer, params, lr, momentum, weight_decay), None
 
     def before_forward(self, model: nn.Module) -> None:
         """Prepare the layers for a training forward pass."""
@@ -227,7 +254,8 @@ class FeedbackRule(Rule):
     alignment : Alignment
     optimizer : {"adam", "sgd"}, optional
         Alignment optimizer for rules whose B follows an alignment loss ("sgd" is plain
-        gradient descent, Table 5.5's "vanilla GD"). Kolen–Pollack always uses the task's SGD.
+        gradient descent, Table 5.5's "vanilla GD"). Kolen–Pollack's B always uses the
+        task optimizer's kind.
     lr : float, optional
         Its learning rate.
     """
@@ -259,7 +287,7 @@ class FeedbackRule(Rule):
             return task, None
         params = self.feedback_parameters(model)
         if self.alignment.tie_grad:            # KP: B moves exactly as W, decay aside (§A.4.7)
-            return task, _sgd(params, lr, momentum, 0.0)
+            return task, make_task_optimizer(self.task_optimizer, params, lr, momentum, 0.0)
         if self.optimizer == "adam":
             return task, torch.optim.Adam(params, lr=self.lr)
         return task, _sgd(params, self.lr, 0.0, 0.0)
@@ -444,8 +472,9 @@ RULE_FACTORIES = {
 }
 
 
-def make_rule(name: str, settings: dict | None = None, *, weight_decay: float = 5e-4) -> Rule:
-    """The named rule with `settings` over its defaults.
+def make_rule(name: str, settings: dict | None = None, *, weight_decay: float = 5e-4,
+              optimizer: str = "sgd") -> Rule:
+    """The named rule with `settings` over its defaults and its task optimizer.
 
     Parameters
     ----------
@@ -455,5 +484,12 @@ def make_rule(name: str, settings: dict | None = None, *, weight_decay: float = 
         Hyperparameters overriding the defaults (unknown keys raise ValueError).
     weight_decay : float
         The task optimizer's L2 weight decay; Kolen–Pollack's default B decay matches it.
+    optimizer : str
+        The task optimizer, one of `TASK_OPTIMIZERS` (ValueError otherwise).
     """
-    return RULE_FACTORIES[name](resolve_rule_settings(name, settings), weight_decay)
+    if optimizer not in TASK_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(TASK_OPTIMIZERS)}; "
+                         f"got {optimizer!r}")
+    rule = RULE_FACTORIES[name](resolve_rule_settings(name, settings), weight_decay)
+    rule.task_optimizer = optimizer
+    return rule

@@ -55,7 +55,7 @@ NAN, INF = float("nan"), float("inf")
     # overrides are checked like the block they override
     ({"models": {"overrides": {"ventral_cnn-supervised-bp-s0": {"lr": -1}}}},
      "models.overrides.ventral_cnn-supervised-bp-s0.lr"),
-    ({"models": {"overrides": {"ventral_cnn-supervised-bp-s0": {"optimizer": "adam"}}}},
+    ({"models": {"overrides": {"ventral_cnn-supervised-bp-s0": {"optimizer": "rmsprop"}}}},
      "models.overrides.ventral_cnn-supervised-bp-s0.optimizer"),
     # NaN and inf pass every range check of JSON Schema, so they are refused before it
     ({"models": {"train": {"lr": NAN}}}, "models.train.lr"),

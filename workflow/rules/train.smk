@@ -1,6 +1,24 @@
 # One training run per model name {arch}-{objective}-{rule}-s{seed}; a checkpoint per epoch.
 
+# How training runs (models.train.loader, models.train.deterministic), never what it computes:
+# it reaches the command line as a global, not as a param, so editing it retrains nothing.
+TRAIN_EXECUTION_KEYS = ("loader", "deterministic")
+TRAIN_EXECUTION = json.dumps(
+    {key: config["models"]["train"][key] for key in TRAIN_EXECUTION_KEYS}, sort_keys=True
+)
 
+
+def train_params(wildcards):
+    """The model's training settings (train_settings) without the execution keys."""
+    settings = json.loads(train_settings(wildcards))
+    for key in TRAIN_EXECUTION_KEYS:
+        settings.pop(key, None)
+    return json.dumps(settings, sort_keys=True)
+
+
+# A job stopped by SIGTERM/SIGUSR1 (a SLURM time limit or preemption) saves a mid-epoch
+# checkpoint outside its output and exits 75; the resubmitted job continues from it
+# (profiles/slurm: preemptible-rules). `exec` hands the signal straight to python.
 rule train:
     input:
         train=f"results/stimuli/{config['stimuli']['name']}_train.zarr",
@@ -8,7 +26,7 @@ rule train:
     output:
         directory("results/models/{model}"),
     params:
-        settings=train_settings,
+        settings=train_params,
         device=config["device"],
     conda:
         "../../envs/pipeline.yaml"
@@ -20,8 +38,9 @@ rule train:
     resources:
         mem_mb=4000,
     shell:
-        "python -m pipeline train {wildcards.model} {input.train:q} {input.test:q} {output:q}"
-        " --settings {params.settings:q} --device {params.device} --threads {threads} 2> {log:q}"
+        "exec python -m pipeline train {wildcards.model} {input.train:q} {input.test:q} {output:q}"
+        " --settings {params.settings:q} --execution {TRAIN_EXECUTION:q} --device {params.device}"
+        " --threads {threads} 2> {log:q}"
 
 
 # Linear-evaluation transfer (spec 2.4): a logistic regression on the frozen penultimate
