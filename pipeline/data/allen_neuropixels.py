@@ -32,9 +32,13 @@ import xarray as xr
 
 from pipeline.data.assembly import (
     ALLEN_AREAS,
+    TIME_BINS,
     keep_specimens,
     stack_populations,
+    time_average,
+    time_bin_coords,
     validate_assembly,
+    with_bin_reliability,
 )
 from pipeline.data.fetch.allensdk_cache import (adopt, ecephys_sessions, open_cache, read_report,
                                                 register, scene_templates)
@@ -206,7 +210,7 @@ def session_spike_counts(nwb_path, *, areas=ALLEN_AREAS, bin_size=0.01,
 
 
 def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0.3, n_boot=100,
-                  seed=0) -> tuple[xr.DataArray, tuple[float, float]] | None:
+                  seed=0, time_bins="mean") -> tuple[xr.DataArray, tuple[float, float]] | None:
     """Reliable units and time window of one specimen in one area (spec §2.1.3 steps 1–4).
 
     Parameters
@@ -219,13 +223,16 @@ def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0
         The specimen needs the median reliability over kept units to reach this in some bin.
     n_boot, seed : int
         Split-half resamples and their seed.
+    time_bins : {"mean", "keep"}
+        "keep" returns the kept units' every bin instead of their window mean.
 
     Returns
     -------
     (xarray.DataArray, (float, float)) or None
         Kept units averaged over the largest contiguous run of bins whose median reliability
-        is >= median_threshold, dims (stimulus, trial, neuroid), and the window (start, stop)
-        in seconds; None when no unit or no bin passes.
+        is >= median_threshold, dims (stimulus, trial, neuroid) (with "keep": all bins,
+        (stimulus, trial, time_bin, neuroid)), and the window (start, stop) in seconds; None
+        when no unit or no bin passes.
     """
     per_bin = split_half_reliability(rates, n_boot=n_boot, seed=seed)      # (time_bin, neuroid)
     best = per_bin.fillna(-np.inf).max("time_bin")
@@ -239,7 +246,8 @@ def select_window(rates: xr.DataArray, *, unit_threshold=0.5, median_threshold=0
         return None
     time_bin = rates["time_bin"].values
     bin_size = time_bin[1] - time_bin[0] if time_bin.size > 1 else 0.0
-    response = kept.isel(time_bin=slice(*run)).mean("time_bin", skipna=False)
+    response = kept if time_bins == "keep" else kept.isel(time_bin=slice(*run)).mean(
+        "time_bin", skipna=False)
     return response, (float(time_bin[run[0]]), float(time_bin[run[1] - 1] + bin_size))
 
 
@@ -274,7 +282,8 @@ def _running_filter(counts: xr.DataArray, path, *, threshold: float | None,
 def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size=0.01,
                          window=(0.0, 0.25), unit_threshold=0.5, median_threshold=0.3,
                          specimen_quantile=None, n_boot=100, seed=0, run_pval_threshold=None,
-                         running_threshold=1.0, unit_qc=None, session_type=None) -> xr.DataArray:
+                         running_threshold=1.0, unit_qc=None, session_type=None,
+                         time_bins="mean") -> xr.DataArray:
     """NeuralAssembly (Hz) of Neuropixels sessions, with the spec's reliability selection.
 
     Per session and area (spec §2.1.3): drop units modulated by running (when
@@ -311,6 +320,10 @@ def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size
     session_type : str or None
         Skip sessions whose ``general/stimulus`` is present and differs (e.g.
         "brain_observatory_1.1").
+    time_bins : {"mean", "keep"}
+        "mean" averages each specimen's window; "keep" keeps the kept units' every bin of
+        `window` as dim time_bin (coords time_bin, time_bin_end; bin_reliability per unit and
+        bin), selected exactly as with "mean" (`time_average` of it is the "mean" assembly).
 
     Returns
     -------
@@ -320,6 +333,9 @@ def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size
         windowed response), run_pval (NaN without running data), window_start, window_stop (s)
         on neuroid.
     """
+    if time_bins not in TIME_BINS:
+        raise ValueError(f"neuropixels_assembly: time_bins must be one of {TIME_BINS}; "
+                         f"got {time_bins!r}")
     stimulus_ids = np.asarray(stimulus_ids, dtype=str)
     areas, window = tuple(areas), tuple(window)
     selected, units = [], {}
@@ -344,7 +360,8 @@ def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size
             if in_area.sizes["neuroid"] == 0:
                 continue
             result = select_window(in_area, unit_threshold=unit_threshold,
-                                   median_threshold=median_threshold, n_boot=n_boot, seed=seed)
+                                   median_threshold=median_threshold, n_boot=n_boot, seed=seed,
+                                   time_bins=time_bins)
             if result is None:
                 log.info("%s %s: no unit/bin passes the reliability thresholds; specimen dropped",
                          Path(path).name, area)
@@ -367,15 +384,21 @@ def neuropixels_assembly(nwb_paths, stimulus_ids, *, areas=ALLEN_AREAS, bin_size
     if not selected:
         raise ValueError(f"neuropixels_assembly: no unit in {list(map(str, nwb_paths))} passed the "
                          f"reliability selection for areas {list(areas)}")
+    n_bins = int(round((window[1] - window[0]) / bin_size))
     assembly = stack_populations([r for _, r in selected], stimulus_ids,
                                  ("neuroid_id", "animal", "area", "session_id", "run_pval",
-                                  "window_start", "window_stop"))
-    reliability = split_half_reliability(assembly, n_boot=n_boot, seed=seed)
+                                  "window_start", "window_stop"),
+                                 time_bin_coords(window[0] + bin_size * np.arange(n_bins), bin_size))
+    if time_bins == "keep":
+        assembly = with_bin_reliability(assembly, n_boot, seed)
+    reliability = split_half_reliability(time_average(assembly), n_boot=n_boot, seed=seed)
     assembly = assembly.assign_coords(reliability=("neuroid", reliability.values))
     assembly.attrs = {"units": "Hz", "bin_size": bin_size, "window": list(window),
                       "unit_threshold": unit_threshold, "median_threshold": median_threshold,
                       "specimen_quantile": specimen_quantile,
                       "run_pval_threshold": run_pval_threshold, "unit_qc": unit_qc or {}}
+    if time_bins == "keep":
+        assembly.attrs["time_bins"] = "keep"
     return validate_assembly(assembly, "neuropixels_assembly")
 
 
@@ -590,7 +613,7 @@ def assemble_allen_neuropixels(manifest, **block) -> xr.DataArray:
         The config block ``datasets.allen_neuropixels.assemble``: the keyword arguments of
         `neuropixels_assembly` (areas, session_type, bin_size, window, unit_qc, unit_threshold,
         median_threshold, specimen_quantile, running_threshold, run_pval_threshold, n_boot,
-        seed).
+        seed, time_bins).
 
     Returns
     -------

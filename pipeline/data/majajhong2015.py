@@ -25,7 +25,7 @@ import xarray as xr
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.data.assembly import trial_index, validate_assembly
+from pipeline.data.assembly import trial_index, validate_assembly, with_bin_reliability
 from pipeline.data.fetch.download import (Remote, fetch_all, http_settings, read_manifest,
                                           write_manifest)
 from pipeline.data.reliability import split_half_reliability
@@ -195,8 +195,10 @@ def neural_assembly(raw: xr.DataArray, *, areas, window=(0.07, 0.17), time_bins:
     window : (float, float)
         Seconds after onset; only bins inside it are used.
     time_bins : {"mean", "keep"}
-        "mean" averages the window's bins (the consistency stages need this); "keep" keeps
-        them as dim ``time_bin`` (bin start, s) with a per-bin reliability ``bin_reliability``.
+        "mean" averages the window's bins; "keep" keeps them as dim ``time_bin`` (coords
+        time_bin and time_bin_end: bin edges in s) with a per-bin reliability
+        ``bin_reliability`` (neuroid, time_bin), for the temporal stage (spec §4.2: 25 bins of
+        10 ms; `read_assembly` gives time-averaged analyses the mean over the bins).
     variations : sequence of int, optional
         Keep only presentations of these HvM variation levels (coord ``variation``).
     n_boot, seed : int
@@ -252,9 +254,7 @@ def neural_assembly(raw: xr.DataArray, *, areas, window=(0.07, 0.17), time_bins:
     if time_bins == "mean":
         assembly = mean
     else:
-        per_bin = split_half_reliability(assembly, n_boot=n_boot, seed=seed)
-        assembly = assembly.assign_coords(bin_reliability=(
-            ("neuroid", "time_bin"), per_bin.transpose("neuroid", "time_bin").values))
+        assembly = with_bin_reliability(assembly, n_boot, seed)
     assembly = assembly.assign_coords(reliability=("neuroid", reliability.values))
     assembly.attrs = {"window": [float(w) for w in window], "time_bins": time_bins,
                       "source": source}

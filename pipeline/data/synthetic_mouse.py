@@ -13,6 +13,14 @@ protocol (each image `trials` times in random order, 250 ms, no gap, blanks as f
 each session is written as an NWB file in the Allen session layout, so the real loader
 (`pipeline.data.allen_neuropixels`) reads synthetic and real data alike. The noise-free rates are
 written beside the NWB files as ``truth.zarr``.
+
+With ``dynamics`` (`Dynamics`; off by default, and then nothing above changes), each area's
+code unfolds over time: a leaky recurrent stage driven by the feedforward code (`dynamic_codes`)
+adds, with time constant ``tau`` after the area's onset, a nonlinear function of the stimulus
+that the feedforward code does not carry linearly. Early bins read the feedforward code, late
+bins the feedforward code plus the recurrent state, so a feedforward model predicts the early
+phase well and the late phase worse, by a known amount. ``truth.zarr`` then also holds the
+codes over time (``code``) and the feedforward code (``feedforward_code``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import logging
 import uuid
 import warnings
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -243,6 +252,115 @@ def area_codes(stages: dict[str, np.ndarray], seed: int, dim: int = AREA_DIM) ->
     return codes
 
 
+@dataclass(frozen=True)
+class Dynamics:
+    """Settings of the virtual animals' dynamics (config ``simulate.dynamics``).
+
+    Attributes
+    ----------
+    enabled : bool
+        False: the static virtual animals (every other field unused).
+    tau : float
+        Time constant (s) of the leaky recurrent stage.
+    recurrent_gain : float
+        Gain of the recurrent stage's tanh on its input: higher is more nonlinear.
+    late_weight : float
+        Weight κ of the (standardised) recurrent state in the code, z_t = c_t + κ h_t.
+    rate_scale : float
+        Factor on every unit's stimulus-driven gain, so 10-ms bins carry enough spikes to be
+        scored bin by bin.
+    """
+
+    enabled: bool = False
+    tau: float = 0.06
+    recurrent_gain: float = 3.0
+    late_weight: float = 1.0
+    rate_scale: float = 8.0
+
+    @classmethod
+    def from_config(cls, block) -> "Dynamics":
+        """From the config block (None or a dict of the fields); ValueError naming a bad key."""
+        block = dict(block or {})
+        unknown = sorted(set(block) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"simulate_synthetic_mouse: dynamics has unknown keys {unknown}; "
+                             f"expected some of {sorted(cls.__dataclass_fields__)}")
+        dynamics = cls(**block)
+        for key in ("tau", "recurrent_gain", "rate_scale"):
+            if not getattr(dynamics, key) > 0:
+                raise ValueError(f"simulate_synthetic_mouse: dynamics.{key} must be > 0; "
+                                 f"got {getattr(dynamics, key)!r}")
+        return dynamics
+
+
+def onset(area: str) -> np.ndarray:
+    """Area-level onset (0 → 1 at the area's latency) of the feedforward drive, per 10-ms bin."""
+    t = (np.arange(round(DURATION / BIN_SIZE)) + 0.5) * BIN_SIZE
+    return 1.0 / (1.0 + np.exp(-(t - LATENCY[area]) / 0.002))
+
+
+def dynamic_codes(codes: dict[str, np.ndarray], seed: int,
+                  dynamics: Dynamics) -> dict[str, np.ndarray]:
+    """Each area's code over time: the feedforward code plus a leaky recurrent state.
+
+    With c the area's feedforward code (stimulus, dim), switched on at its latency (c_t =
+    onset(t) c), the recurrent stage is
+
+        h_{t+1} = h_t + (Δt / τ) (−h_t + tanh(g (W h_t + c_t U))²)
+
+    (W: fixed random recurrence of spectral radius 0.9; U: fixed random input weights; the
+    squared, energy-like rectification makes h an even function of c to first order, so c
+    carries it hardly at all linearly), and the code the units read is
+    z_t = c_t + κ · (h_t − mean h_t) / sd(h_final), means over stimuli, sd over stimuli of the
+    last bin's state. h starts at 0, so early bins carry the feedforward code and late ones
+    add a recurrently mixed nonlinear function of it (spec §4: recurrence shapes the late
+    phase).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Area → (time_bin, stimulus, dim) codes over the 25 bins of 0–250 ms.
+    """
+    out = {}
+    step = BIN_SIZE / dynamics.tau
+    for k, (area, code) in enumerate(codes.items()):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1A, k]))
+        dim = code.shape[1]
+        W = rng.normal(size=(dim, dim))
+        W *= 0.9 / np.abs(np.linalg.eigvals(W)).max()
+        U = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+        drive = onset(area)[:, None, None] * code[None]               # (time_bin, stimulus, dim)
+        h = np.zeros_like(code)
+        states = []
+        for c_t in drive:
+            states.append(h)
+            h = h + step * (-h + np.tanh(dynamics.recurrent_gain * (h @ W.T + c_t @ U)) ** 2)
+        states = np.stack(states)
+        states = states - states.mean(1, keepdims=True)                # stimulus-driven part only
+        scale = states[-1].std(0) + 1e-8
+        out[area] = drive + dynamics.late_weight * states / scale
+    return out
+
+
+def _sample_dynamic_units(rng, codes: np.ndarray, feedforward: np.ndarray, area: str, n_units: int,
+                          rate_scale: float) -> dict[str, np.ndarray]:
+    """`_sample_units` for a code over time (time_bin, stimulus, dim): rates (stimulus,
+    time_bin, unit) in Hz, each unit's readout standardised on the feedforward code."""
+    w = rng.normal(size=(codes.shape[2], n_units))
+    z_ff = feedforward @ w
+    mu, sd = z_ff.mean(0), z_ff.std(0) + 1e-8
+    z = (codes @ w - mu) / sd                                              # (time_bin, stimulus, unit)
+    slope, offset = rng.uniform(0.7, 2.0, n_units), rng.normal(-0.5, 0.5, n_units)
+    drive = np.logaddexp(0.0, slope * z + offset)
+    drive /= drive.mean((0, 1))
+    gain = rate_scale * np.exp(rng.uniform(np.log(0.4), np.log(10.0), n_units))      # Hz
+    baseline = rng.uniform(1.5, 6.0, n_units)                           # Hz
+    jitter = rng.uniform(-0.005, 0.005, n_units)
+    profiles = np.stack([time_course(area, j) for j in jitter], axis=-1)  # (time_bin, unit)
+    rate = baseline + gain * np.transpose(drive, (1, 0, 2)) * profiles[None]
+    return {"rate": rate, "gain": gain, "baseline": baseline}
+
+
 def _sample_units(rng, code: np.ndarray, area: str, n_units: int) -> dict[str, np.ndarray]:
     """One animal's units in one area: noise-free rates (stimulus, time_bin, unit) in Hz."""
     z = code @ rng.normal(size=(code.shape[1], n_units))
@@ -337,7 +455,8 @@ def _write_nwb(path: Path, nwb: NWBFile) -> None:
 
 def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
                              units_per_animal: int, trials: int, seed: int,
-                             generator: str = "random", generator_dir=None) -> list[Path]:
+                             generator: str = "random", generator_dir=None,
+                             dynamics=None) -> list[Path]:
     """Simulate Neuropixels sessions of virtual animals viewing the probe images.
 
     Parameters
@@ -363,6 +482,9 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
         (`ModelGenerator`); its name, layers and their relative depths go to truth.zarr's attrs.
     generator_dir : path-like, optional
         The model's folder ``results/models/{generator}``; required with a model name.
+    dynamics : dict or None
+        `Dynamics` fields (``enabled``, ``tau``, ``recurrent_gain``, ``late_weight``,
+        ``rate_scale``); None or enabled false simulates the static animals unchanged.
 
     Returns
     -------
@@ -377,6 +499,7 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
     if trials < 2:
         raise ValueError(f"simulate_synthetic_mouse: trials must be >= 2 for split halves; "
                          f"got {trials}")
+    dynamics = Dynamics.from_config(dynamics)
     if not isinstance(probe, xr.Dataset):
         probe = read_zarr(probe).load()
     out_dir = Path(out_dir)
@@ -396,6 +519,12 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
                       "area_depths": json.dumps(hidden.depth())}
         log.info("generator %s (epoch %d): areas read layers %s", hidden.name, hidden.epoch_,
                  hidden.area_layers_)
+    codes = None
+    if dynamics.enabled:
+        codes = dynamic_codes(stages, seed, dynamics)
+        provenance["dynamics"] = json.dumps(asdict(dynamics), sort_keys=True)
+        log.info("dynamics on: leaky recurrent stage, tau %g s, gain %g, late weight %g",
+                 dynamics.tau, dynamics.recurrent_gain, dynamics.late_weight)
     paths, truth = [], []
     for animal in tqdm(range(animals_per_area), desc="simulate synthetic_mouse", unit="animal",
                        disable=None):
@@ -403,9 +532,10 @@ def simulate_synthetic_mouse(probe, out_dir, *, animals_per_area: int,
         path = out_dir / f"sub-{subject}" / f"sub-{subject}_ses-{session}.nwb"
         rng = np.random.default_rng(np.random.SeedSequence([seed, animal, 0xA11E]))
         truth.append(_simulate_session(path, rng, stages, subject, session, seed,
-                                       units_per_animal, trials))
+                                       units_per_animal, trials, codes, dynamics.rate_scale))
         paths.append(path)
-    _write_truth(out_dir / "truth.zarr", probe, truth, provenance)
+    _write_truth(out_dir / "truth.zarr", probe, truth, provenance,
+                 None if codes is None else (codes, stages))
     return paths
 
 
@@ -420,8 +550,9 @@ def assemble_synthetic_mouse(raw_dir, stimuli, **block) -> xr.DataArray:
         The probe stimulus set (Zarr) whose order the presentations' frames index.
     **block
         The config block ``datasets.synthetic_mouse.assemble``: bin_size, window,
-        unit_threshold, median_threshold, specimen_quantile, n_boot, seed (keyword arguments
-        of `pipeline.data.allen_neuropixels.neuropixels_assembly`, over all six areas).
+        unit_threshold, median_threshold, specimen_quantile, n_boot, seed, time_bins (keyword
+        arguments of `pipeline.data.allen_neuropixels.neuropixels_assembly`, over all six areas;
+        time_bins "keep" gives the time-resolved assembly).
     """
     sessions = sorted(p for p in Path(raw_dir).glob("sub-*/sub-*_ses-*.nwb")
                       if "_probe-" not in p.name)
@@ -432,8 +563,13 @@ def assemble_synthetic_mouse(raw_dir, stimuli, **block) -> xr.DataArray:
 
 
 def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: str,
-                      session: str, seed: int, units_per_animal: int, trials: int):
-    """Simulate and write one animal's session; returns its truth (rates, per-unit metadata)."""
+                      session: str, seed: int, units_per_animal: int, trials: int,
+                      codes=None, rate_scale=1.0):
+    """Simulate and write one animal's session; returns its truth (rates, per-unit metadata).
+
+    With `codes` (area → (time_bin, stimulus, dim), `dynamic_codes`), units read the code of
+    each bin (`_sample_dynamic_units`); without, the static `stages` codes.
+    """
     n_images, n_bins = next(iter(stages.values())).shape[0], round(DURATION / BIN_SIZE)
     n_extra = max(1, units_per_animal // 20)   # noise units, and CA1 units, per probe
     frames, start, stop = _presentation_table(rng, n_images, trials)
@@ -454,7 +590,9 @@ def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: s
             nwb.add_electrode(id=int(cid), location=str(loc), group=group, probe_id=p,
                               local_index=local, probe_vertical_position=20 * local,
                               valid_data=True)
-        units = _sample_units(rng, stages[area], area, units_per_animal)
+        units = (_sample_units(rng, stages[area], area, units_per_animal) if codes is None else
+                 _sample_dynamic_units(rng, codes[area], stages[area], area, units_per_animal,
+                                       rate_scale))
         truth_rates.append(units["rate"])
         # Rates per presentation: the image's rates, or the baseline for blanks.
         blank = np.broadcast_to(units["baseline"], (1, n_bins, units_per_animal))
@@ -485,9 +623,11 @@ def _simulate_session(path: Path, rng, stages: dict[str, np.ndarray], subject: s
     return np.concatenate(truth_rates, axis=-1), meta
 
 
-def _write_truth(path: Path, probe: xr.Dataset, truth, provenance: dict) -> None:
+def _write_truth(path: Path, probe: xr.Dataset, truth, provenance: dict, dynamic=None) -> None:
     """Noise-free rates per neuroid: `rate` (stimulus, time_bin, neuroid), `rate_mean`; attrs
-    say which generator made them (and, for a model, which layer played each area)."""
+    say which generator made them (and, for a model, which layer played each area). With
+    `dynamic` = (codes over time, feedforward codes), also `code` (area, time_bin, stimulus,
+    code_dim) and `feedforward_code` (area, stimulus, code_dim), areas in ALLEN_AREAS order."""
     rate = np.concatenate([r for r, _ in truth], axis=-1)
     meta = [m for _, ms in truth for m in ms]
     neuroid_id, animal, area, stage, gain, baseline = map(np.array, zip(*meta))
@@ -505,4 +645,11 @@ def _write_truth(path: Path, probe: xr.Dataset, truth, provenance: dict) -> None
         attrs={"description": "noise-free rates (Hz) of the synthetic units; stage k = "
                               "generator stage read out (area ALLEN_AREAS[k])", **provenance},
     )
+    if dynamic is not None:
+        codes, feedforward = dynamic
+        ds["code"] = (("area_code", "time_bin", "stimulus", "code_dim"),
+                      np.stack([codes[a] for a in ALLEN_AREAS]))
+        ds["feedforward_code"] = (("area_code", "stimulus", "code_dim"),
+                                  np.stack([feedforward[a] for a in ALLEN_AREAS]))
+        ds = ds.assign_coords(area_code=("area_code", list(ALLEN_AREAS)))
     write_zarr(ds, path)

@@ -22,7 +22,7 @@ from pipeline.config import validate_config
 from pipeline.data.allen_neuropixels import (ALLEN_UNIT_QC, assemble_allen_neuropixels,
                                              neuropixels_assembly, download_allen_neuropixels,
                                              largest_run, select_window, session_spike_counts)
-from pipeline.data.assembly import ALLEN_AREAS, read_assembly, write_assembly
+from pipeline.data.assembly import ALLEN_AREAS, read_assembly, time_average, write_assembly
 from pipeline.data.natural_scenes import natural_scene_ids
 from pipeline.data.running import running_pvalue
 from pipeline.io import read_zarr
@@ -425,3 +425,23 @@ def test_full_neuropixels_counts_match_table_3_1():
                     len(set(assembly.animal.values[assembly.area.values == area])))
              for area in TABLE_3_1_NEUROPIXELS}
     assert found == TABLE_3_1_NEUROPIXELS
+
+
+def test_kept_time_bins_are_the_mean_assembly_bin_by_bin(assembled, sessions, probe_small):
+    _, paths = sessions
+    kept = neuropixels_assembly(paths, probe_small.stimulus_id.values, n_boot=20, time_bins="keep")
+    assert kept.dims == ("stimulus", "trial", "time_bin", "neuroid")
+    np.testing.assert_allclose(kept["time_bin"].values, 0.01 * np.arange(25), atol=1e-12)
+    np.testing.assert_allclose(kept["time_bin_end"].values - kept["time_bin"].values, 0.01, atol=1e-12)
+    assert kept["bin_reliability"].dims == ("neuroid", "time_bin")
+    # The same units, and their window mean is the time-averaged assembly.
+    np.testing.assert_array_equal(kept["neuroid_id"].values, assembled["neuroid_id"].values)
+    mean = time_average(kept)
+    np.testing.assert_allclose(mean.values, assembled.values, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(mean["reliability"].values, assembled["reliability"].values, rtol=1e-6)
+    # Per-bin reliability: low before the areas' onset (40-66 ms), high at the transient peak.
+    early = kept["bin_reliability"].sel(time_bin=slice(0, 0.025)).median().item()
+    peak = kept["bin_reliability"].sel(time_bin=slice(0.07, 0.1)).median().item()
+    assert early < 0.2 < peak
+    with pytest.raises(ValueError, match="time_bins"):
+        neuropixels_assembly(paths, probe_small.stimulus_id.values, n_boot=2, time_bins="all")

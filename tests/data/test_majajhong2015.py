@@ -225,3 +225,22 @@ def test_real_download_and_assembly(tmp_path):
     assert assembly.sizes["neuroid"] == 256 and assembly.sizes["stimulus"] == 3200
     assert set(assembly.area.values) == {"V4", "IT"}
     assert set(assembly.animal.values) == {"Chabo", "Tito"}
+
+
+def test_kept_bins_are_stored_for_the_temporal_stage_and_read_as_the_mean(served, tmp_path):
+    from pipeline.compare.temporal import temporal_interanimal
+    from pipeline.data.assembly import write_assembly
+
+    _, _, root = served
+    raw = read_brainscore_assembly(root / "raw" / ASSEMBLY)
+    kept = neural_assembly(raw, areas=["IT"], time_bins="keep", n_boot=10)
+    write_assembly(kept, tmp_path / "kept.zarr")
+    mean = neural_assembly(raw, areas=["IT"], n_boot=10)
+    averaged = read_assembly(tmp_path / "kept.zarr")                  # what time-averaged rules read
+    assert averaged.dims == ("stimulus", "trial", "neuroid")
+    np.testing.assert_allclose(averaged.values, mean.values, rtol=1e-6)
+    np.testing.assert_array_equal(averaged["reliability"].values, mean["reliability"].values)
+    scores = temporal_interanimal(read_assembly(tmp_path / "kept.zarr", time_bins="keep"), maps=("per_bin",),
+                                  n_halves=2, n_splits=2)
+    np.testing.assert_allclose(sorted(set(scores["time_bin"])), [0.07, 0.12])
+    assert set(scores["animal"]) == set(kept["animal"].values)

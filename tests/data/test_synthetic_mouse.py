@@ -12,7 +12,7 @@ from pipeline.data.assembly import ALLEN_AREAS
 from pipeline.data.stimuli import make_stimulus_sets
 from pipeline.cli import main as cli
 from pipeline.data.assembly import read_assembly
-from pipeline.data.synthetic_mouse import Generator, simulate_synthetic_mouse, time_course
+from pipeline.data.synthetic_mouse import Generator, onset, simulate_synthetic_mouse, time_course
 from pipeline.io import write_zarr
 from pipeline.io import read_zarr
 
@@ -203,3 +203,64 @@ def test_random_generator_is_unchanged_by_the_generator_key(tmp_path, probe_smal
     truth = read_zarr(tmp_path / "b" / "truth.zarr")
     assert truth.attrs["generator"] == "random"
     np.testing.assert_array_equal(truth["rate"].values, read_zarr(tmp_path / "a" / "truth.zarr")["rate"].values)
+
+
+def test_dynamics_off_is_the_static_simulation(tmp_path, probe_small):
+    """dynamics disabled (the default) gives bit-identical spikes and truth to leaving it out;
+    the static outputs of the code before dynamics existed are checked in
+    tests/compare/test_temporal.py (stored baseline)."""
+    probe = probe_small.isel(stimulus=slice(0, 4))
+    a = simulate_synthetic_mouse(probe, tmp_path / "a", animals_per_area=1, units_per_animal=3,
+                                 trials=2, seed=1)
+    b = simulate_synthetic_mouse(probe, tmp_path / "b", animals_per_area=1, units_per_animal=3,
+                                 trials=2, seed=1, dynamics={"enabled": False, "tau": 0.1})
+    with NWBHDF5IO(str(a[0]), "r") as io_a, NWBHDF5IO(str(b[0]), "r") as io_b:
+        np.testing.assert_array_equal(io_a.read().units.spike_times.data[:],
+                                      io_b.read().units.spike_times.data[:])
+    truth = read_zarr(tmp_path / "b" / "truth.zarr")
+    assert "code" not in truth and "dynamics" not in truth.attrs
+    np.testing.assert_array_equal(truth["rate"].values, read_zarr(tmp_path / "a" / "truth.zarr")["rate"].values)
+
+
+@pytest.fixture(scope="module")
+def dynamic_truth(tmp_path_factory, probe_small):
+    out = tmp_path_factory.mktemp("dynamic")
+    simulate_synthetic_mouse(probe_small, out, animals_per_area=2, units_per_animal=4, trials=2, seed=0,
+                             dynamics={"enabled": True})
+    return read_zarr(out / "truth.zarr").load()
+
+
+def _r2(X, Y):
+    """Cross-validated-free R² of the least-squares fit of Y (stimulus, dim) from X."""
+    fit = Ridge(alpha=1e-6).fit(X, Y)
+    return 1 - ((Y - fit.predict(X)) ** 2).sum() / ((Y - Y.mean(0)) ** 2).sum()
+
+
+def test_dynamics_early_bins_read_the_feedforward_code_late_bins_more(dynamic_truth):
+    code, ff = dynamic_truth["code"], dynamic_truth["feedforward_code"]
+    assert code.dims == ("area_code", "time_bin", "stimulus", "code_dim")
+    assert list(dynamic_truth["area_code"].values) == list(ALLEN_AREAS)
+    assert json.loads(dynamic_truth.attrs["dynamics"])["enabled"] is True
+    for area in ALLEN_AREAS:
+        z, c = code.sel(area_code=area).values, ff.sel(area_code=area).values
+        first = int(np.argmax(onset(area) > 0.5))                  # first bin centred after onset
+        assert np.abs(z[:first - 1]).max() < 0.05 * np.abs(c).max()      # nothing before onset
+        early = z[first]
+        late = z[-1]
+        # Early: (nearly) the feedforward code itself; late: half of it or more is not linear in it.
+        assert _r2(c, early) > 0.95, area
+        assert _r2(c, late) < 0.75, (area, _r2(c, late))
+    # Units read the code of each bin: their rates change with the stimulus differently early and late.
+    rate = dynamic_truth["rate"].values
+    corr = [np.corrcoef(rate[:, 8, u], rate[:, 24, u])[0, 1] for u in range(rate.shape[2])]
+    assert np.median(corr) < 0.95
+
+
+def test_dynamics_settings_are_checked(tmp_path, probe_small):
+    probe = probe_small.isel(stimulus=slice(0, 4))
+    with pytest.raises(ValueError, match="unknown keys"):
+        simulate_synthetic_mouse(probe, tmp_path, animals_per_area=1, units_per_animal=2, trials=2, seed=0,
+                                 dynamics={"enabled": True, "speed": 2})
+    with pytest.raises(ValueError, match="dynamics.tau"):
+        simulate_synthetic_mouse(probe, tmp_path, animals_per_area=1, units_per_animal=2, trials=2, seed=0,
+                                 dynamics={"enabled": True, "tau": 0})
