@@ -28,7 +28,11 @@ include: "workflow/rules/compare.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/recovery.smk"
 include: "workflow/rules/geometry.smk"
+include: "workflow/rules/development.smk"
+include: "workflow/rules/identify.smk"
 include: "workflow/rules/mec.smk"
+include: "workflow/rules/ost.smk"
+include: "workflow/rules/temporal.smk"
 
 
 rule all:

@@ -24,6 +24,12 @@ PREDICTIVITY = {"predictivity", "plot_rdms"} | SCORE_FIGURES | RECOVERY
 # Geometry (workflow/rules/geometry.smk): per-model tables, rule x rule similarity, their figures.
 GEOMETRY_FIGURES = {"plot_geometry", "plot_probe_accuracy", "plot_rule_similarity"}
 GEOMETRY = {"geometry", "rule_similarity"} | GEOMETRY_FIGURES
+# Development (workflow/rules/development.smk): off in the tiny run (development.stimulus_sets: []).
+DEVELOPMENT = {"development", "development_summary", "development_predictivity", "plot_development_rdms",
+               "plot_development_hierarchy", "plot_development_brain"}
+# Learning-rule identification (workflow/rules/identify.smk): its runs, observables, classifiers, figures.
+IDENTIFY = {"identify_train", "observables", "identify", "plot_identify_accuracy", "plot_identify_confusion",
+            "plot_identify_trajectory", "plot_identify_units", "plot_identify_importance"}
 MODELS = {"train", "transfer", "extract"} | MODEL_FIGURES | PREDICTIVITY | GEOMETRY
 NEURAL = {"interanimal"} | CURVE | PREDICTIVITY
 FIGURES = (MODEL_FIGURES | SCORE_FIGURES - {"summarize"} | {"plot_rdms", "plot_interanimal_curve"} | RECOVERY_FIGURES
@@ -51,6 +57,7 @@ EXPECTED = [
     (r"stimuli\..*", EVERYTHING),
     (r"datasets\.synthetic_mouse\.simulate\..*", NEURAL | {"simulate_synthetic_mouse", "assemble_synthetic_mouse"}),
     (r"datasets\.synthetic_mouse\.assemble\..*", NEURAL | {"assemble_synthetic_mouse"}),
+    (r"models\.train\.(loader\..*|deterministic)", set()),   # how training runs, not what
     (r"models\.train\..*", MODELS | GENERATOR),
     (r"models\.(archs|objectives|rules|seeds|include|overrides)", MODELS),
     (r"models\.rule_settings\.bp\..*", MODELS | GENERATOR),     # the generator's rule
@@ -85,6 +92,16 @@ EXPECTED = [
     (r"geometry\.stimulus_sets", {"extract"} | GEOMETRY),      # a set more: its activations too
     (r"geometry\.analysis\..*", {"geometry", "plot_geometry", "plot_probe_accuracy"}),
     (r"geometry\.rule_similarity\..*", {"rule_similarity", "plot_rule_similarity"}),
+    # object solution times, off in the tiny run: a model in ost.models turns the stage on
+    (r"ost\.models", {"ost_reference", "ost", "ost_consistency", "plot_ost"}),
+    (r"ost\..*", set()),
+    # neural dynamics, off in the tiny run (temporal.datasets empty; a dataset there needs a
+    # time-resolved assembly, which the tiny run does not make): no edit plans anything
+    (r"temporal\..*", set()),
+    (r"development\.stimulus_sets", DEVELOPMENT),             # [] -> [probe]: the stage on (activations exist)
+    (r"development\.analysis\..*", set()),                   # the stage is off
+    # learning-rule identification, off in the tiny run (identify: null): a block turns it on
+    (r"identify", IDENTIFY),
     (r"dask\..*", set()),
     (r"figures\..*", FIGURES | MEC_FIGURES),
 ]
@@ -92,6 +109,10 @@ EXPECTED = [
 # Edits that a generic rule cannot make valid (the rest: numbers bumped, booleans flipped,
 # enums and nulls set to another allowed value, lists extended or shortened).
 EDITS = {
+    "identify": {"grid": {"rules": ["sgdm", "fa"], "archs": ["lenet"], "batch_sizes": [32],   # 2 runs, 1 epoch
+                          "init_seeds": [0], "data_seeds": [0]},
+                 "train": {"epochs": 1}, "observables": {"n_stimuli": 16},
+                 "classify": {"n_splits": 2, "cv": 2, "classifiers": ["rf"]}},
     "models.archs": ["ventral_cnn", "lenet"],
     "models.objectives": ["supervised", "rotation"],
     "models.rules": ["bp", "kp", "hebb", "fa"],          # a new model each: its jobs, then the figures
@@ -100,6 +121,7 @@ EDITS = {
     "models.train.input_size": 24,
     "models.train.label_level": "basic",
     "models.train.lr_milestones": [1],
+    "models.train.loader.shards": "edits/shards",
     "stimuli.train_per_class": 5,
     "stimuli.test_per_class": 3,
     "stimuli.name": "blobs",
@@ -133,6 +155,19 @@ EDITS = {
     "geometry.stimulus_sets": ["probe", "test"],
     "geometry.analysis.epochs": "final",
     "geometry.rule_similarity.epochs": "ends",
+    "development.stimulus_sets": ["probe"],
+    "development.analysis.epochs": "final",
+    "development.analysis.levels": ["superordinate", "basic"],
+    "ost.models": ["ventral_cnn-supervised-bp-s0"],
+    "ost.reference.path": "edits/ost_reference.csv",
+    "ost.reference.dataset": "virtual_ventral_cnn_supervised_kp_s0",
+    "ost.presentation.layers": ["area4"],
+    "temporal.datasets": [],                                   # any dataset needs time_bins: keep
+    "temporal.models": ["ventral_cnn-supervised-bp-s0"],
+    "temporal.estimator.maps": ["per_bin"],
+    "temporal.estimator.mappings": ["pls"],
+    "temporal.model_time.feedforward": ["graded"],
+    "temporal.model_time.n_units": 8,
 }
 
 

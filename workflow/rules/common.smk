@@ -143,6 +143,7 @@ def final_outputs():
     outputs = [f"results/figures/learning_curves.{FIG}", f"results/figures/alignment.{FIG}"]
     outputs += expand("results/transfer/{model}.csv", model=MODELS)
     outputs += geometry_outputs()
+    outputs += development_outputs()
     if DATASETS and all(dataset in SPATIAL_DATASETS or without_images(dataset) for dataset in DATASETS):
         outputs = []                      # no image dataset: no model is trained
     for dataset in DATASETS:
@@ -182,7 +183,8 @@ def final_outputs():
             dataset=dataset,
             fig=FIG,
         )
-    return outputs + recovery_outputs() + mec_outputs()
+    return (outputs + recovery_outputs() + mec_outputs() + ost_outputs() + temporal_outputs()
+            + identify_outputs())
 
 
 # ---------------------------------------------------------------- geometry (workflow/rules/geometry.smk)
@@ -220,6 +222,55 @@ def check_geometry():
 
 
 check_geometry()
+
+
+# ---------------------------------------------------------------- development (workflow/rules/development.smk)
+# The stimulus sets of the `stimuli` block the development stage runs on (development.stimulus_sets).
+DEVELOPMENT_SETS = [f"{config['stimuli']['name']}_{which}" for which in config["development"]["stimulus_sets"]]
+
+
+def development_datasets(stimulus_set):
+    """Image datasets whose animals were shown `stimulus_set`: the brain areas of its RSA."""
+    return [dataset for dataset in DATASETS if dataset not in SPATIAL_DATASETS and not without_images(dataset)
+            and stimulus_set_of(dataset) == stimulus_set]
+
+
+def development_neural(wildcards):
+    """The NeuralAssemblies rule development compares a model with (none for a set no animal saw)."""
+    return [f"results/neural/{dataset}.zarr" for dataset in development_datasets(wildcards.stimulus_set)]
+
+
+def development_outputs():
+    """Per-model development tables, the half-time summary, predictivity per epoch and figures."""
+    outputs = []
+    for stimulus_set in DEVELOPMENT_SETS if MODELS else []:
+        for table in ("rdms", "trajectory", "halftimes", "brain"):
+            outputs += expand("results/development/{table}/{model}/{stimulus_set}.parquet", table=table,
+                              model=MODELS, stimulus_set=stimulus_set)
+        outputs += [f"results/development/halftimes_{stimulus_set}.csv",
+                    f"results/figures/development/rdms_{stimulus_set}.{FIG}",
+                    f"results/figures/development/rdms_{stimulus_set}.gif",
+                    f"results/figures/development/hierarchy_{stimulus_set}.{FIG}"]
+        for dataset in development_datasets(stimulus_set):
+            outputs += [f"results/development/predictivity_{dataset}.csv",
+                        f"results/figures/development/brain_{stimulus_set}.{FIG}"]
+    return list(dict.fromkeys(outputs))
+
+
+def check_development():
+    """ConfigError, before any job runs, for development epochs beyond a model's training."""
+    epochs = config["development"]["analysis"]["epochs"]
+    if not DEVELOPMENT_SETS or isinstance(epochs, str):
+        return
+    for name in MODELS:
+        trained = model_train_block(name)["epochs"]
+        beyond = sorted(e for e in epochs if e > trained)
+        if beyond:
+            raise ConfigError(f"config: field 'development.analysis.epochs' lists {beyond}, beyond the "
+                              f"trained epochs 0…{trained} of model {name!r}")
+
+
+check_development()
 
 
 def recovery_outputs():
@@ -334,3 +385,86 @@ def mec_outputs():
 
 
 check_mec()
+
+
+# ---------------------------------------------------------------- object solution times (workflow/rules/ost.smk)
+# Models whose OSTs are computed (ost.models; none: the stage is off), the probe set their decoders
+# read, and the reference table: a user's CSV (ost.reference.path) or the virtual observer's.
+OST = config["ost"]
+OST_MODELS = [parse_model_name(name).name for name in OST["models"]]
+OST_STIMULI = f"results/stimuli/{config['stimuli']['name']}_probe.zarr"
+OST_REFERENCE = OST["reference"]["path"] or "results/ost/reference.csv"
+
+
+def check_ost():
+    """ConfigError, before any job runs, for an OST model outside the zoo, a window shorter than
+    a step, a reference file that is absent, or a virtual observer without its virtual animals."""
+    if not OST_MODELS:
+        return
+    stray = sorted(set(OST_MODELS) - set(MODELS))
+    if stray:
+        raise ConfigError(f"config: field 'ost.models' lists {stray[0]!r}, which is not in the zoo "
+                          f"(archs x objectives x rules x seeds, plus models.include): {MODELS}")
+    for block, step in (("presentation", OST["presentation"]["step_ms"]),
+                        ("reference", OST["reference"]["bin_ms"])):
+        start, stop = OST[block]["window_ms"]
+        if stop - start < step:
+            raise ConfigError(f"config: field 'ost.{block}.window_ms' must span at least one step of "
+                              f"{step} ms; got [{start}, {stop}]")
+    path, dataset = OST["reference"]["path"], OST["reference"]["dataset"]
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config: field 'ost.reference.path': {path} is not a file (a CSV with "
+                          f"columns image_id, dprime[, ost_ms])")
+    if path is None and not (config["datasets"].get(dataset) if dataset == "synthetic_mouse"
+                             else dataset in VIRTUAL_DATASETS):
+        raise ConfigError(f"config: field 'ost.reference.dataset' is {dataset!r}, which this run does "
+                          f"not simulate; configure it, or give a reference CSV in ost.reference.path")
+
+
+def ost_outputs():
+    """Per-model OST tables, the consistency table and its figure (none while ost.models is empty)."""
+    if not OST_MODELS:
+        return []
+    return expand("results/ost/{model}/ost.parquet", model=OST_MODELS) + [
+        "results/ost/consistency.csv", f"results/figures/ost.{FIG}"]
+
+
+check_ost()
+
+
+# ---------------------------------------------------------------- neural dynamics (workflow/rules/temporal.smk)
+# Time-resolved datasets (temporal.datasets; none: the stage is off) and the models scored over
+# time on them (temporal.models, trained and extracted like the zoo).
+TEMPORAL = config["temporal"]
+TEMPORAL_DATASETS = list(TEMPORAL["datasets"])
+TEMPORAL_MODELS = [parse_model_name(name).name for name in TEMPORAL["models"]]
+
+
+def check_temporal():
+    """ConfigError, before any job runs, for a temporal dataset that the run does not configure,
+    or whose assembly averages its time bins."""
+    for dataset in TEMPORAL_DATASETS:
+        source = "synthetic_mouse" if dataset in VIRTUAL_DATASETS else dataset
+        block = config["datasets"].get(source)
+        if not block:
+            raise ConfigError(f"config: field 'temporal.datasets' lists {dataset!r}, but "
+                              f"datasets.{source} is not configured (null or absent)")
+        if dataset in SPATIAL_DATASETS or (block.get("assemble") or {}).get("time_bins") != "keep":
+            raise ConfigError(f"config: field 'temporal.datasets' lists {dataset!r}, whose assembly is "
+                              f"not time-resolved; set datasets.{source}.assemble.time_bins: keep")
+
+
+def temporal_outputs():
+    """Per-bin score tables, summaries and figures of the temporal stage (none while it is off)."""
+    outputs = []
+    for dataset in TEMPORAL_DATASETS:
+        outputs.append(f"results/temporal/interanimal/{dataset}.parquet")
+        outputs += expand("results/temporal/predictivity/{model}/{dataset}.parquet", model=TEMPORAL_MODELS,
+                          dataset=dataset)
+        outputs += [f"results/temporal/summary/{dataset}_{table}.csv" for table in ("bins", "phases")]
+        outputs += [f"results/figures/temporal/{figure}_{dataset}.{FIG}"
+                    for figure in ("predictivity_over_time", "phases")]
+    return outputs
+
+
+check_temporal()
