@@ -486,9 +486,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="results/models/{generator}: the trained model that plays the "
                                 "areas when the settings' generator is a model name")
 
-    from pipeline.mec.cli import add_mec_verbs      # the MEC chapter's verbs (mec.smk)
+    # the verbs of the stages with their own modules (mec, development, identify, ost, temporal .smk)
+    from pipeline.compare.development import add_development_verbs
+    from pipeline.compare.ost import add_ost_verbs
+    from pipeline.compare.temporal_cli import add_temporal_verbs
+    from pipeline.identify.cli import add_identify_verbs
+    from pipeline.mec.cli import add_mec_verbs
 
-    add_mec_verbs(verb)
+    for add_verbs in (add_mec_verbs, add_development_verbs, add_identify_verbs, add_ost_verbs,
+                      add_temporal_verbs):
+        add_verbs(verb)
     return parser
 
 

@@ -22,15 +22,13 @@ Predictivity over epochs is not recomputed here: the `development_predictivity` 
 predictivity tables (`median_over_units` per layer and scored epoch); every epoch is scored only
 with ``compare.predictivity.epochs: all``.
 
-`python -m pipeline.compare.development <verb>` runs the rules of workflow/rules/development.smk
-(`add_development_verbs` registers the same verbs on any parser).
+`python -m pipeline <verb>` runs the rules of workflow/rules/development.smk
+(`add_development_verbs` registers the verbs there).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,25 +484,3 @@ def add_development_verbs(verb) -> None:
             p.add_argument("--gif", required=True)
         p.add_argument("--out", required=True, help="figure file; its suffix gives the format")
         p.add_argument("--dpi", type=int, default=150)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare.development", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name, func, help):
-        sub = verbs.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
-        return sub
-
-    add_development_verbs(verb)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.func(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -33,7 +33,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -49,7 +48,7 @@ from sklearn.svm import SVC
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-log = logging.getLogger("pipeline.compare.ost")     # the same name when run with -m
+log = logging.getLogger(__name__)
 
 CAP = 5.0                                   # d′ clip (Rajalingham et al. 2018, Kar et al. 2019)
 REFERENCE_COLUMNS = ("image_id", "dprime")  # required; ost_ms optional
@@ -481,18 +480,23 @@ def _run(args) -> None:
         write_parquet(ost, args.ost)
 
 
-def main(argv=None) -> int:
-    """`python -m pipeline.compare.ost {ost_reference,ost,ost_consistency} ...`."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare.ost", description=__doc__.split("\n")[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    p = verbs.add_parser("ost_reference", help="virtual observer on the virtual animals -> reference CSV")
+def _plot(args) -> None:
+    from pipeline.figures.ost import plot_ost
+
+    plot_ost(pd.read_csv(args.consistency), [pd.read_parquet(p) for p in args.ost], args.out,
+             dpi=args.dpi)
+
+
+def add_ost_verbs(verb) -> None:
+    """Register this stage's verbs through `verb(name, func, help)` (as `pipeline.cli` does)."""
+    p = verb("ost_reference", _run, "virtual observer on the virtual animals -> reference CSV")
     p.add_argument("raw_dir")
     p.add_argument("stimuli")
     p.add_argument("out")
     p.add_argument("--reference", type=json.loads, required=True, help="the block ost.reference")
     p.add_argument("--decoder", type=json.loads, required=True, help="the block ost.decoder")
     p.add_argument("--threads", type=int, default=None)
-    p = verbs.add_parser("ost", help="one model's d′ over time and OST per image")
+    p = verb("ost", _run, "one model's d′ over time and OST per image")
     p.add_argument("model_dir")
     p.add_argument("stimuli")
     p.add_argument("reference_csv")
@@ -503,15 +507,13 @@ def main(argv=None) -> int:
     p.add_argument("--decoder", type=json.loads, required=True, help="the block ost.decoder")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
-    p = verbs.add_parser("ost_consistency", help="OST consistency of every model -> CSV")
+    p = verb("ost_consistency", _run, "OST consistency of every model -> CSV")
     p.add_argument("tables", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--settings", type=json.loads, required=True, help="the block ost.consistency")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _run(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    p = verb("plot_ost", _plot, "OST consistency per model with its null interval, and model vs "
+             "reference OST per image")
+    p.add_argument("consistency", help="results/ost/consistency.csv")
+    p.add_argument("ost", nargs="+", help="results/ost/{model}/ost.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dpi", type=int, default=150)

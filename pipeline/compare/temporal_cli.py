@@ -1,7 +1,7 @@
 """Command line of the temporal stage (workflow/rules/temporal.smk): one verb per rule.
 
-``python -m pipeline.compare.temporal_cli <verb>``; `add_temporal_verbs` registers the same verbs
-on any argparse sub-parser factory (as `pipeline.mec.cli.add_mec_verbs` does for MEC).
+`add_temporal_verbs` registers them on `python -m pipeline` (as `pipeline.mec.cli.add_mec_verbs`
+does for MEC).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 log = logging.getLogger("pipeline")
 
@@ -127,24 +126,3 @@ def add_temporal_verbs(verb):
     p.add_argument("--over-time", required=True)
     p.add_argument("--phase-figure", required=True)
     p.add_argument("--dpi", type=int, default=150)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare.temporal_cli", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name, func, help):
-        sub = verbs.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
-        return sub
-
-    add_temporal_verbs(verb)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.func(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,8 +7,6 @@ tables).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 
@@ -66,21 +64,3 @@ def plot_ost(consistency: pd.DataFrame, ost_tables, out, *, dpi: int = 150) -> N
                      fontsize=7)
     fig.tight_layout()
     save(fig, out, dpi=dpi)
-
-
-def main(argv=None) -> int:
-    """`python -m pipeline.figures.ost CONSISTENCY OST... --out FIG [--dpi N]`."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.figures.ost",
-                                     description=plot_ost.__doc__.split("\n")[0])
-    parser.add_argument("consistency", help="results/ost/consistency.csv")
-    parser.add_argument("ost", nargs="+", help="results/ost/{model}/ost.parquet")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--dpi", type=int, default=150)
-    args = parser.parse_args(argv)
-    plot_ost(pd.read_csv(args.consistency), [pd.read_parquet(p) for p in args.ost], args.out,
-             dpi=args.dpi)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Command line of the identification stage: `python -m pipeline.identify <verb>`.
+"""Verbs of the identification stage, registered on `python -m pipeline` by `add_identify_verbs`.
 
 One verb per rule of workflow/rules/identify.smk, each a thin call into the library; settings
 arrive as the rule's config block in JSON (`--settings`). Training runs use the pipeline's own
@@ -98,16 +98,8 @@ def _figure(args):
     plot(getattr(args, FIGURES[args.verb][0]), args.out, dpi=args.dpi)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.identify", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name, func, help):
-        sub = verbs.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
-        return sub
-
+def add_identify_verbs(verb) -> None:
+    """Register this stage's verbs through `verb(name, func, help)` (as `pipeline.cli` does)."""
     p = verb("identify_vectors", _identify_vectors,
              "render the vector task's train and test sets (vectors_{train,test}.zarr)")
     p.add_argument("--out-dir", required=True)
@@ -139,14 +131,3 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(argument)
         p.add_argument("--out", required=True, help="figure file; its suffix gives the format")
         p.add_argument("--dpi", type=int, default=150)
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    args.func(args)
-    return 0

@@ -16,13 +16,13 @@ from rsatoolbox.rdm import calc_rdm, compare, concat
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import pearsonr
 
+from pipeline.cli import main
 from pipeline.compare.development import (
     category_rdms,
     development,
     half_time,
     layer_curves,
     layer_kinds,
-    main,
     response_rdm,
 )
 from pipeline.compare.rsa import upper_tri

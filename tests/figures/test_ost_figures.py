@@ -4,7 +4,8 @@ import pytest
 from matplotlib.image import imread
 
 from pipeline.compare.ost import consistency_table
-from pipeline.figures.ost import main, plot_ost
+from pipeline.cli import main
+from pipeline.figures.ost import plot_ost
 
 
 def _ost_table(model, seed, n=30):
@@ -25,7 +26,7 @@ def test_plot_ost_writes_one_panel_per_model_and_the_consistency(tmp_path):
     for k, table in enumerate(tables):
         paths.append(str(tmp_path / f"ost{k}.parquet"))
         table.to_parquet(paths[-1])
-    assert main([str(tmp_path / "consistency.csv"), *paths, "--out", str(tmp_path / "ost.png"),
+    assert main(["plot_ost", str(tmp_path / "consistency.csv"), *paths, "--out", str(tmp_path / "ost.png"),
                  "--dpi", "40"]) == 0
     image = imread(tmp_path / "ost.png")
     assert image.shape[1] > 2 * image.shape[0]           # three panels side by side

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.compare.temporal_cli import main as temporal_cli
+from pipeline.cli import main as temporal_cli
 from pipeline.figures.temporal import plot_phases, plot_predictivity_over_time
 
 

@@ -31,7 +31,7 @@ rule development:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.compare.development development {input.activations:q} {input.stimuli:q}"
+        "python -m pipeline development {input.activations:q} {input.stimuli:q}"
         " {input.model:q} --neural {input.neural:q} --model {wildcards.model}"
         " --stimulus-set {wildcards.stimulus_set} --rdms {output.rdms:q} --trajectory {output.trajectory:q}"
         " --halftimes {output.halftimes:q} --brain {output.brain:q} --settings {params.settings:q}"
@@ -48,7 +48,7 @@ rule development_summary:
     log:
         "logs/development_summary/{stimulus_set}.log",
     shell:
-        "python -m pipeline.compare.development development_summary {input:q} --out {output:q} 2> {log:q}"
+        "python -m pipeline development_summary {input:q} --out {output:q} 2> {log:q}"
 
 
 rule development_predictivity:
@@ -61,7 +61,7 @@ rule development_predictivity:
     log:
         "logs/development_predictivity/{dataset}.log",
     shell:
-        "python -m pipeline.compare.development development_predictivity {input:q} --out {output:q} 2> {log:q}"
+        "python -m pipeline development_predictivity {input:q} --out {output:q} 2> {log:q}"
 
 
 rule plot_development_rdms:
@@ -78,7 +78,7 @@ rule plot_development_rdms:
     log:
         "logs/plot_development_rdms/{stimulus_set}.log",
     shell:
-        "python -m pipeline.compare.development plot_development_rdms {input.rdms:q} --stimuli {input.stimuli:q}"
+        "python -m pipeline plot_development_rdms {input.rdms:q} --stimuli {input.stimuli:q}"
         " --out {output.strip:q} --gif {output.gif:q} --dpi {params.dpi} 2> {log:q}"
 
 
@@ -95,7 +95,7 @@ rule plot_development_hierarchy:
     log:
         "logs/plot_development_hierarchy/{stimulus_set}.log",
     shell:
-        "python -m pipeline.compare.development plot_development_hierarchy {input.trajectory:q}"
+        "python -m pipeline plot_development_hierarchy {input.trajectory:q}"
         " {input.halftimes:q} --out {output:q} --dpi {params.dpi} 2> {log:q}"
 
 
@@ -111,5 +111,5 @@ rule plot_development_brain:
     log:
         "logs/plot_development_brain/{stimulus_set}.log",
     shell:
-        "python -m pipeline.compare.development plot_development_brain {input:q} --out {output:q}"
+        "python -m pipeline plot_development_brain {input:q} --out {output:q}"
         " --dpi {params.dpi} 2> {log:q}"

@@ -70,7 +70,7 @@ rule identify_vectors:
     log:
         "logs/identify_vectors/vectors.log",
     shell:
-        "python -m pipeline.identify identify_vectors --out-dir results/identify/tasks"
+        "python -m pipeline identify_vectors --out-dir results/identify/tasks"
         " --settings {params.settings:q} 2> {log:q}"
 
 
@@ -121,7 +121,7 @@ rule observables:
     resources:
         mem_mb=4000,
     shell:
-        "python -m pipeline.identify observables {input.run:q} {input.stimuli:q} {output:q}"
+        "python -m pipeline observables {input.run:q} {input.stimuli:q} {output:q}"
         " --run {wildcards.run} --settings {params.settings:q} --device {params.device}"
         " --threads {threads} 2> {log:q}"
 
@@ -145,7 +145,7 @@ rule identify:
     resources:
         mem_mb=4000,
     shell:
-        "python -m pipeline.identify identify {input:q} --accuracy {output.accuracy:q}"
+        "python -m pipeline identify {input:q} --accuracy {output.accuracy:q}"
         " --confusion {output.confusion:q} --importance {output.importance:q}"
         " --settings {params.settings:q} --threads {threads} 2> {log:q}"
 
@@ -163,7 +163,7 @@ rule plot_identify_accuracy:
         "logs/plot_identify_accuracy/identify.log",
     # the verb is the rule's name, so the rules below reuse this line
     shell:
-        "python -m pipeline.identify {rule} {input:q} --out {output:q} --dpi {params.dpi} 2> {log:q}"
+        "python -m pipeline {rule} {input:q} --out {output:q} --dpi {params.dpi} 2> {log:q}"
 
 
 use rule plot_identify_accuracy as plot_identify_trajectory with:

@@ -27,7 +27,7 @@ rule ost_reference:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.compare.ost ost_reference {input.raw:q} {input.stimuli:q} {output:q}"
+        "python -m pipeline ost_reference {input.raw:q} {input.stimuli:q} {output:q}"
         " --reference {params.reference:q} --decoder {params.decoder:q} --threads {threads} 2> {log:q}"
 
 
@@ -53,7 +53,7 @@ rule ost:
     resources:
         mem_mb=2000,
     shell:
-        "python -m pipeline.compare.ost ost {input.model:q} {input.stimuli:q} {input.reference:q}"
+        "python -m pipeline ost {input.model:q} {input.stimuli:q} {input.reference:q}"
         " --model {wildcards.model} --dprime {output.dprime:q} --ost {output.ost:q}"
         " --presentation {params.presentation:q} --decoder {params.decoder:q}"
         " --device {params.device} --threads {threads} 2> {log:q}"
@@ -71,7 +71,7 @@ rule ost_consistency:
     log:
         "logs/ost_consistency/consistency.log",
     shell:
-        "python -m pipeline.compare.ost ost_consistency {input:q} --out {output:q}"
+        "python -m pipeline ost_consistency {input:q} --out {output:q}"
         " --settings {params.settings:q} 2> {log:q}"
 
 
@@ -92,5 +92,5 @@ rule plot_ost:
     log:
         "logs/plot_ost/ost.log",
     shell:
-        "python -m pipeline.figures.ost {input.consistency:q} {input.ost:q} --out {output:q}"
+        "python -m pipeline plot_ost {input.consistency:q} {input.ost:q} --out {output:q}"
         " --dpi {params.dpi} 2> {log:q}"

@@ -23,7 +23,7 @@ rule temporal_interanimal:
         "results/benchmarks/temporal_interanimal/{dataset}.tsv"
     threads: config["dask"]["workers"]
     shell:
-        "python -m pipeline.compare.temporal_cli temporal_interanimal {input:q} {output:q}"
+        "python -m pipeline temporal_interanimal {input:q} {output:q}"
         " --dataset {wildcards.dataset} --settings {params.estimator:q}"
         " --dask {DASK:q} --threads {threads} 2> {log:q}"
 
@@ -45,7 +45,7 @@ rule temporal_predictivity:
         "results/benchmarks/temporal_predictivity/{model}/{dataset}.tsv"
     threads: config["dask"]["workers"]
     shell:
-        "python -m pipeline.compare.temporal_cli temporal_predictivity {input.activations:q}"
+        "python -m pipeline temporal_predictivity {input.activations:q}"
         " {input.neural:q} {output:q} --model {wildcards.model} --dataset {wildcards.dataset}"
         " --settings {params.estimator:q} --time {params.model_time:q}"
         " --dask {DASK:q} --threads {threads} 2> {log:q}"
@@ -67,7 +67,7 @@ rule temporal_summary:
     log:
         "logs/temporal_summary/{dataset}.log",
     shell:
-        "python -m pipeline.compare.temporal_cli temporal_summary {input.interanimal:q}"
+        "python -m pipeline temporal_summary {input.interanimal:q}"
         " {input.predictivity:q} --bins {output.bins:q} --phases {output.phases:q}"
         " --settings {params.phases:q} 2> {log:q}"
 
@@ -94,6 +94,6 @@ rule plot_temporal:
     log:
         "logs/plot_temporal/{dataset}.log",
     shell:
-        "python -m pipeline.compare.temporal_cli plot_temporal {input.bins:q} {input.phases:q}"
+        "python -m pipeline plot_temporal {input.bins:q} {input.phases:q}"
         " --over-time {output.over_time:q} --phase-figure {output.phases:q} --dpi {params.dpi}"
         " 2> {log:q}"
