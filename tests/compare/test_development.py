@@ -320,26 +320,28 @@ def test_command_line_writes_the_four_tables(trained, simulate, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(30 * 60)
-def test_development_stage_runs_through_snakemake(tmp_path, repo):
-    """The tiny run with the stage on: every development table and figure of the probe set."""
-    from tests.workflow.runner import TINY, snakemake
+def test_development_stage_runs_through_snakemake(tiny_run, tmp_path):
+    """The complete tiny run with the stage turned on: every development table and figure of the
+    probe set, from the models the run already trained (none is trained again)."""
+    from tests.workflow.runner import snakemake
 
-    shutil.copy(repo / "config.yaml", tmp_path / "config.yaml")
-    shutil.copy(TINY, tmp_path / "tiny.yaml")
-    (tmp_path / "development.yaml").write_text(yaml.safe_dump(
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)           # copy2 keeps the outputs' times
+    (run / "development.yaml").write_text(yaml.safe_dump(
         {"development": {"stimulus_sets": ["probe"], "analysis": {"n_boot": 50}}}))
     targets = ["results/development/halftimes_shapes_probe.csv", "results/development/predictivity_synthetic_mouse.csv",
                "results/figures/development/rdms_shapes_probe.gif",
                "results/figures/development/hierarchy_shapes_probe.png",
                "results/figures/development/brain_shapes_probe.png"]
-    done = snakemake(tmp_path, *targets, "--cores", "2", "--configfile", tmp_path / "tiny.yaml",
-                     tmp_path / "development.yaml", timeout=25 * 60)
+    done = snakemake(run, *targets, "--cores", "2", "--configfile", run / "tiny.yaml",
+                     run / "development.yaml", timeout=25 * 60)
     assert done.returncode == 0, done.stderr[-4000:]
-    halftimes = pd.read_csv(tmp_path / targets[0])
+    assert "rule train:" not in done.stdout + done.stderr
+    halftimes = pd.read_csv(run / targets[0])
     assert halftimes["model"].nunique() == 6 and set(halftimes["level"]) == set(LEVELS)
-    brain = pd.read_parquet(tmp_path / "results/development/brain/ventral_cnn-supervised-bp-s0/shapes_probe.parquet")
+    brain = pd.read_parquet(run / "results/development/brain/ventral_cnn-supervised-bp-s0/shapes_probe.parquet")
     assert brain["area"].nunique() == 6 and brain["similarity"].notna().any()
     from PIL import Image
 
-    with Image.open(tmp_path / targets[2]) as gif:
+    with Image.open(run / targets[2]) as gif:
         assert gif.n_frames == 2                                 # the tiny run trains one epoch

@@ -122,6 +122,7 @@ EDITS = {
     "models.train.label_level": "basic",
     "models.train.lr_milestones": [1],
     "models.train.loader.shards": "edits/shards",
+    "models.train.loader.pin_memory": False,
     "stimuli.train_per_class": 5,
     "stimuli.test_per_class": 3,
     "stimuli.name": "blobs",
