@@ -16,7 +16,8 @@ from pathlib import Path
 log = logging.getLogger("pipeline")
 
 
-def _json(text: str) -> dict:
+def json_object(text: str) -> dict:
+    """argparse type of a JSON-object option (`--settings`, `--dask`): a dict, or a usage error."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -364,17 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("stimuli", _stimuli, "render the procedural stimulus sets (train, test, probe) to Zarr")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the config's `stimuli` block")
+    p.add_argument("--settings", type=json_object, required=True, help="the config's `stimuli` block")
 
     p = verb("train", _train, "train one model; a checkpoint per epoch and metrics.csv")
     p.add_argument("model", help="{arch}-{objective}-{rule}-s{seed}")
     p.add_argument("train")
     p.add_argument("test")
     p.add_argument("out_dir")
-    p.add_argument("--settings", type=_json, default={},
+    p.add_argument("--settings", type=json_object, default={},
                    help="epochs, batch_size, lr, label_level, input_size, rule_settings, "
                         "objective_settings")
-    p.add_argument("--execution", type=_json, default={},
+    p.add_argument("--execution", type=json_object, default={},
                    help="how to run, never what is computed: {loader: {...}, deterministic: bool} "
                         "(models.train.loader and .deterministic)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -386,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train")
     p.add_argument("test")
     p.add_argument("out")
-    p.add_argument("--settings", type=_json, default={},
+    p.add_argument("--settings", type=json_object, default={},
                    help="the config's models.transfer block: epochs, label_level, C, max_iter")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
@@ -412,10 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predictivity":
             p.add_argument("--model", required=True)
         p.add_argument("--dataset", required=True)
-        p.add_argument("--settings", type=_json, action=_MergeSettings, required=True,
+        p.add_argument("--settings", type=json_object, action=_MergeSettings, required=True,
                        help="a block of the config's `compare` section (repeat to merge blocks: "
                             "common, then the rule's own); keys are the engine's keyword arguments")
-        p.add_argument("--dask", type=_json, default={"scheduler": None, "workers": 1},
+        p.add_argument("--dask", type=json_object, default={"scheduler": None, "workers": 1},
                        help="the config's `dask` block (how to run; results do not depend on it)")
         p.add_argument("--threads", type=int, default=None)
 
@@ -433,13 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help="per area and mapping (recovery.csv)")
     p.add_argument("--classes", required=True, help="per area, mapping and class (classes.csv)")
     p.add_argument("--depth", required=True, help="layer-area correspondence (depth.csv)")
-    p.add_argument("--settings", type=_json, required=True, help="the config block recovery.analysis")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block recovery.analysis")
 
     p = verb("recovery_matrix", _recovery_matrix, "confusion matrix of model recovery over generator "
              "datasets, per mapping and area group, with binomial intervals")
     p.add_argument("classes", nargs="+", help="results/recovery/{dataset}/classes.csv")
     p.add_argument("--out", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the config block recovery.analysis")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block recovery.analysis")
 
     p = verb("geometry", _geometry, "participation ratio, PCA spectrum, components for a variance "
              "share and linear-probe accuracy of every layer and epoch of one model")
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stimulus-set", required=True)
     p.add_argument("--layers", required=True, help="per layer and epoch (Parquet)")
     p.add_argument("--spectrum", required=True, help="per layer, epoch and component (Parquet)")
-    p.add_argument("--settings", type=_json, required=True, help="the config block geometry.analysis")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block geometry.analysis")
     p.add_argument("--threads", type=int, default=None)
 
     p = verb("rule_similarity", _rule_similarity, "learning rule x learning rule similarity of "
@@ -457,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("activations", nargs="+", help="results/activations/{model}/{stimulus_set}.zarr")
     p.add_argument("--stimulus-set", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--settings", type=_json, required=True,
+    p.add_argument("--settings", type=json_object, required=True,
                    help="the config block geometry.rule_similarity")
     p.add_argument("--threads", type=int, default=None)
 
@@ -479,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         for argument in inputs + [output for output, _ in outputs]:
             p.add_argument(argument)
         if name != "assemble_allen_psailamul":        # its one setting is its input folder
-            p.add_argument("--settings", type=_json, required=True,
+            p.add_argument("--settings", type=json_object, required=True,
                            help=f"the config block datasets.{module}.<step> of the rule")
         if name == "simulate_synthetic_mouse":
             p.add_argument("--generator-dir", default=None,

@@ -16,7 +16,7 @@ import torch
 from pipeline import checkpoints
 from pipeline.train import TrainSettings, train
 from tests.conftest import REPO
-from tests.test_train import write_stimuli
+from tests.test_train import stimuli  # noqa: F401  (the fixture: 24 train, 8 test images)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -33,14 +33,6 @@ _TRAIN = textwrap.dedent(f"""
     train({MODEL!r}, sys.argv[1], sys.argv[2], sys.argv[3], TrainSettings(**{KW!r}),
           device="cpu")
 """)
-
-
-@pytest.fixture(scope="module")
-def stimuli(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stimuli")
-    write_stimuli(root / "train.zarr", 24, seed=0, prefix="train")
-    write_stimuli(root / "test.zarr", 8, seed=1, prefix="test")
-    return root / "train.zarr", root / "test.zarr"
 
 
 @pytest.fixture(scope="module")

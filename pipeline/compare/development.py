@@ -38,7 +38,7 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
-from pipeline.cli import _json
+from pipeline.cli import json_object
 from pipeline.compare.epochs import select_epochs
 from pipeline.compare.geometry import layer_responses, name_parts, stimulus_labels
 from pipeline.compare.rsa import COMPARE_METHODS, compare_rdms, rdm, rsa_noise_ceiling, upper_tri
@@ -459,7 +459,7 @@ def add_development_verbs(verb) -> None:
     p.add_argument("--stimulus-set", required=True)
     for name in ("rdms", "trajectory", "halftimes", "brain"):
         p.add_argument(f"--{name}", required=True, help=f"the {name} table (Parquet)")
-    p.add_argument("--settings", type=_json, required=True, help="the config block development.analysis")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block development.analysis")
     p.add_argument("--threads", type=int, default=None)
 
     p = verb("development_summary", _development_summary, "the half-times of every model in one CSV")

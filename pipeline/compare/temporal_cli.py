@@ -6,21 +6,11 @@ does for MEC).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 
+from pipeline.cli import json_object
+
 log = logging.getLogger("pipeline")
-
-
-def _json(text):
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {err}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def _execution(args):
@@ -106,10 +96,10 @@ def add_temporal_verbs(verb):
         p.add_argument("out")
         if name == "temporal_predictivity":
             p.add_argument("--model", required=True)
-            p.add_argument("--time", type=_json, required=True, help="the config block temporal.model_time")
+            p.add_argument("--time", type=json_object, required=True, help="the config block temporal.model_time")
         p.add_argument("--dataset", required=True)
-        p.add_argument("--settings", type=_json, required=True, help="the config block temporal.estimator")
-        p.add_argument("--dask", type=_json, default={"scheduler": None, "workers": 1},
+        p.add_argument("--settings", type=json_object, required=True, help="the config block temporal.estimator")
+        p.add_argument("--dask", type=json_object, default={"scheduler": None, "workers": 1},
                        help="the config's `dask` block (how to run; results do not depend on it)")
         p.add_argument("--threads", type=int, default=None)
     p = verb("temporal_summary", _temporal_summary,
@@ -118,7 +108,7 @@ def add_temporal_verbs(verb):
     p.add_argument("predictivity", nargs="*", help="results/temporal/predictivity/{model}/{dataset}.parquet")
     p.add_argument("--bins", required=True)
     p.add_argument("--phases", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the config block temporal.phases")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block temporal.phases")
     p = verb("plot_temporal", _plot_temporal,
              "predictivity over time per area with the ceiling band; early vs late phase per model")
     p.add_argument("bins")

@@ -7,24 +7,14 @@ arrive as the rule's config block in JSON (`--settings`). Training runs use the 
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
 import logging
 import sys
 from pathlib import Path
 
+from pipeline.cli import json_object
+
 log = logging.getLogger("pipeline.identify")
-
-
-def _json(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {err}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def _threads(threads) -> None:
@@ -103,7 +93,7 @@ def add_identify_verbs(verb) -> None:
     p = verb("identify_vectors", _identify_vectors,
              "render the vector task's train and test sets (vectors_{train,test}.zarr)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the block identify.vectors")
+    p.add_argument("--settings", type=json_object, required=True, help="the block identify.vectors")
 
     p = verb("observables", _observables,
              "per layer and checkpoint of one run: the statistics of weights, activations and "
@@ -112,7 +102,7 @@ def add_identify_verbs(verb) -> None:
     p.add_argument("stimuli", help="the task's validation stimulus set (Zarr)")
     p.add_argument("out")
     p.add_argument("--run", required=True, help="{task}-{arch}-{rule}-b{bs}-i{seed}-d{seed}")
-    p.add_argument("--settings", type=_json, required=True,
+    p.add_argument("--settings", type=json_object, required=True,
                    help="the block identify.observables")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
@@ -123,7 +113,7 @@ def add_identify_verbs(verb) -> None:
     p.add_argument("--accuracy", required=True)
     p.add_argument("--confusion", required=True)
     p.add_argument("--importance", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the block identify.classify")
+    p.add_argument("--settings", type=json_object, required=True, help="the block identify.classify")
     p.add_argument("--threads", type=int, default=None)
 
     for name, (argument, help) in FIGURES.items():

@@ -7,22 +7,11 @@ the config blocks (``mec.*``) the rule passes as params.
 
 from __future__ import annotations
 
-import json
 import logging
 
+from pipeline.cli import json_object
+
 log = logging.getLogger("pipeline")
-
-
-def _json(text: str) -> dict:
-    import argparse
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {err}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def _threads(args):
@@ -166,7 +155,7 @@ def add_mec_verbs(verb) -> None:
              "epoch, metrics.csv, run.json")
     p.add_argument("model", help="{cell}_{nonlinearity}-{placecell|position}-{rule}-s{seed}")
     p.add_argument("out_dir")
-    p.add_argument("--settings", type=_json, required=True, help="the config block mec.train "
+    p.add_argument("--settings", type=json_object, required=True, help="the config block mec.train "
                    "with rule_settings")
     common(p)
 
@@ -175,7 +164,7 @@ def add_mec_verbs(verb) -> None:
     p.add_argument("model_dir")
     p.add_argument("neural")
     p.add_argument("out")
-    p.add_argument("--settings", type=_json, required=True, help="the config block mec.ratemaps")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block mec.ratemaps")
     common(p)
 
     p = verb("mec_control", _mec_control, "rate maps of a control model (place cells, NMF, "
@@ -183,10 +172,10 @@ def add_mec_verbs(verb) -> None:
     p.add_argument("control")
     p.add_argument("neural")
     p.add_argument("out")
-    p.add_argument("--place-cells", type=_json, required=True,
+    p.add_argument("--place-cells", type=json_object, required=True,
                    help="n_place_cells, sigma, surround, place_cell_seed of mec.train")
-    p.add_argument("--ratemaps", type=_json, required=True, help="the config block mec.ratemaps")
-    p.add_argument("--controls", type=_json, required=True, help="the config block mec.controls")
+    p.add_argument("--ratemaps", type=json_object, required=True, help="the config block mec.ratemaps")
+    p.add_argument("--controls", type=json_object, required=True, help="the config block mec.controls")
     common(p, device=False)
 
     for name, func, help in [
@@ -203,7 +192,7 @@ def add_mec_verbs(verb) -> None:
         if name == "mec_predictivity":
             p.add_argument("--source", required=True, help="model or control name")
         p.add_argument("--dataset", required=True)
-        p.add_argument("--settings", type=_json, required=True, help="the config block mec.compare")
+        p.add_argument("--settings", type=json_object, required=True, help="the config block mec.compare")
         common(p, device=False)
 
     p = verb("mec_scores", _mec_scores, "grid and border scores of a rate-map store's units")
@@ -211,14 +200,14 @@ def add_mec_verbs(verb) -> None:
     p.add_argument("out")
     p.add_argument("--source", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the config block mec.scores")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block mec.scores")
     common(p, device=False)
 
     p = verb("mec_data_scores", _mec_data_scores, "grid and border scores of a MEC assembly's units")
     p.add_argument("neural")
     p.add_argument("out")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--settings", type=_json, default={}, help="grid-score keywords of "
+    p.add_argument("--settings", type=json_object, default={}, help="grid-score keywords of "
                    "pipeline.mec.scores.assembly_scores (none by default)")
     common(p, device=False)
 
@@ -232,7 +221,7 @@ def add_mec_verbs(verb) -> None:
              "integrator's checkpoints (eq. 4.16)")
     p.add_argument("model_dir")
     p.add_argument("out")
-    p.add_argument("--settings", type=_json, required=True, help="the config block mec.decoding")
+    p.add_argument("--settings", type=json_object, required=True, help="the config block mec.decoding")
     common(p)
 
     p = verb("mec_knockouts", _mec_knockouts, "grid/border vs random g-unit knockouts: relative "
@@ -241,6 +230,6 @@ def add_mec_verbs(verb) -> None:
     p.add_argument("scores", help="results/mec/scores/{model}/{dataset}.parquet")
     p.add_argument("out")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--settings", type=_json, required=True, help="the config block mec.knockouts "
+    p.add_argument("--settings", type=json_object, required=True, help="the config block mec.knockouts "
                    "without models")
     common(p)
