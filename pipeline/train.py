@@ -50,8 +50,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline import checkpoints
-from pipeline.data.loader import (EpochBatches, LoaderSettings, StreamedSplit, batch_loader,
-                                  stream_images)
+from pipeline.data.loader import (EpochBatches, LoaderSettings, StreamedSplit, batch_loader, images_per_read,
+                                  read_images, stream_images)
 from pipeline.data.stimuli import (check_label_level, class_indices, class_names, read_stimuli,
                                    stimulus_sha256, to_tensor)
 from pipeline.io import write_csv
@@ -183,18 +183,20 @@ class TrainSettings:
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
 
 
-def _channel_stats(images, chunk: int = 1024) -> tuple[list[float], list[float]]:
+def _channel_stats(images, chunk: int | None = None) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (stimulus, y, x, channel) scaled to [0, 1].
 
-    Exact integer sums over chunks of images, so memory stays small for any number of images
-    (a float64 copy of ImageNet at 64 px would take 126 GB); `images` may be a lazy array
-    (a Zarr-backed DataArray), read one chunk at a time.
+    Exact integer sums over chunks of images (`chunk` images, by default as many as
+    `loader.READ_BYTES` holds), so memory stays small and flat for any number of images (a
+    float64 copy of ImageNet at 64 px would take 126 GB); `images` may be a lazy array (a
+    Zarr-backed DataArray), read one chunk at a time.
     """
+    chunk = images_per_read(images) if chunk is None else chunk
     n_channels = images.shape[-1]
     s1 = np.zeros(n_channels, dtype=np.int64)
     s2 = np.zeros(n_channels, dtype=np.int64)
     for start in range(0, len(images), chunk):
-        pixels = np.asarray(images[start:start + chunk]).reshape(-1, n_channels).astype(np.uint16)
+        pixels = read_images(images, start, start + chunk).reshape(-1, n_channels).astype(np.uint16)
         s1 += pixels.sum(axis=0, dtype=np.int64)
         s2 += np.square(pixels).sum(axis=0, dtype=np.int64)     # 255² fits uint16
     n = images.size // n_channels

@@ -19,6 +19,7 @@ import logging
 import math
 from dataclasses import dataclass, fields
 
+import dask
 import numpy as np
 import torch
 import xarray as xr
@@ -29,11 +30,25 @@ from pipeline.data.stimuli import stimulus_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochBatches", "LoaderSettings", "StreamedImages", "StreamedSplit", "batch_loader",
-           "stream_images"]
+__all__ = ["EpochBatches", "LoaderSettings", "StreamedImages", "StreamedSplit", "batch_loader", "images_per_read",
+           "read_images", "stream_images"]
 
-# Stimuli per read when a Zarr set is copied into a shard store.
-COPY_CHUNK = 1024
+# Image bytes per read when a Zarr set is copied into a shard store or scanned for its channel
+# statistics: a bound in bytes, not in images, so the reader's memory does not grow with the set.
+READ_BYTES = 1 << 20
+
+
+def images_per_read(image) -> int:
+    """How many images of `image` (stimulus, ...) one read of `READ_BYTES` holds (at least 1)."""
+    per_image = image.dtype.itemsize * int(np.prod(image.shape[1:]))
+    return max(1, READ_BYTES // max(1, per_image))
+
+
+def read_images(image, start: int, stop: int) -> np.ndarray:
+    """Images start:stop of a (lazily opened) set, read in the calling thread: dask's thread
+    pool keeps memory per worker thread, which grew the peak with the number of reads."""
+    with dask.config.set(scheduler="synchronous"):
+        return np.asarray(image[start:stop])
 
 
 def _is_int(value) -> bool:
@@ -123,8 +138,9 @@ def stream_images(ds: xr.Dataset, path, shards=None) -> StreamedImages:
     sha = stimulus_sha256(ds)
 
     def chunks():
-        for start in range(0, n, COPY_CHUNK):
-            yield np.asarray(image[start:start + COPY_CHUNK].values).transpose(0, 3, 1, 2)
+        step = images_per_read(image)
+        for start in range(0, n, step):
+            yield read_images(image, start, start + step).transpose(0, 3, 1, 2)
 
     store = open_or_build(shards, stimulus_key(sha), (n, channels, size_y, size_x), chunks,
                           {"stimulus_set": str(path), "sha256": sha})
