@@ -1,4 +1,6 @@
-"""Checkpoints of a training run: one file per epoch, `results/models/{model}/epoch_{e:03d}.pt`.
+"""Checkpoints of a training run: `results/models/{model}/epoch_{e:03d}.pt`, one per epoch or,
+with the setting `checkpoint_every` = k, one for epoch 0, every k-th epoch and the last
+(`checkpoint_epochs`).
 
 A checkpoint holds only tensors and primitives, so `torch.load(path, weights_only=True)` reads
 it. Keys: the run's header (model_name, arch, objective, rule, n_classes, input_size, classes,
@@ -7,7 +9,10 @@ metrics.csv and alignment.csv rows), `state_dict` (the backbone: the architectur
 `pipeline.models.build_model` converted by the rule), `heads` (the objective's extra modules),
 `optimizer` and `alignment_optimizer` (None for rules without one), and `generator` and
 `noise_generator` (the data-order and alignment-noise generators' states): everything a
-resumed run needs to continue to the same weights as an uninterrupted one. Wall-clock
+resumed run needs to continue to the same weights as an uninterrupted one. Under k > 1 a
+checkpoint also holds `skipped`: the metrics and alignment rows of the epochs trained since the
+checkpoint before, which have no file of their own (absent when there are none, so runs with
+k = 1 write the same bytes as before the setting existed). Wall-clock
 timings are not stored in a checkpoint (they go to run.json and metrics.csv), so two runs of
 the same model and settings write byte-identical checkpoints; older checkpoints whose
 `metrics` hold `seconds` still load and resume.
@@ -19,14 +24,16 @@ naming the file and the rule that rebuilds it (`train`).
 
 The run record `model_dir/run.json` (`write_run_record`) says what the folder holds: the header
 the run was trained with, its number of epochs, whether training finished, and each epoch's
-seconds. `run_epochs` returns exactly the epochs it lists, never a glob of whatever
+seconds. `run_epochs` returns exactly the checkpoints it implies, never a glob of whatever
 `epoch_*.pt` files lie in the folder. Folders written before run records existed (no run.json)
 are read by globbing, with a warning.
 
 Preemption: a run stopped by SIGTERM or SIGUSR1 (what SLURM sends before a time limit or a
 preemption) writes a mid-epoch checkpoint, `partial_{epoch:03d}_{batch:06d}.pt`: the state
 after that many batches of that epoch, with the epoch's data order and running sums and the
-global RNG states besides the usual keys. It goes to the run's resume folder
+global RNG states besides the usual keys, and `pending`, the rows of epochs trained since
+the last epoch checkpoint (k > 1). A stop at the end of an epoch without a checkpoint of its
+own is saved the same way, as the state after batch 0 of the next epoch. It goes to the run's resume folder
 (`resume_dir`: `.{model}.resume` beside the model folder, outside the `train` rule's output,
 which Snakemake deletes when a job fails), together with hard links to (or copies of) the
 epoch checkpoints, their records and run.json. The process then exits with `PREEMPTED_EXIT`
@@ -57,7 +64,8 @@ from pipeline.models import build_model
 log = logging.getLogger(__name__)
 
 __all__ = ["PREEMPTED_EXIT", "RUN_RECORD", "CheckpointError", "CheckpointWriter", "Preempted",
-           "build_backbone", "capture", "clear_stale", "epoch_path", "latest_partial",
+           "build_backbone", "capture", "checkpoint_epochs", "checkpoint_every", "clear_stale",
+           "epoch_path", "latest_partial",
            "load_backbone", "preserve", "read_checkpoint", "read_run_record", "recover_epochs",
            "remove_resume_dir", "restore", "resumable", "resume_dir", "run_epochs",
            "save_partial", "settings_differences", "verified_sha256", "write_run_record"]
@@ -102,6 +110,18 @@ def epoch_path(model_dir, epoch: int) -> Path:
     return Path(model_dir) / f"epoch_{epoch:03d}.pt"
 
 
+def checkpoint_epochs(epochs: int, every: int = 1) -> list[int]:
+    """The epochs a run of `epochs` epochs writes a checkpoint for: 0 (the untrained weights),
+    every `every`-th epoch, and the last, e.g. (5, 2) -> [0, 2, 4, 5]; (100, 5) -> 21 epochs."""
+    return sorted({*range(0, epochs + 1, every), epochs})
+
+
+def checkpoint_every(header: dict) -> int:
+    """The checkpoint period of a run with this header (`settings.checkpoint_every`; 1 when
+    absent, as in every run written before the setting and in MEC runs)."""
+    return int((header.get("settings") or {}).get("checkpoint_every", 1))
+
+
 def _json_normal(value):
     """`value` as it reads back from JSON (tuples become lists), for comparisons with run.json."""
     return json.loads(json.dumps(value))
@@ -135,7 +155,8 @@ def write_run_record(model_dir, header: dict, epochs: int, *, complete: bool,
     header : dict
         The checkpoints' identity and settings.
     epochs : int
-        The run trains epochs 0 … epochs; `run_epochs` lists exactly these.
+        The run trains epochs 0 … epochs; `run_epochs` lists exactly the checkpoints of these
+        (`checkpoint_epochs` under the header's period).
     complete : bool
         Whether every checkpoint has been written (False while training).
     seconds : dict
@@ -149,7 +170,8 @@ def write_run_record(model_dir, header: dict, epochs: int, *, complete: bool,
 
 
 def run_epochs(model_dir) -> dict[int, Path]:
-    """A run's checkpoints by epoch, in epoch order: exactly epochs 0 … N of its run record.
+    """A run's checkpoints by epoch, in epoch order: exactly the `checkpoint_epochs` of its run
+    record's epochs and checkpoint period (0 … N for a period of 1).
 
     Raises CheckpointError when the record says training did not finish, FileNotFoundError
     when a listed checkpoint is missing or the folder has none. A folder without run.json
@@ -169,12 +191,14 @@ def run_epochs(model_dir) -> dict[int, Path]:
             f"{model_dir / RUN_RECORD}: training did not finish (complete: false; "
             f"{len(record.get('seconds', {}))} of epochs 0…{record['epochs']} written); "
             f"rerun the `train` rule, which resumes it")
-    by_epoch = {e: epoch_path(model_dir, e) for e in range(int(record["epochs"]) + 1)}
+    every = checkpoint_every(record["header"])
+    by_epoch = {e: epoch_path(model_dir, e)
+                for e in checkpoint_epochs(int(record["epochs"]), every)}
     for path in by_epoch.values():
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: missing, but {model_dir / RUN_RECORD} lists epochs "
-                f"0…{record['epochs']}; {_rebuild(model_dir)}")
+                f"0…{record['epochs']} (a checkpoint every {every}); {_rebuild(model_dir)}")
     return by_epoch
 
 
@@ -290,7 +314,7 @@ def _snapshot(value):
 
 
 def capture(net, optimizers, generators, *, header: dict, epoch: int, metrics: dict,
-            alignment: list[dict]) -> dict:
+            alignment: list[dict], skipped: list[dict] = ()) -> dict:
     """The checkpoint of a live run, copied off the model, optimizers and generators.
 
     Parameters
@@ -305,6 +329,9 @@ def capture(net, optimizers, generators, *, header: dict, epoch: int, metrics: d
         The run's identity and settings (a resumed run must match it).
     epoch, metrics, alignment
         The epoch and its metrics.csv row and alignment.csv rows.
+    skipped : list of dict
+        {epoch, metrics, alignment} of the epochs trained since the checkpoint before, which
+        have none of their own; stored under `skipped` when there are any.
     """
     task, align = optimizers
     return _snapshot({**header, "state_dict": net.backbone.state_dict(),
@@ -312,7 +339,8 @@ def capture(net, optimizers, generators, *, header: dict, epoch: int, metrics: d
                       "alignment": alignment, "optimizer": task.state_dict(),
                       "alignment_optimizer": None if align is None else align.state_dict(),
                       "generator": generators[0].get_state(),
-                      "noise_generator": generators[1].get_state()})
+                      "noise_generator": generators[1].get_state(),
+                      **({"skipped": list(skipped)} if skipped else {})})
 
 
 def restore(checkpoint: dict, net, optimizers, generators) -> None:
@@ -359,14 +387,15 @@ class CheckpointWriter:
 
 
 def resumable(model_dir, header: dict, epochs: int) -> list[dict]:
-    """Intact checkpoints epoch_000, epoch_001, … written for the same model and settings.
+    """Intact checkpoints of the run's `checkpoint_epochs` (epoch_000, epoch_001, … for a
+    period of 1), in order, written for the same model and settings.
 
     Stops at the first missing, unreadable, corrupt (sha256 record) or mismatching file (or
     after `epochs`), logging why; returns [] when a checkpoint was written with another header,
     so the run starts afresh.
     """
     found = []
-    for epoch in range(epochs + 1):
+    for epoch in checkpoint_epochs(epochs, checkpoint_every(header)):
         path = epoch_path(model_dir, epoch)
         if not path.exists():
             break
@@ -387,9 +416,10 @@ def resumable(model_dir, header: dict, epochs: int) -> list[dict]:
 def clear_stale(model_dir, header: dict, epochs: int, keep: int) -> None:
     """Make `model_dir` hold only checkpoints of the run about to train.
 
-    Removes every `epoch_*.pt` (with its sha256 record) from epoch `keep` on, records left
-    without their checkpoint, and temporaries of interrupted writes. Call after `resumable`
-    (its `keep` checkpoints are this run's) and after writing the run record with
+    Removes every `epoch_*.pt` (with its sha256 record) but the first `keep` of the run's
+    `checkpoint_epochs`, records left without their checkpoint, and temporaries of interrupted
+    writes. Call after `resumable` (its `keep` checkpoints are this run's) and after writing the
+    run record with
     complete=False, so a folder being cleared is never read as finished. Checkpoints of a run
     with other settings (another lr, more epochs, …) are removed with a warning naming the
     folder and the differing settings.
@@ -397,7 +427,9 @@ def clear_stale(model_dir, header: dict, epochs: int, keep: int) -> None:
     model_dir = Path(model_dir)
     for tmp in sorted(model_dir.glob(".*.tmp-*")):
         remove_stale_temporaries(model_dir / tmp.name[1:].rsplit(".tmp-", 1)[0])
-    stale = sorted(p for p in model_dir.glob("epoch_*.pt") if int(p.stem.split("_")[-1]) >= keep)
+    kept = set(checkpoint_epochs(epochs, checkpoint_every(header))[:keep])
+    stale = sorted(p for p in model_dir.glob("epoch_*.pt")
+                   if int(p.stem.split("_")[-1]) not in kept)
     if stale:
         changed = [] if keep else _old_differences(stale[0], header)
         last = int(stale[-1].stem.split("_")[-1])
@@ -504,10 +536,13 @@ def save_partial(model_dir, checkpoint: dict) -> Path:
 
 
 def latest_partial(model_dir, header: dict, epoch: int) -> dict | None:
-    """The newest intact mid-epoch checkpoint of `epoch` written with `header`, or None.
+    """The newest intact mid-epoch checkpoint written with `header` that continues a run whose
+    epoch checkpoints end before `epoch`, or None.
 
-    One that cannot be read (truncated, corrupt: `read_checkpoint`) is skipped with a warning
-    and the one before it is tried; those of other epochs or settings are passed over.
+    It continues such a run when it stands in `epoch` itself or, under a checkpoint period
+    k > 1, in a later epoch whose `pending` rows are exactly those of `epoch` … its own epoch
+    − 1. One that cannot be read (truncated, corrupt: `read_checkpoint`) is skipped with a
+    warning and the one before it is tried; those of other epochs or settings are passed over.
     """
     for path in reversed(_partials(resume_dir(model_dir))):
         try:
@@ -516,7 +551,9 @@ def latest_partial(model_dir, header: dict, epoch: int) -> dict | None:
             log.warning("%s unreadable (%s); trying the mid-epoch checkpoint before it",
                         path, err)
             continue
-        if checkpoint["position"]["epoch"] == epoch and all(
+        stands = int(checkpoint["position"]["epoch"])
+        pending = [int(row["epoch"]) for row in checkpoint.get("pending", [])]
+        if stands >= epoch and pending == list(range(epoch, stands)) and all(
                 checkpoint.get(k) == v for k, v in header.items()):
             return checkpoint
     return None

@@ -1,13 +1,16 @@
-"""One training run: a named model on a stimulus set → a checkpoint per epoch and metrics.csv.
+"""One training run: a named model on a stimulus set → checkpoints and metrics.csv.
 
 `train("ventral_cnn-supervised-fa-s0", train.zarr, test.zarr, out_dir, TrainSettings(epochs=5))`
 writes `epoch_000.pt` (initial weights) … `epoch_{epochs:03d}.pt` (pipeline.checkpoints),
-`metrics.csv` and `alignment.csv`. The `{objective}` part of the name picks the training
+`metrics.csv` and `alignment.csv`; with `checkpoint_every=k` only epoch 0, every k-th epoch and
+the last get a checkpoint (`pipeline.checkpoints.checkpoint_epochs`), while metrics.csv and
+alignment.csv keep a row for every epoch. The `{objective}` part of the name picks the training
 objective (pipeline.objectives), the `{rule}` part the learning rule (pipeline.learning), and
 `TrainSettings` holds the rest: the config's `models.train` block and the rule's and
 objective's hyperparameters. Every epoch, the untrained epoch 0 included, runs through one step
 (`_epoch`). A rerun with the same model name and settings resumes after the last intact
-checkpoint and gives the same weights as an uninterrupted run.
+checkpoint (the epochs trained after it and not checkpointed are trained again) and gives the
+same weights, checkpoint bytes and metrics as an uninterrupted run.
 
 A folder holds one run. `run.json` (pipeline.checkpoints) records its settings, its epochs and
 whether it finished; it says complete: false from the start of training until every checkpoint
@@ -90,7 +93,12 @@ class TrainSettings:
     Attributes
     ----------
     epochs : int
-        Training epochs (≥ 0); a checkpoint is written for every epoch 0 … epochs.
+        Training epochs (≥ 0); a checkpoint is written for epochs 0 … epochs as
+        `checkpoint_every` says.
+    checkpoint_every : int
+        Checkpoint period k ≥ 1: checkpoints of epoch 0, every k-th epoch and the last epoch
+        (epochs=5, k=2: 0, 2, 4, 5); 1 writes every epoch. Part of the checkpoint settings
+        when k > 1, so changing it retrains from scratch.
     batch_size, lr, momentum, weight_decay : numbers
         Settings of the task optimizer (on W, biases and BatchNorm; for `hebb` on the
         linear layers only).
@@ -126,6 +134,7 @@ class TrainSettings:
     """
 
     epochs: int = 5
+    checkpoint_every: int = 1
     batch_size: int = 128
     lr: float = 0.01
     momentum: float = 0.9
@@ -156,6 +165,8 @@ class TrainSettings:
                 raise ValueError(f"{name} must be {expected}; got {getattr(self, name)!r}")
 
         need("epochs", _is_int(self.epochs) and self.epochs >= 0, "a non-negative int")
+        need("checkpoint_every", _is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+             "a positive int")
         need("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "a positive int")
         need("lr", _is_number(self.lr) and self.lr > 0, "a number > 0")
         need("momentum", _is_number(self.momentum) and 0 <= self.momentum <= 1,
@@ -326,6 +337,8 @@ def _header(name: str, spec: ModelSpec, settings: TrainSettings, rule: Rule,
                      "objective_settings": objective.settings,
                      # only when set, so checkpoints of constant-rate runs stay valid
                      **({"optimizer": s.optimizer} if s.optimizer != "sgd" else {}),
+                     **({"checkpoint_every": s.checkpoint_every}
+                        if s.checkpoint_every != 1 else {}),
                      **({"data_seed": s.data_seed} if s.data_seed is not None else {}),
                      **({"lr_schedule": {"milestones": sorted(s.lr_milestones),
                                          "gamma": s.lr_gamma}}
@@ -392,6 +405,11 @@ def _autocast_loss(loss_fn, run: _Run):
     return loss
 
 
+def _order(run: _Run) -> torch.Tensor:
+    """The next epoch's order of the training images, drawn from the data-order generator."""
+    return torch.randperm(len(run.data.images), generator=run.generators[0])
+
+
 def _train_epoch(run: _Run, bar, position: dict | None = None) -> tuple[float, float]:
     """One pass of the rule's steps over shuffled batches, the objective's loss in each;
     returns the running mean loss and task accuracy. The data-order generator also draws the
@@ -405,7 +423,7 @@ def _train_epoch(run: _Run, bar, position: dict | None = None) -> tuple[float, f
     generator, noise = run.generators
     net.train()
     if position is None:
-        order = torch.randperm(len(data.images), generator=generator)
+        order = _order(run)
         start, loss_sum, accuracy_sum = 0, 0.0, 0.0
     else:
         order, start = position["order"], int(position["batch"])
@@ -559,28 +577,33 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
     out_dir = Path(out_dir)
 
     checkpoints.recover_epochs(out_dir)      # a failed job's output, deleted by Snakemake
+    saved = checkpoints.checkpoint_epochs(settings.epochs, settings.checkpoint_every)
     done = checkpoints.resumable(out_dir, run.header, settings.epochs)
-    resumed = (checkpoints.latest_partial(out_dir, run.header, len(done))
-               if 0 < len(done) <= settings.epochs else None)
+    first = done[-1]["epoch"] + 1 if done else 0      # the epochs before have checkpoints
+    resumed = (checkpoints.latest_partial(out_dir, run.header, first)
+               if 0 < first <= settings.epochs else None)
+    pending = []                  # {epoch, metrics, alignment} trained since the last checkpoint
     if resumed is not None:
         checkpoints.restore(resumed, run.net, run.optimizers, run.generators)
         torch.set_rng_state(resumed["torch_rng"])
+        pending = list(resumed.get("pending", []))
+        first = int(resumed["position"]["epoch"])
         log.info("%s: resuming epoch %d after batch %d (mid-epoch checkpoint in %s)",
-                 model_name, len(done), resumed["position"]["batch"],
+                 model_name, first, resumed["position"]["batch"],
                  checkpoints.resume_dir(out_dir))
     elif done:
         checkpoints.restore(done[-1], run.net, run.optimizers, run.generators)
         log.info("%s: resuming from %s", model_name,
                  checkpoints.epoch_path(out_dir, done[-1]["epoch"]))
-    seconds = _recorded_seconds(out_dir, done)
+    trained = [*(e for c in done for e in (*c.get("skipped", []), c)), *pending]
+    seconds = _recorded_seconds(out_dir, trained)
     record = partial(checkpoints.write_run_record, out_dir, run.header, settings.epochs)
     record(complete=False, seconds=seconds)        # before anything in the folder changes
     checkpoints.clear_stale(out_dir, run.header, settings.epochs, keep=len(done))
-    rows = [{"epoch": c["epoch"], **c["metrics"], "seconds": seconds.get(c["epoch"], math.nan)}
-            for c in done]
-    alignment = [row for c in done for row in c["alignment"]]
+    rows = [{"epoch": e["epoch"], **e["metrics"], "seconds": seconds.get(e["epoch"], math.nan)}
+            for e in trained]
+    alignment = [row for e in trained for row in e["alignment"]]
 
-    first = len(done)                      # checkpoints 0 … first - 1 are intact
     n_batches = -(-len(run.data.images) // settings.batch_size)
     skipped = 0 if resumed is None else int(resumed["position"]["batch"])
     with (run.stop.installed(), checkpoints.CheckpointWriter() as writer,
@@ -593,15 +616,19 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
                 metrics, epoch_rows = _epoch(run, epoch, bar, position)
             except _Stopped as stopped:
                 writer.wait()                    # the last epoch checkpoint is complete
-                path = checkpoints.save_partial(out_dir, _partial_checkpoint(run, stopped))
+                path = checkpoints.save_partial(out_dir,
+                                                _partial_checkpoint(run, stopped, pending))
                 _preempted(run, f"after batch {stopped.position['batch']} of {n_batches} of "
                                 f"epoch {epoch}; its state is in {path}")
             seconds[epoch] = metrics.pop("seconds")           # kept out of the checkpoint
-            # written while the next epoch trains
-            writer.save(checkpoints.epoch_path(out_dir, epoch),
-                        checkpoints.capture(run.net, run.optimizers, run.generators,
-                                            header=run.header, epoch=epoch, metrics=metrics,
-                                            alignment=epoch_rows))
+            if epoch in saved:           # written while the next epoch trains
+                writer.save(checkpoints.epoch_path(out_dir, epoch),
+                            checkpoints.capture(run.net, run.optimizers, run.generators,
+                                                header=run.header, epoch=epoch, metrics=metrics,
+                                                alignment=epoch_rows, skipped=pending))
+                pending = []
+            else:
+                pending.append({"epoch": epoch, "metrics": metrics, "alignment": epoch_rows})
             rows.append({"epoch": epoch, **metrics, "seconds": seconds[epoch]})
             record(complete=False, seconds=seconds)
             alignment += epoch_rows
@@ -609,12 +636,21 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
             log.info("%s epoch %d: loss %.4f train_acc %.3f test_acc %.3f test_loss %.4f "
                      "(%.1f s)", model_name, epoch, metrics["loss"], metrics["train_acc"],
                      metrics["test_acc"], metrics["test_loss"], seconds[epoch])
-            if run.stop.requested and epoch < settings.epochs:
+            if run.stop.requested and epoch < settings.epochs and epoch in saved:
                 writer.wait()
                 checkpoints.preserve(out_dir)
                 _preempted(run, f"at the end of epoch {epoch}; its checkpoint "
                                 f"{checkpoints.epoch_path(out_dir, epoch)} is kept in "
                                 f"{checkpoints.resume_dir(out_dir)}")
+            if run.stop.requested and epoch < settings.epochs:
+                # no checkpoint of this epoch: its state is saved as batch 0 of the next one
+                writer.wait()
+                stopped = _Stopped({"epoch": epoch + 1, "batch": 0, "order": _order(run),
+                                    "loss_sum": 0.0, "accuracy_sum": 0.0})
+                path = checkpoints.save_partial(out_dir,
+                                                _partial_checkpoint(run, stopped, pending))
+                _preempted(run, f"at the end of epoch {epoch}, which has no checkpoint of its "
+                                f"own; its state is in {path}")
 
     table = pd.DataFrame(rows, columns=list(METRICS))
     write_csv(table, out_dir / "metrics.csv")
@@ -624,13 +660,15 @@ def train(model_name: str, train_path, test_path, out_dir, settings: TrainSettin
     return table
 
 
-def _partial_checkpoint(run: _Run, stopped: _Stopped) -> dict:
+def _partial_checkpoint(run: _Run, stopped: _Stopped, pending: list[dict]) -> dict:
     """The mid-epoch checkpoint of a stopped run: `capture`'s keys (epoch = the epoch in
-    progress, no metrics), its `position` and torch's global RNG states."""
+    progress, no metrics), its `position`, torch's global RNG states and the `pending` rows of
+    the epochs trained since the last epoch checkpoint."""
     state = checkpoints.capture(run.net, run.optimizers, run.generators, header=run.header,
                                 epoch=stopped.position["epoch"], metrics={}, alignment=[])
     state["position"] = {**stopped.position, "order": stopped.position["order"].clone()}
     state["torch_rng"] = torch.get_rng_state()
+    state["pending"] = list(pending)
     return state
 
 
@@ -644,8 +682,8 @@ def _preempted(run: _Run, where: str) -> None:
 
 
 def _recorded_seconds(out_dir: Path, done: list[dict]) -> dict[int, float]:
-    """Seconds of the resumed epochs `done`: from run.json (or, for checkpoints written before
-    run records, their own metrics); NaN where neither has them."""
+    """Seconds of the resumed epochs `done` ({epoch, metrics, …} each): from run.json (or, for
+    checkpoints written before run records, their own metrics); NaN where neither has them."""
     try:
         stored = (checkpoints.read_run_record(out_dir) or {}).get("seconds", {})
     except checkpoints.CheckpointError as err:

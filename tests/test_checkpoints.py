@@ -189,3 +189,58 @@ def test_latest_partial_keeps_two_and_skips_damage_and_other_settings(tmp_path, 
     partials[-1].write_bytes(partials[-1].read_bytes()[:1000])      # truncated
     assert latest_partial(model_dir, HEADER, 2)["position"]["batch"] == 7
     assert "partial_002_000009.pt unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("epochs, every, expected", [
+    (5, 1, [0, 1, 2, 3, 4, 5]), (5, 2, [0, 2, 4, 5]), (6, 3, [0, 3, 6]), (2, 5, [0, 2]),
+    (0, 3, [0]), (100, 5, list(range(0, 101, 5)))])
+def test_checkpoint_epochs_are_zero_every_kth_and_the_last(epochs, every, expected):
+    from pipeline.checkpoints import checkpoint_epochs
+
+    assert checkpoint_epochs(epochs, every) == expected
+
+
+def test_a_checkpoint_period_sets_what_the_run_lists_resumes_and_keeps(tmp_path):
+    """Under checkpoint_every = 2 of 5 epochs the run holds epochs 0, 2, 4, 5: run_epochs lists
+    exactly these, resumable walks them, and clear_stale drops the others."""
+    header = {**HEADER, "settings": {"lr": 0.1, "checkpoint_every": 2}}
+    net, optimizers, generators = live_run(0)
+    for epoch in range(6):                        # every epoch on disk: 1 and 3 are stray
+        save_torch(capture(net, optimizers, generators, header=header, epoch=epoch,
+                           metrics={"loss": 1.0}, alignment=[]), epoch_path(tmp_path, epoch))
+    assert [c["epoch"] for c in resumable(tmp_path, header, 5)] == [0, 2, 4, 5]
+    write_run_record(tmp_path, header, 5, complete=False, seconds={})
+    clear_stale(tmp_path, header, epochs=5, keep=2)             # 0 and 2 are intact
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_000.pt", "epoch_002.pt"]
+    write_run_record(tmp_path, header, 5, complete=True, seconds={})
+    with pytest.raises(FileNotFoundError, match=r"epoch_004.pt: missing.*a checkpoint every 2"):
+        run_epochs(tmp_path)
+    write_run_record(tmp_path, header, 2, complete=True, seconds={})
+    assert run_epochs(tmp_path) == {0: epoch_path(tmp_path, 0), 2: epoch_path(tmp_path, 2)}
+
+
+def test_capture_stores_skipped_epochs_only_when_there_are_some(tmp_path):
+    net, optimizers, generators = live_run(0)
+    kw = dict(header=HEADER, epoch=2, metrics={"loss": 1.0}, alignment=[])
+    assert "skipped" not in capture(net, optimizers, generators, **kw)
+    row = {"epoch": 1, "metrics": {"loss": 2.0}, "alignment": [{"epoch": 1, "layer": "fc"}]}
+    assert capture(net, optimizers, generators, **kw, skipped=[row])["skipped"] == [row]
+
+
+def test_latest_partial_of_a_later_epoch_needs_the_pending_epochs_between(tmp_path):
+    """With epoch checkpoints up to 1, a partial in epoch 3 continues the run only if it holds
+    the rows of epoch 2 (trained, not checkpointed); one of an earlier epoch never does."""
+    from pipeline.checkpoints import latest_partial, resume_dir, save_partial
+
+    model_dir = tmp_path / "m"
+    net, optimizers, generators = write_run(model_dir, 1)
+    state = _partial(net, optimizers, generators, 3, 4)
+    state["pending"] = [{"epoch": 2, "metrics": {"loss": 0.5}, "alignment": []}]
+    save_partial(model_dir, state)
+    assert latest_partial(model_dir, HEADER, 2)["pending"] == state["pending"]
+    assert latest_partial(model_dir, HEADER, 3) is None            # epoch 2 was pending
+    assert latest_partial(model_dir, HEADER, 1) is None            # epoch 1 is not in pending
+    for path in resume_dir(model_dir).glob("partial_*"):
+        path.unlink()
+    save_partial(model_dir, _partial(net, optimizers, generators, 1, 4))
+    assert latest_partial(model_dir, HEADER, 2) is None            # behind the checkpoints

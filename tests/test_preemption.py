@@ -131,3 +131,55 @@ def test_a_signal_stops_the_run_in_process(stimuli, uninterrupted, tmp_path, mon
     monkeypatch.setattr(train_module, "_autocast_loss", real)
     train(MODEL, *stimuli, out, TrainSettings(**KW), device="cpu")
     assert_same_run(out, uninterrupted)
+
+
+SPARSE = dict(epochs=5, batch_size=16, lr=0.05, checkpoint_every=2)   # checkpoints 0, 2, 4, 5
+
+
+@pytest.fixture(scope="module")
+def sparse_uninterrupted(stimuli, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sparse")
+    train(MODEL, *stimuli, out, TrainSettings(**SPARSE), device="cpu")
+    return out
+
+
+@pytest.mark.parametrize("epoch, batch, partial", [
+    (4, 1, "partial_004_000001.pt"),        # mid-epoch; epoch 3 trained, not checkpointed
+    (3, None, "partial_004_000000.pt"),     # the end of epoch 3, which has no checkpoint
+])
+def test_a_stop_under_checkpoint_every_resumes_to_the_same_run(stimuli, sparse_uninterrupted,
+                                                              tmp_path, monkeypatch, epoch,
+                                                              batch, partial):
+    """SIGUSR1 during an epoch, or at the end of one without a checkpoint: the mid-epoch
+    checkpoint carries the epochs trained since the last epoch checkpoint, and the rerun
+    writes the uninterrupted run's checkpoints and metrics.csv, byte for byte."""
+    from pipeline import train as train_module
+
+    real = train_module._autocast_loss
+    batches = 96 // SPARSE["batch_size"]
+    calls = []
+
+    def signalled(loss_fn, run):
+        calls.append(run.epoch)
+        if run.epoch == epoch and calls.count(epoch) == (batch or batches):
+            signal.raise_signal(signal.SIGUSR1)
+        return real(loss_fn, run)
+
+    monkeypatch.setattr(train_module, "_autocast_loss", signalled)
+    out = tmp_path / "model"
+    with pytest.raises(checkpoints.Preempted):
+        train(MODEL, *stimuli, out, TrainSettings(**SPARSE), device="cpu")
+    assert [p.name for p in checkpoints.resume_dir(out).glob("partial_*.pt")] == [partial]
+    assert sorted(p.name for p in out.glob("epoch_*.pt")) == ["epoch_000.pt", "epoch_002.pt"]
+    shutil.rmtree(out)                                       # what Snakemake does to a failed job
+    monkeypatch.setattr(train_module, "_autocast_loss", real)
+    train(MODEL, *stimuli, out, TrainSettings(**SPARSE), device="cpu")
+    names = sorted(p.name for p in sparse_uninterrupted.glob("epoch_*.pt"))
+    assert names == ["epoch_000.pt", "epoch_002.pt", "epoch_004.pt", "epoch_005.pt"]
+    assert sorted(p.name for p in out.glob("epoch_*.pt")) == names
+    for name in names:
+        assert (out / name).read_bytes() == (sparse_uninterrupted / name).read_bytes(), name
+    metrics = [(d / "metrics.csv").read_text().splitlines() for d in (out, sparse_uninterrupted)]
+    drop_seconds = [[line.rsplit(",", 1)[0] for line in lines] for lines in metrics]
+    assert drop_seconds[0] == drop_seconds[1] and len(drop_seconds[0]) == 1 + 6
+    assert not checkpoints.resume_dir(out).exists()

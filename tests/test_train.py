@@ -78,6 +78,54 @@ def test_writes_every_checkpoint_and_metrics(trained):
     pd.testing.assert_frame_equal(on_disk, metrics, check_dtype=False)
 
 
+@pytest.fixture(scope="module")
+def every_epoch_of_five(stimuli, tmp_path_factory):
+    """5 epochs with a checkpoint every epoch: the reference of the checkpoint_every tests."""
+    out = tmp_path_factory.mktemp("every1")
+    return out, run(stimuli, out, epochs=5)
+
+
+def test_checkpoint_every_writes_epoch_0_every_kth_and_the_last(stimuli, every_epoch_of_five,
+                                                                tmp_path):
+    from pipeline.checkpoints import run_epochs
+
+    dense, dense_metrics = every_epoch_of_five
+    metrics = run(stimuli, tmp_path, epochs=5, checkpoint_every=2)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
+        "epoch_000.pt", "epoch_002.pt", "epoch_004.pt", "epoch_005.pt"]
+    assert list(run_epochs(tmp_path)) == [0, 2, 4, 5]
+    # metrics.csv and alignment.csv keep every epoch, equal to the dense run's
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv").drop(columns="seconds"),
+                                  dense_metrics.drop(columns="seconds"), check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "alignment.csv"),
+                                  pd.read_csv(dense / "alignment.csv"))
+    for epoch in (0, 2, 4, 5):                    # checkpointing changes no weight
+        assert_same_weights(load(tmp_path / f"epoch_{epoch:03d}.pt")["state_dict"],
+                            load(dense / f"epoch_{epoch:03d}.pt")["state_dict"])
+    assert [r["epoch"] for r in load(tmp_path / "epoch_002.pt")["skipped"]] == [1]
+    assert "skipped" not in load(tmp_path / "epoch_005.pt")     # follows epoch 4 at once
+    assert load(tmp_path / "epoch_002.pt")["settings"]["checkpoint_every"] == 2
+    assert "checkpoint_every" not in load(dense / "epoch_002.pt")["settings"]
+
+
+def test_a_run_resumed_under_checkpoint_every_equals_an_uninterrupted_one(stimuli, tmp_path):
+    """A 3-epoch run (checkpoints 0, 2, 3) extended to 5: epoch 3 is not one of the longer
+    run's checkpoints and is removed; training resumes after epoch 2 and every checkpoint and
+    metrics row equals the uninterrupted run's, byte for byte."""
+    run(stimuli, tmp_path / "whole", epochs=5, checkpoint_every=2)
+    run(stimuli, tmp_path / "parts", epochs=3, checkpoint_every=2)
+    assert (tmp_path / "parts" / "epoch_003.pt").exists()
+    resumed = run(stimuli, tmp_path / "parts", epochs=5, checkpoint_every=2)
+    for name in ("epoch_000.pt", "epoch_002.pt", "epoch_004.pt", "epoch_005.pt"):
+        assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*.pt")) == sorted(
+        p.name for p in (tmp_path / "whole").glob("*.pt"))
+    pd.testing.assert_frame_equal(
+        resumed.drop(columns="seconds"),
+        pd.read_csv(tmp_path / "whole" / "metrics.csv").drop(columns="seconds"),
+        check_dtype=False)
+
+
 def test_alignment_csv_has_a_row_per_epoch_and_layer(trained):
     out, _ = trained
     table = pd.read_csv(out / "alignment.csv")
@@ -381,6 +429,8 @@ def test_channel_stats_are_exact_over_chunks():
     ("rule_settings", [1], r"rule_settings must be a dict or None; got \[1\]"),
     ("optimizer", "rmsprop", "optimizer must be one of sgd, nesterov, adam; got 'rmsprop'"),
     ("data_seed", -1, "data_seed must be a non-negative int or None; got -1"),
+    ("checkpoint_every", 0, "checkpoint_every must be a positive int; got 0"),
+    ("checkpoint_every", 2.0, "checkpoint_every must be a positive int; got 2.0"),
 ])
 def test_train_settings_name_the_bad_field(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -44,7 +44,7 @@ COLUMNS = ("layer", "layer_index", "n_layers", "position", "epoch", "fraction", 
            "measure", "function", "statistic", "observable", "value")
 
 __all__ = ["COLUMNS", "POSITIONS", "checkpoint_observables", "layer_position", "measured_layers",
-           "observables", "select_epochs", "validation_images"]
+           "observables", "validation_images"]
 
 
 def measured_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -65,15 +65,6 @@ def measured_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def layer_position(index: int, n_layers: int) -> str:
     """early, middle or deep: the third of the model's layers that layer `index` falls in (B.4)."""
     return POSITIONS[min(2, 3 * index // n_layers)]
-
-
-def select_epochs(available, every: int) -> list[int]:
-    """The checkpoints every `every` epochs from 0 (B.5: every 5 of 0…100 gives 21)."""
-    epochs = [e for e in sorted(available) if e % every == 0]
-    if len(epochs) < 2:
-        raise ValueError(f"observables.every = {every} leaves {len(epochs)} checkpoint(s) of "
-                         f"epochs {sorted(available)}; a trajectory needs at least 2")
-    return epochs
 
 
 def validation_images(stimuli_path, n_stimuli: int, seed: int) -> torch.Tensor:
@@ -255,11 +246,13 @@ def checkpoint_observables(model: nn.Module, images: torch.Tensor, preprocessing
     return recorder.weight_rows(epoch) + recorder.data_rows(epoch)
 
 
-def observables(run_dir, stimuli_path, *, every: int = 1, n_stimuli: int = 256,
-                batch_size: int = 128, seed: int = 0, measurements=(),
-                device: str = "cpu") -> pd.DataFrame:
-    """The long table of a run's observables: checkpoints every `every` epochs × layers ×
-    conditions × statistics, measured on a fixed validation subset (spec_ch5-6 B.4–B.5).
+def observables(run_dir, stimuli_path, *, n_stimuli: int = 256, batch_size: int = 128,
+                seed: int = 0, measurements=(), device: str = "cpu") -> pd.DataFrame:
+    """The long table of a run's observables: its checkpoints × layers × conditions ×
+    statistics, measured on a fixed validation subset (spec_ch5-6 B.4–B.5).
+
+    Every checkpoint the run wrote is measured: the training setting `checkpoint_every` sets
+    the trajectory's period (B.5: every 5 of epochs 0…100 gives 21 points).
 
     Parameters
     ----------
@@ -267,8 +260,6 @@ def observables(run_dir, stimuli_path, *, every: int = 1, n_stimuli: int = 256,
         A finished training run (`pipeline.train.train`'s folder with run.json).
     stimuli_path : path-like
         The task's validation stimulus set (Zarr).
-    every : int
-        Checkpoint period in epochs.
     n_stimuli : int
         Validation images (a seeded subset, the same for every run of the task).
     batch_size, seed, measurements, device
@@ -280,7 +271,10 @@ def observables(run_dir, stimuli_path, *, every: int = 1, n_stimuli: int = 256,
         Columns `COLUMNS`.
     """
     paths = run_epochs(run_dir)
-    epochs = select_epochs(paths, every)
+    epochs = list(paths)
+    if len(epochs) < 2:
+        raise ValueError(f"{run_dir}: checkpoints of epochs {epochs} only; a trajectory needs at "
+                         "least 2 (train for at least one epoch)")
     images = validation_images(stimuli_path, n_stimuli, seed)
     rows = []
     with logging_redirect_tqdm():

@@ -16,7 +16,7 @@ from torch import nn
 
 from pipeline.identify.measurement import Measurement
 from pipeline.identify.observables import (COLUMNS, checkpoint_observables, layer_position,
-                                           measured_layers, observables, select_epochs)
+                                           measured_layers, observables)
 from pipeline.identify.statistics import row_statistics
 from pipeline.io import write_zarr
 from pipeline.learning import make_rule
@@ -160,12 +160,9 @@ def test_noise_adds_its_variance_and_subsampling_changes_the_norm(images):
         value(frame, "conv", "act_raw_norm") / 2, rel=0.25)
 
 
-def test_positions_and_epochs():
+def test_positions():
     assert [layer_position(i, 9) for i in range(9)] == ["early"] * 3 + ["middle"] * 3 + ["deep"] * 3
     assert [layer_position(i, 4) for i in range(4)] == ["early", "early", "middle", "deep"]
-    assert select_epochs(range(11), 5) == [0, 5, 10]
-    with pytest.raises(ValueError, match="at least 2"):
-        select_epochs(range(4), 5)
 
 
 def write_colour_set(path, n, seed, size=8):
@@ -184,14 +181,24 @@ def test_observables_of_a_trained_run(tmp_path):
     write_colour_set(tmp_path / "train.zarr", 32, 0)
     write_colour_set(tmp_path / "test.zarr", 16, 1)
     train("lenet-supervised-fa-s0", tmp_path / "train.zarr", tmp_path / "test.zarr", tmp_path / "run",
-          TrainSettings(epochs=2, batch_size=16, lr=0.01, optimizer="adam"), device="cpu")
-    frame = observables(tmp_path / "run", tmp_path / "test.zarr", every=1, n_stimuli=12, batch_size=5,
+          TrainSettings(epochs=3, checkpoint_every=2, batch_size=16, lr=0.01, optimizer="adam"),
+          device="cpu")
+    frame = observables(tmp_path / "run", tmp_path / "test.zarr", n_stimuli=12, batch_size=5,
                         measurements=[Measurement(0.5, 0.1, 0)])
     assert list(frame.columns) == list(COLUMNS)
-    assert sorted(frame["epoch"].unique()) == [0, 1, 2]
+    assert sorted(frame["epoch"].unique()) == [0, 2, 3]                # the checkpoints written
     assert list(dict.fromkeys(frame["layer"])) == ["conv1.0", "conv2.0", "fc1.1", "readout"]
     assert len(frame) == 4 * 3 * 2 * (21 + 21 + 3 + 3)
     weights = frame[(frame["observable"] == "weight_raw_norm") & (frame["noise"] == 0)]
     assert weights.groupby("layer")["value"].nunique().min() == 3      # weights change each epoch
     with pytest.raises(ValueError, match="n_stimuli = 99"):
         observables(tmp_path / "run", tmp_path / "test.zarr", n_stimuli=99)
+
+
+def test_observables_need_two_checkpoints(tmp_path):
+    write_colour_set(tmp_path / "train.zarr", 16, 0)
+    write_colour_set(tmp_path / "test.zarr", 8, 1)
+    train("lenet-supervised-fa-s0", tmp_path / "train.zarr", tmp_path / "test.zarr", tmp_path / "run",
+          TrainSettings(epochs=0, batch_size=8), device="cpu")
+    with pytest.raises(ValueError, match=r"checkpoints of epochs \[0\] only; a trajectory needs"):
+        observables(tmp_path / "run", tmp_path / "test.zarr", n_stimuli=4)

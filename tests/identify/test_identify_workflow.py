@@ -20,7 +20,7 @@ TINY_IDENTIFY = {
                  "batch_sizes": [32], "init_seeds": [0, 1], "data_seeds": [0]},
         "tasks": {"supervised": {"data": "stimuli", "objective": "supervised"},
                   "vectors": {"data": "vectors", "objective": "supervised"}},
-        "train": {"epochs": 2, "base_batch_size": 32, "label_level": "basic"},
+        "train": {"epochs": 3, "checkpoint_every": 2, "base_batch_size": 32, "label_level": "basic"},
         "vectors": {"size": 8, "n_classes": 4, "train_per_class": 16, "test_per_class": 8},
         "observables": {"n_stimuli": 24, "units": {"rules": ["sgdm", "fa"], "archs": ["lenet"],
                                                    "fractions": [0.5, 1.0], "noise": [0.0], "draws": [1, 1]}},
@@ -43,7 +43,9 @@ def test_tiny_identify_grid_runs_end_to_end(tmp_path):
     runs = sorted(p.name for p in (tmp_path / "results/identify/runs").iterdir())
     assert len(runs) == 2 * 2 * 2 and "vectors-lenet-fa-b32-i1-d0" in runs
     observables = pd.read_parquet(tmp_path / "results/identify/observables/vectors-lenet-fa-b32-i1-d0.parquet")
-    assert sorted(observables["epoch"].unique()) == [0, 1, 2]
+    assert sorted(observables["epoch"].unique()) == [0, 2, 3]          # checkpoint_every 2 of 3 epochs
+    assert sorted(p.name for p in (tmp_path / "results/identify/runs/vectors-lenet-fa-b32-i1-d0").glob("*.pt")) == [
+        "epoch_000.pt", "epoch_002.pt", "epoch_003.pt"]
     assert set(observables["fraction"]) == {0.5, 1.0} and observables["rule"].eq("fa").all()
     accuracy = pd.read_parquet(tmp_path / "results/identify/accuracy.parquet")
     assert {"separability", "averaged", "holdout", "trajectory", "thirds", "units"} <= set(accuracy["analysis"])

@@ -1,4 +1,5 @@
-# One training run per model name {arch}-{objective}-{rule}-s{seed}; a checkpoint per epoch.
+# One training run per model name {arch}-{objective}-{rule}-s{seed}; a checkpoint per epoch, or
+# every models.train.checkpoint_every epochs (epoch 0 and the last always).
 
 # How training runs (models.train.loader, models.train.deterministic), never what it computes:
 # it reaches the command line as a global, not as a param, so editing it retrains nothing.
@@ -9,10 +10,13 @@ TRAIN_EXECUTION = json.dumps(
 
 
 def train_params(wildcards):
-    """The model's training settings (train_settings) without the execution keys."""
+    """The model's training settings (train_settings) without the execution keys, and without
+    checkpoint_every at its default 1, so runs trained before the setting are not retrained."""
     settings = json.loads(train_settings(wildcards))
     for key in TRAIN_EXECUTION_KEYS:
         settings.pop(key, None)
+    if settings.get("checkpoint_every") == 1:
+        del settings["checkpoint_every"]
     return json.dumps(settings, sort_keys=True)
 
 
