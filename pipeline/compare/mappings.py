@@ -20,8 +20,8 @@ from pipeline.compare.one_to_one import OneToOneMap
 
 __all__ = [
     "FEATURE_MAPPINGS", "MAPPINGS", "OneToOneMap", "PLSMap", "RIDGE_CV_ALPHAS", "RidgeCVMap", "RidgeMap",
-    "center_kernel", "clip_components", "pearson", "pls_predict_kernel", "ridge_cv_predict_kernel",
-    "ridge_predict_kernel",
+    "center_kernel", "clip_components", "pearson", "pls_predict_features", "pls_predict_kernel",
+    "ridge_cv_predict_kernel", "ridge_predict_kernel",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,25 +229,122 @@ def _pls_kernel_fit(K0, Y, n_components, max_iter=500, tol=1e-6):
     n_capped = 0
     for start in range(0, n_batch, _PLS_CHUNK):
         part = slice(start, start + _PLS_CHUNK)
-        n_capped += _pls_chunk(np.ascontiguousarray(K0[part], dtype=np.float64), Y[part] - y_mean[part],
+        n_capped += _pls_chunk(_KernelGram(np.ascontiguousarray(K0[part], dtype=np.float64)), Y[part] - y_mean[part],
                                n_components, max_iter, tol, A[part], R[part])
     if n_capped:
         log.info("PLS: %d power iterations stopped at max_iter=%d (as sklearn, which warns)", n_capped, max_iter)
     return A, R, y_mean
 
 
-def _pls_chunk(K0, Y0, n_components, max_iter, tol, A, R):
-    """`_pls_kernel_fit` of one chunk of fits; writes A and R in place, returns the capped count."""
+class _KernelGram:
+    """Products with the centred training kernels K₀ of a chunk of fits (batch, n, n)."""
+
+    def __init__(self, K0):
+        self.K0 = K0
+
+    def quadratic(self, Y0t, Y0):                                 # y₀ᵀ K₀ y₀
+        return Y0t @ self.K0 @ Y0
+
+    def matvec(self, v):                                          # K₀ v
+        return np.matvec(self.K0, v)
+
+    def trace(self):
+        return np.trace(self.K0, axis1=1, axis2=2)
+
+    def sandwich(self, T, A):                                     # T K₀ A
+        return T @ self.K0 @ A
+
+
+class _FeatureGram:
+    """The same products through centred training features X₀ (group, n, p), K₀ = X₀ X₀ᵀ.
+
+    The fits of a chunk come in groups of `per_group` consecutive fits that share one X₀
+    (every trial half and the all-trial fit of one split), so each product is one matrix
+    product per group over all of its fits' vectors, and K₀ (n², where X₀ is n·p) is never
+    formed.
+    """
+
+    def __init__(self, X0, per_group):
+        self.X0, self.m = X0, per_group
+        self.X0t = np.ascontiguousarray(np.swapaxes(X0, 1, 2))    # (group, p, n)
+
+    def _grouped(self, V):                                        # (b, k, d) -> (group, m·k, d)
+        return V.reshape(self.X0.shape[0], -1, V.shape[-1])
+
+    def project(self, V):
+        """X₀ᵀ vᵀ for every row v of V (b, k, n): (b, k, p)."""
+        b, k = V.shape[0], V.shape[1]
+        return (self._grouped(V) @ self.X0).reshape(b, k, -1)
+
+    def quadratic(self, Y0t, Y0):
+        C = self.project(Y0t)                                     # (b, target, p): (X₀ᵀ y₀)ᵀ
+        return C @ np.swapaxes(C, 1, 2)
+
+    def matvec(self, v):
+        b = v.shape[0]
+        w = self.project(v[:, None, :])                          # (b, 1, p)
+        return (self._grouped(w) @ self.X0t).reshape(b, -1)
+
+    def trace(self):
+        return np.repeat(np.einsum("gnp,gnp->g", self.X0, self.X0), self.m)
+
+    def sandwich(self, T, A):
+        return self.project(T) @ np.swapaxes(self.project(np.swapaxes(A, 1, 2)), 1, 2)
+
+
+def _pls_feature_fit(X0, Y, n_components, max_iter=500, tol=1e-6):
+    """`_pls_kernel_fit` through centred features, for sources narrower than the training set.
+
+    The same arithmetic with every product by K₀ taken as X₀(X₀ᵀ ·): a fit costs n·p per
+    product instead of n², and S = (X₀ᵀy₀)ᵀ(X₀ᵀy₀) costs n·p·target instead of n²·target.
+
+    Parameters
+    ----------
+    X0 : ndarray, shape (group, n, p)
+        Centred training features; the fits of a group share them.
+    Y : ndarray, shape (group, fit, n, target)
+        Training targets (uncentred) of each group's fits.
+
+    Returns
+    -------
+    coef : ndarray, shape (group, fit, p, target)
+        Regression coefficients on centred features.
+    y_mean : ndarray, shape (group, fit, 1, target)
+    """
+    g, m, n, q = Y.shape
+    coef = np.zeros((g, m, X0.shape[2], q))
+    y_mean = Y.mean(2, keepdims=True)
+    groups = max(1, _PLS_CHUNK // m)
+    n_capped = 0
+    for start in range(0, g, groups):
+        part = slice(start, start + groups)
+        gram = _FeatureGram(np.ascontiguousarray(X0[part], dtype=np.float64), m)
+        Y0 = (Y[part] - y_mean[part]).reshape(-1, n, q)
+        A = np.zeros((Y0.shape[0], n, n_components))
+        R = np.zeros((Y0.shape[0], n_components, q))
+        n_capped += _pls_chunk(gram, Y0, n_components, max_iter, tol, A, R)
+        W = np.swapaxes(gram.project(np.swapaxes(A, 1, 2)), 1, 2)  # x_weights X₀ᵀA, (b, p, component)
+        coef[part] = (W @ R).reshape(-1, m, X0.shape[2], q)
+    if n_capped:
+        log.info("PLS: %d power iterations stopped at max_iter=%d (as sklearn, which warns)", n_capped, max_iter)
+    return coef, y_mean
+
+
+def _pls_chunk(gram, Y0, n_components, max_iter, tol, A, R):
+    """`_pls_kernel_fit` of one chunk of fits; writes A and R in place, returns the capped count.
+
+    `gram` gives the products with the fits' K₀ (`_KernelGram` or `_FeatureGram`).
+    """
     b, n, q = Y0.shape
     Y0t = np.ascontiguousarray(np.swapaxes(Y0, 1, 2))            # (b, target, n)
-    S = Y0t @ K0 @ Y0                                             # y_kᵀ K_k y_k
+    S = gram.quadratic(Y0t, Y0)                                   # y_kᵀ K_k y_k
     T_hat = np.zeros((b, n_components, n))                        # orthonormal x_scores
     T_load = np.zeros((b, n_components, n))                       # x_scores / tᵀt
     Q = np.zeros((b, q, n_components))                            # y_loadings
     live_cols = np.ones((b, q))                                   # 0: a column sklearn zeroed
     col_ss0 = np.einsum("bnq,bnq->bq", Y0, Y0)
     col_ss = col_ss0.copy()                                       # ‖y_k column‖², tracked
-    trace0 = np.trace(K0, axis1=1, axis2=2)
+    trace0 = gram.trace()
     trace = trace0.copy()                                         # tr K_k, tracked
     alive = np.ones(b, bool)
     n_capped = 0
@@ -276,14 +373,14 @@ def _pls_chunk(K0, Y0, n_components, max_iter, tol, A, R):
         z, capped = _power_iteration(S, nonzero.argmax(1), alive, max_iter, tol)
         n_capped += capped
         u = project(np.matvec(Y0, z * live_cols), k)              # y_k z
-        Ku = project(np.matvec(K0, u), k)                         # K_k u
+        Ku = project(gram.matvec(u), k)                           # K_k u
         norm2 = np.vecdot(u, Ku)                                  # ‖X_kᵀ u‖²
         ok = alive & (norm2 > 0)
         inv = np.where(ok, 1.0 / np.sqrt(np.where(ok, norm2, 1.0)), 0.0)[:, None]
         c = np.where(ok[:, None], u * inv, 0.0)                   # x_weights w = X_kᵀ c = X₀ᵀ c
         t = np.where(ok[:, None], Ku * inv, 0.0)                  # x_scores t = K_k c
         tt = np.where(ok, np.vecdot(t, t), 1.0)
-        a = project(np.matvec(K0, t), k)                          # K_k t
+        a = project(gram.matvec(t), k)                            # K_k t
         gh = np.matmul(Y0t, np.stack([t, a], -1)) * live_cols[..., None]
         g, h = gh[..., 0], gh[..., 1]                             # y_kᵀ t, y_kᵀ K_k t
         ta = np.vecdot(t, a)
@@ -298,7 +395,7 @@ def _pls_chunk(K0, Y0, n_components, max_iter, tol, A, R):
         trace -= np.where(ok, ta / tt, 0.0)
     # x_loadingsᵀ x_weights is unit upper triangular when every component is live (p_kᵀw_k = 1,
     # p_iᵀw_j = 0 for i > j); sklearn's pinv is then the inverse, and a solve is cheaper.
-    M = T_load @ K0 @ A
+    M = gram.sandwich(T_load, A)
     Qt = np.swapaxes(Q, 1, 2)
     regular = np.all(np.abs(np.diagonal(M, axis1=1, axis2=2) - 1.0) < 1e-8, axis=1)
     R[regular] = np.linalg.solve(M[regular], Qt[regular])
@@ -400,6 +497,31 @@ def pls_predict_kernel(K_train, K_cross, Y_train, n_components, max_iter=500, to
     Y = np.broadcast_to(Y_train, batch + (n_train, q)).reshape(-1, n_train, q)
     A, R, y_mean = _pls_kernel_fit(K0, Y, n_components, max_iter, tol)
     return (Kx @ A @ R + y_mean).reshape(batch + (n_test, q))
+
+
+def pls_predict_features(X_train, X_test, Y_train, n_components, max_iter=500, tol=1e-6):
+    """PLS regression predictions (sklearn ``PLSRegression(scale=False)``) from the features.
+
+    For sources with fewer features than training stimuli, where this costs less than
+    `pls_predict_kernel`; the two agree to rounding.
+
+    Parameters
+    ----------
+    X_train : ndarray, shape (group, n_train, p)
+    X_test : ndarray, shape (group, n_test, p)
+    Y_train : ndarray, shape (group, fit, n_train, target)
+        Each group's fits share its features (e.g. every trial half of one split).
+    n_components : int
+        Already clipped with `clip_components`.
+
+    Returns
+    -------
+    ndarray, shape (group, fit, n_test, target)
+    """
+    x_mean = X_train.mean(1, keepdims=True)
+    coef, y_mean = _pls_feature_fit(X_train - x_mean, np.asarray(Y_train, dtype=np.float64),
+                                    n_components, max_iter, tol)
+    return (X_test - x_mean)[:, None] @ coef + y_mean
 
 
 def _check_pair(X, Y):
@@ -543,10 +665,17 @@ class PLSMap(BaseEstimator, RegressorMixin):
         n_used = clip_components(self.n_components, n_features, K_train.shape[-1])
         return pls_predict_kernel(K_train, K_cross, Y_train, n_used, self.max_iter, self.tol)
 
+    def predict_from_shared_features(self, X_train, X_test, Y_train):
+        """Batched test predictions from features shared by groups of fits; see `pls_predict_features`."""
+        self._check_components()
+        n_used = clip_components(self.n_components, X_train.shape[-1], X_train.shape[-2])
+        return pls_predict_features(X_train, X_test, Y_train, n_used, self.max_iter, self.tol)
+
 
 MAPPINGS = {"ridge": RidgeMap, "ridge_cv": RidgeCVMap, "pls": PLSMap}
 """Kernel-form mappings by name: each has ``predict_from_kernel(K_train, K_cross, Y_train,
-n_features)``. Feature-space mappings are in `FEATURE_MAPPINGS`; "rsa" and "cka" fit nothing."""
+n_features)``; PLS also has ``predict_from_shared_features``, which the engine uses for model
+sources narrower than the training set. Feature-space mappings are in `FEATURE_MAPPINGS`; "rsa" and "cka" fit nothing."""
 
 FEATURE_MAPPINGS = {"one_to_one": OneToOneMap}
 """Mappings that need the source features themselves: each has

@@ -148,6 +148,8 @@ def _kernel_predictions(maps, source, Y_halves, Y_bar, splits):
     The split kernels are computed once and shared by the maps. For an animal source (one
     kernel per half) the all-trial fits join the half fits in one batched call per map; a
     model's kernel is shared by every half and broadcast, so ridge solves it once per split.
+    A model source with fewer units than training stimuli is fitted by PLS through its
+    features (`_shared_feature_predictions`), which then costs less than its kernel.
 
     Returns
     -------
@@ -155,7 +157,14 @@ def _kernel_predictions(maps, source, Y_halves, Y_bar, splits):
         name -> (half predictions (2, half, split, test, unit) or None, all-trial predictions
         (split, test, unit) or None).
     """
-    out = {}
+    n_train = len(splits[0][0])
+    out = {name: _shared_feature_predictions(mapping, source.narrow, Y_halves, Y_bar, splits)
+           for name, mapping in maps.items()
+           if source.shared and source.narrow is not None and source.n_units < n_train
+           and hasattr(mapping, "predict_from_shared_features")}
+    maps = {name: mapping for name, mapping in maps.items() if name not in out}
+    if not maps:
+        return out
     shared = source.shared
     if shared or Y_halves is None:
         K_bar = _split_kernels(source.gram_mean, splits)
@@ -177,6 +186,29 @@ def _kernel_predictions(maps, source, Y_halves, Y_bar, splits):
         n_half = int(np.prod(batch))
         out[name] = (pred[:n_half].reshape(batch + pred.shape[-2:]), pred[n_half:])
     return out
+
+
+def _shared_feature_predictions(mapping, X, Y_halves, Y_bar, splits):
+    """`_kernel_predictions`' output for one map fitted through a model's features X (stimulus, unit).
+
+    Every half fit and the all-trial fit of a split share that split's training features,
+    so they are fitted as one group.
+    """
+    train = np.stack([tr for tr, _ in splits])
+    test = np.stack([te for _, te in splits])
+    fits = []
+    if Y_halves is not None:                             # (2, half, split, n, unit) -> (split, 2·half, n, unit)
+        fits.append(np.moveaxis(Y_halves, 2, 0).reshape((len(splits), -1) + Y_halves.shape[-2:]))
+    if Y_bar is not None:
+        fits.append(Y_bar[:, None])
+    pred = mapping.predict_from_shared_features(X[train], X[test], np.concatenate(fits, axis=1))
+    halves = full = None
+    if Y_halves is not None:
+        n_half = 2 * Y_halves.shape[1]
+        halves = np.moveaxis(pred[:, :n_half].reshape((len(splits),) + Y_halves.shape[:2] + pred.shape[-2:]), 0, 2)
+    if Y_bar is not None:
+        full = pred[:, -1]
+    return halves, full
 
 
 def _feature_predictions(mapping, X, Y_train, train, test):

@@ -118,6 +118,9 @@ class LayerSource:
         "none", or the method and dimension of the projection, e.g. "random:1000", "pca:100".
     mean : ndarray, shape (stimulus, unit), float32, or None
         The features A, when asked for (feature-space maps).
+    narrow : ndarray, shape (stimulus, unit), or None
+        The features A in float64 (those of Ḡ) when there are fewer units than stimuli:
+        they then cost less memory than Ḡ, and PLS through them less time.
     """
 
     shared: ClassVar[bool] = True           # one kernel for every trial half
@@ -126,6 +129,7 @@ class LayerSource:
     sum_mean: np.ndarray
     projection: str = "none"
     mean: np.ndarray | None = None
+    narrow: np.ndarray | None = None
     missing: ClassVar[None] = None          # activations are checked finite (`layer_sources`)
 
 
@@ -185,7 +189,8 @@ def restrict(pop, stimuli, units=None):
 
     if isinstance(pop, LayerSource):
         return LayerSource(pop.n_units, kernel(pop.gram_mean), sums(pop.sum_mean), pop.projection,
-                           None if pop.mean is None else pop.mean[stimuli])
+                           None if pop.mean is None else pop.mean[stimuli],
+                           None if pop.narrow is None else pop.narrow[stimuli])
     columns = units
     if columns is None and pop.mean is not None and pop.missing is not None:
         columns = np.flatnonzero(~missing_cells(pop.mean, pop.half1, pop.half2).all(0))
@@ -386,7 +391,8 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     -------
     list of LayerSource
         One per epoch, or per (epoch, time) in epoch-major order; with `keep_features`, their
-        ``mean`` holds the features.
+        ``mean`` holds the features; ``narrow`` holds them in float64 when there are fewer
+        (projected) units than stimuli.
     """
     projection = dict(projection or {})
     method = projection.get("method", "none")
@@ -407,6 +413,7 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
     s = np.zeros((n_epochs, n))
     Z = np.zeros((n_epochs, n, k)) if method == "random" else None
     kept = [] if keep_features and method == "none" else None
+    narrow = [] if method == "none" and n_units < len(order) else None
     lead = units[0]
     inner = int(np.prod([var.sizes[d] for d in units[1:]]))
     per_read = max(1, _READ_ELEMENTS // max(1, n_epochs * var.sizes["stimulus"] * inner))
@@ -429,6 +436,8 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
             offset += width
         if kept is not None:
             kept.append(X.astype(np.float32))
+        if narrow is not None:
+            narrow.append(X)
         done += X.shape[2]
     label_projection = "none" if method == "none" else f"{method}:{k}"
     sources = []
@@ -445,7 +454,9 @@ def layer_sources(var, order, *, projection=None, keep_features=False, label="la
         if keep_features:
             kept_features = (np.concatenate([c[e] for c in kept], axis=1) if kept is not None
                              else features.astype(np.float32))
-        sources.append(LayerSource(p, gram, sums, label_projection, kept_features))
+        narrow_features = (np.concatenate([c[e] for c in narrow], axis=1) if narrow is not None
+                           else features if features is not None and p < n else None)
+        sources.append(LayerSource(p, gram, sums, label_projection, kept_features, narrow_features))
     if method != "none":
         log.info("%s: %d units reduced to %d dimensions (%s)", label, n_units, k, label_projection)
     return sources

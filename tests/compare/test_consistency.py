@@ -335,6 +335,36 @@ def test_predictivity_scores_every_layer_on_validation_splits_too(simulate, to_a
     np.testing.assert_allclose(got["score"], values["score"].ravel(), rtol=1e-10)
 
 
+def test_pls_of_a_narrow_model_source_through_its_features_equals_the_kernel_form(simulate, to_activations,
+                                                                                  monkeypatch):
+    import dataclasses
+
+    from pipeline.compare import mappings
+    from pipeline.compare.mappings import PLSMap, pls_predict_features
+    from pipeline.compare.scoring import score_fitted
+    from pipeline.compare.sources import layer_sources, population
+    from pipeline.compare.splits import stimulus_splits
+
+    assembly, rates = simulate(n_animals=2, units_per_animal=5, n_trials=6, seed=23)
+    n = assembly.sizes["stimulus"]
+    activations = to_activations(rates @ np.random.default_rng(1).standard_normal((10, 12)),
+                                 assembly["stimulus_id"].values)
+    source = layer_sources(activations["layer1"], np.arange(n))[0]
+    assert source.narrow is not None
+    target = population(assembly.values[:, :, assembly["animal"].values == "m00"], trial_halves(6, 3, 0), "m00")
+    splits = stimulus_splits(n, 4, 0.75, 0)
+    maps = {"pls": PLSMap(5)}
+    calls = []
+    monkeypatch.setattr(mappings, "pls_predict_features",
+                        lambda *args, **kw: calls.append(1) or pls_predict_features(*args, **kw))
+    through_features = score_fitted(maps, source, target, splits, keep_halves=True)["pls"]
+    assert calls == [1]                            # every half and all-trial fit in one call
+    through_kernel = score_fitted(maps, dataclasses.replace(source, narrow=None), target, splits,
+                                  keep_halves=True)["pls"]
+    for q in ("r", "r_mapping", "r_full", "score"):
+        np.testing.assert_allclose(through_features[q], through_kernel[q], rtol=1e-10, atol=1e-12, err_msg=q)
+
+
 def test_split_chunks_and_workers_do_not_change_the_rows(simulate, to_activations):
     # Equal to rounding, not bit for bit: the split kernels of a chunk are one BLAS product.
     assembly, rates = simulate(n_animals=2, units_per_animal=5, n_trials=6, seed=21)

@@ -17,6 +17,7 @@ from pipeline.compare.mappings import (
     RidgeCVMap,
     RidgeMap,
     center_kernel,
+    pls_predict_features,
     pls_predict_kernel,
     ridge_cv_predict_kernel,
     ridge_predict_kernel,
@@ -202,3 +203,23 @@ def test_batched_pls_stops_each_fit_where_sklearn_stops(max_iter):
     for b in range(30):
         theirs = PLSRegression(5, scale=False, max_iter=max_iter).fit(X[b, train], Y[b, train])
         np.testing.assert_allclose(ours[b], theirs.predict(X[b, test]), atol=1e-6)
+
+
+@pytest.mark.parametrize("max_iter", [2, 500])
+@pytest.mark.filterwarnings("ignore:Maximum number of iterations reached", "ignore:y residual is constant")
+def test_pls_through_shared_features_matches_sklearn_and_the_kernel_form(max_iter):
+    """3 groups of 50 fits sharing their group's features (more than one chunk of fits); one
+    fit's targets are constant, so sklearn stops it after its first component."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((3, 60, 20)) + 2.0
+    Y = (X[:, None, :, :6] @ rng.standard_normal((6, 9)) + 3.0 * rng.standard_normal((3, 50, 60, 9)))
+    Y[1, 7] = 4.0
+    train, test = np.arange(45), np.arange(45, 60)
+    ours = pls_predict_features(X[:, train], X[:, test], Y[:, :, train], 6, max_iter=max_iter)
+    K_train, K_cross = center_kernel(X @ np.swapaxes(X, 1, 2), train, test)
+    kernel = pls_predict_kernel(K_train[:, None], K_cross[:, None], Y[:, :, train], 6, max_iter=max_iter)
+    np.testing.assert_allclose(ours, kernel, atol=1e-10)
+    for g, f in [(0, 0), (1, 7), (2, 49)]:
+        theirs = PLSRegression(6, scale=False, max_iter=max_iter).fit(X[g, train], Y[g, f, train])
+        np.testing.assert_allclose(ours[g, f], theirs.predict(X[g, test]), atol=1e-6)
+    assert np.allclose(ours[1, 7], 4.0)

@@ -38,6 +38,17 @@ def test_layer_kernels_do_not_depend_on_the_read_chunk(monkeypatch, elements):
         assert (src.n_units, src.projection) == (77, "none")
 
 
+def test_features_narrower_than_the_stimuli_are_kept_in_float64():
+    order = np.arange(20)
+    narrow = layer_sources(_layer(shape=(7,)), order)
+    for src in narrow:
+        np.testing.assert_array_equal(src.narrow @ src.narrow.T, src.gram_mean)   # the same float64 values
+        assert src.narrow.dtype == np.float64 and src.mean is None
+    assert all(src.narrow is None for src in layer_sources(_layer(), order))          # 77 units, 20 stimuli
+    projected = layer_sources(_layer(), order, projection={"method": "random", "n_components": 8})
+    np.testing.assert_allclose(projected[0].narrow @ projected[0].narrow.T, projected[0].gram_mean, rtol=1e-12)
+
+
 def test_a_lazily_opened_zarr_layer_gives_the_in_memory_kernels(tmp_path, monkeypatch):
     var = _layer(shape=(40,))
     write_zarr(xr.Dataset({"conv": var}), tmp_path / "acts.zarr")

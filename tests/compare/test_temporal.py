@@ -323,11 +323,21 @@ def test_phase_medians_average_bins_then_take_the_median_over_units():
 # ---------------------------------------------------------------- the time-averaged path
 
 def test_time_averaged_results_are_bit_identical_to_the_stored_ones():
+    """Bit for bit, except model-source PLS: its layers are narrower than the training set,
+    so it runs through their features (`pls_predict_features`), equal to the stored kernel
+    form to rounding."""
     stored = np.load(time_averaged_baseline.BASELINE)
     now = time_averaged_baseline.results()
     assert sorted(now) == sorted(stored.files)
+    model_pls = stored["predictivity/mapping"] == "pls"
+    assert model_pls.any()
     for key in stored.files:
-        np.testing.assert_array_equal(now[key], stored[key], err_msg=key)
+        if key.startswith("predictivity/") and now[key].dtype == np.float64:
+            np.testing.assert_array_equal(now[key][~model_pls], stored[key][~model_pls], err_msg=key)
+            np.testing.assert_allclose(now[key][model_pls], stored[key][model_pls], rtol=1e-12, atol=1e-13,
+                                       err_msg=key)
+        else:
+            np.testing.assert_array_equal(now[key], stored[key], err_msg=key)
 
 
 def test_fixed_map_skips_sources_whose_units_change_between_bins(linear_problem):
