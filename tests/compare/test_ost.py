@@ -4,8 +4,8 @@ import pytest
 from scipy.stats import binom, norm
 
 from pipeline.compare.ost import (decoder_probabilities, default_layers, i1_dprime, model_ost,
-                                  ost_consistency, read_reference, solution_times,
-                                  two_afc_choices)
+                                  model_time_course, ost_consistency, read_reference,
+                                  solution_times, two_afc_choices)
 
 
 # ---------------------------------------------------------------- OST from d′ over time
@@ -24,6 +24,41 @@ def test_never_reaching_is_nan_and_reaching_at_once_is_the_first_time():
     dprime = np.array([[0.0, 3.0], [1.0, 3.5], [2.0, 4.0]])
     ost = solution_times(dprime, np.array([2.5, 2.0]), times)
     assert np.isnan(ost[0]) and ost[1] == 0.0
+
+
+def _logistic_courses(rng, n, times):
+    low, high = rng.uniform(0.0, 0.5, n), rng.uniform(2.0, 4.0, n)
+    middle, width = rng.uniform(100.0, 200.0, n), rng.uniform(5.0, 20.0, n)
+    level = rng.uniform(0.1, 0.9, n)
+    reference = low + level * (high - low)
+    truth = middle - width * np.log(1.0 / level - 1.0)
+    dprime = low + (high - low) / (1.0 + np.exp(-(times[:, None] - middle) / width))
+    return dprime, reference, truth
+
+
+def test_logistic_crossing_recovers_the_analytic_time_where_linear_interpolation_does_not():
+    rng = np.random.default_rng(1)
+    times = np.arange(70.0, 260.0, 10.0)
+    dprime, reference, truth = _logistic_courses(rng, 25, times)
+    keep = (truth > times[0]) & (truth < times[-1])
+    logistic = solution_times(dprime, reference, times, crossing="logistic")
+    np.testing.assert_allclose(logistic[keep], truth[keep], atol=1e-3)
+    linear = solution_times(dprime, reference, times)
+    assert np.abs(linear[keep] - truth[keep]).max() > 1.0            # ms: the chord misses the curve
+    noisy = solution_times(dprime + rng.normal(0.0, 0.05, dprime.shape), reference, times, "logistic")
+    assert np.abs(noisy[keep] - truth[keep]).max() < 5.0
+
+
+def test_logistic_crossing_edge_cases_and_a_flat_course_falls_back_to_linear():
+    times = np.arange(0.0, 100.0, 10.0)
+    rising = 3.0 / (1.0 + np.exp(-(times - 50.0) / 8.0))
+    dprime = np.stack([rising, rising, rising + 5.0, np.full_like(times, 2.0)], axis=1)
+    ost = solution_times(dprime, np.array([4.0, 1.5, 1.0, 2.0]), times, crossing="logistic")
+    assert np.isnan(ost[0])                                           # above the fitted ceiling
+    assert ost[1] == pytest.approx(50.0, abs=1e-3)                    # the midpoint
+    assert ost[2] == 0.0 and ost[3] == 0.0                            # above from the start; flat
+    with pytest.raises(ValueError, match="crossing must be one of"):
+        solution_times(dprime, np.ones(4), times, crossing="spline")
 
 
 # ---------------------------------------------------------------- consistency
@@ -225,6 +260,25 @@ def test_model_ost_over_the_presented_steps(untrained):
                         model="ventral_cnn-supervised-bp-s0", presentation=presentation, **decoder)
     per_time = long.drop_duplicates("time_ms")["source"].tolist()
     assert per_time == ["area3"] * 3 + ["area4"] * 3
+
+
+def test_graded_pseudo_layers_move_from_the_first_to_the_last_it_like_layer(untrained):
+    settings = dict(image_steps=3, grey_steps=3, step_ms=10.0, window_ms=(0.0, 60.0))
+    _, uniform, _ = model_time_course(untrained / "ventral_cnn", untrained / "probe.zarr", **settings)
+    times, graded, sources = model_time_course(untrained / "ventral_cnn", untrained / "probe.zarr",
+                                               feedforward="graded", graded_units=16, seed=3, **settings)
+    assert sources == [f"graded {k}" for k in range(6)] and len(times) == 6
+    assert all(X.shape == (18, 16) for X in graded)
+
+    def columns_of(X, layer):                 # how many columns of X are columns of the layer
+        return sum(any(np.array_equal(x, y) for y in layer.T) for x in X.T)
+
+    area3, area4 = uniform[0], uniform[-1]
+    assert columns_of(graded[0], area3) == 16 and columns_of(graded[-1], area4) == 16
+    assert columns_of(graded[3], area3) + columns_of(graded[3], area4) >= 16
+    assert 0 < columns_of(graded[3], area4) < 16                       # a mix halfway
+    with pytest.raises(ValueError, match="ost.presentation.feedforward"):
+        model_time_course(untrained / "ventral_cnn", untrained / "probe.zarr", feedforward="steps")
 
 
 def test_unknown_layers_and_a_window_past_the_presented_steps_are_refused(untrained):

@@ -163,6 +163,7 @@ EDITS = {
     "ost.reference.path": "edits/ost_reference.csv",
     "ost.reference.dataset": "virtual_ventral_cnn_supervised_kp_s0",
     "ost.presentation.layers": ["area4"],
+    "ost.presentation.graded_units": 8,
     "temporal.datasets": [],                                   # any dataset needs time_bins: keep
     "temporal.models": ["ventral_cnn-supervised-bp-s0"],
     "temporal.estimator.maps": ["per_bin"],
