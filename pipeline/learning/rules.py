@@ -324,6 +324,9 @@ class HebbianRule(Rule):
 
     def convert(self, model):
         count = to_hebbian(model, lr=self.lr, temperature=self.temperature)
+        if not count:
+            raise ValueError(f"rule {self.name!r}: the model has no Conv2d layer to make "
+                             "Hebbian (its Linear layers alone would train by backprop)")
         log.info("rule %s: %d Hebbian conv layers (lr %g, temperature %g)", self.name, count,
                  self.lr, self.temperature)
         return model

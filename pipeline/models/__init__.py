@@ -12,6 +12,7 @@ from torch import nn
 from pipeline.models.alexnet import AlexNet64
 from pipeline.models.convrnn import ConvRNN
 from pipeline.models.lenet import LeNet
+from pipeline.models.mlp import MLP
 from pipeline.models.names import (ARCHS, MIN_INPUT_SIZE, OBJECTIVES, RULES, ModelSpec,
                                    check_model, parse_model_name)
 from pipeline.models.pcn import PCN
@@ -27,6 +28,7 @@ __all__ = ["ARCHS", "MIN_INPUT_SIZE", "OBJECTIVES", "RULES", "ModelSpec", "build
 _BUILDERS = {
     "ventral_cnn": VentralCNN,
     "lenet": LeNet,
+    "mlp": MLP,
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,

@@ -16,7 +16,7 @@ from pipeline.objectives import OBJECTIVE_CLASSES
 from pipeline.objectives.path_integration import PATH_OBJECTIVES
 
 ARCHS = ("ventral_cnn", "lenet", "resnet18", "resnet34", "resnet50", "alexnet64",
-         "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn", "pcn")
+         "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn", "pcn", "mlp")
 # pcn is Wen et al.'s predictive coding network, an inference *architecture* trained end to end
 # by the rule in the name (pipeline.models.pcn); the learning rule `pc` is another thing.
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, simclr, ...
@@ -36,7 +36,9 @@ RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp", "hebb", "pc", "nmf", "b
 # least one position); tests/models/test_check_model.py checks the table against the builders.
 MIN_INPUT_SIZE = {"ventral_cnn": 16, "lenet": 6, "resnet18": 8, "resnet34": 8, "resnet50": 8,
                   "alexnet64": 63, "streamnet_single": 31, "streamnet_dual": 31,
-                  "streamnet_six": 31, "vgg16": 32, "convrnn": 16, "pcn": 16}
+                  "streamnet_six": 31, "vgg16": 32, "convrnn": 16, "pcn": 16, "mlp": 1}
+# Rules an architecture cannot be trained with, and why (check_model refuses the pair).
+UNSUPPORTED_RULES = {"mlp": {"hebb": "Hebbian layers are convolutional and the MLP has none"}}
 
 _PART = re.compile(r"^[a-z0-9_]+$")
 _SEED = re.compile(r"^s(\d+)$")
@@ -166,8 +168,9 @@ def check_model(name: str, *, input_size: int, epochs: int, transfer_epochs="fin
     Raises
     ------
     ValueError
-        Naming the model and the problem: a malformed name, a rule its objective cannot be
-        trained with (autoencoder × hebb), an input size below the architecture's minimum
+        Naming the model and the problem: a malformed name, a rule its objective or
+        architecture cannot be trained with (autoencoder × hebb, mlp × hebb:
+        `UNSUPPORTED_RULES`), an input size below the architecture's minimum
         (`MIN_INPUT_SIZE`), or requested epochs beyond training.
     """
     spec = parse_model_name(name)
@@ -178,6 +181,10 @@ def check_model(name: str, *, input_size: int, epochs: int, transfer_epochs="fin
     if reason is not None:
         raise ValueError(f"model {name!r}: objective {spec.objective!r} cannot be trained with "
                          f"rule {spec.rule!r}: {reason}")
+    reason = UNSUPPORTED_RULES.get(spec.arch, {}).get(spec.rule)
+    if reason is not None:
+        raise ValueError(f"model {name!r}: arch {spec.arch!r} cannot be trained with rule "
+                         f"{spec.rule!r}: {reason}")
     if isinstance(input_size, bool) or not isinstance(input_size, int):
         raise ValueError(f"model {name!r}: input_size must be an int; got {input_size!r}")
     if input_size < MIN_INPUT_SIZE[spec.arch]:

@@ -72,3 +72,25 @@ def test_units_outside_the_grid_are_refused():
     bad["observables"]["units"] = {"rules": ["fa"], "archs": ["resnet18"]}
     with pytest.raises(ValueError, match="observables.units.archs' lists 'resnet18'"):
         check_grid(bad, stimulus_size=32)
+
+
+@pytest.mark.parametrize("name, runs, checkpoints", [("identify", 4 * 3 * 2 * 2, 7),
+                                                     ("full", 4 * 3 * 3 * 3 * 2 * 2, 21)])
+def test_shipped_grids_pass_their_checks_and_checkpoint_at_train_time(name, runs, checkpoints):
+    """configs/identify.yaml and full.yaml: every run is a valid training job whose
+    checkpoint_every gives the trajectory's points (B.5: 21 of 100 epochs); the small grid
+    holds a fully connected arch beside the conv nets, for the architecture holdout."""
+    import yaml
+
+    from pipeline.checkpoints import checkpoint_epochs
+    from pipeline.config import validate_config
+    from tests.workflow.runner import REPO, SCHEMA
+
+    config = validate_config(yaml.safe_load((REPO / f"configs/{name}.yaml").read_text()), SCHEMA)
+    block = config["identify"]
+    grid = check_grid(block, stimulus_size=config["stimuli"]["size"])
+    assert len(grid) == runs
+    settings = TrainSettings.from_dict(run_settings(grid[0], block))
+    assert len(checkpoint_epochs(settings.epochs, settings.checkpoint_every)) == checkpoints
+    if name == "identify":
+        assert {"mlp", "lenet"} <= set(block["grid"]["archs"])

@@ -8,6 +8,9 @@ from pipeline.learning.hebbian import HebbianConv2d
 from pipeline.learning.layers import FBConv2d, FBLinear
 from pipeline.models import build_model
 
+# Rules whose converter swaps every Linear/Conv2d for a feedback layer (FBLinear, FBConv2d).
+FEEDBACK_RULES = ("fa", "ss", "wm", "ia", "sa", "aa", "kp", "burstprop", "burstprop_kp")
+
 
 def plain_layers(model: nn.Module) -> dict[str, type]:
     """Module path -> nn.Linear / nn.Conv2d of every plain weight layer of an unconverted model."""
@@ -21,22 +24,21 @@ def check_rule_step(arch: str, n_classes: int, size: int, rule: str, batch: int 
     bp, pc: every weight gets a finite, non-zero gradient (pc: nothing is swapped, the
     relaxation's update lands in .grad). fa: every layer is an FB layer with a
     fixed B ≠ W, and every W gets a finite, non-zero gradient; burstprop likewise, by its two
-    top-down passes. ddtp: nothing is swapped, every W gets a finite, non-zero gradient from
+    top-down passes; the other `FEEDBACK_RULES`: FB layers, W's gradient finite and non-zero. ddtp: nothing is swapped, every W gets a finite, non-zero gradient from
     its local target. hebb: every conv is Hebbian and moves by its local rule without
     gradient, every linear layer gets a gradient.
     """
     with torch.device("meta"):
         expected = plain_layers(build_model(arch, n_classes, size))
-    assert any(t is nn.Conv2d for t in expected.values()) and expected.get("readout") is nn.Linear
+    assert expected and expected.get("readout") is nn.Linear
     torch.manual_seed(0)
     model = make_rule(rule).convert(build_model(arch, n_classes, size)).train()
     modules = dict(model.named_modules())
-    swapped = {"bp": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d},
-               "pc": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d},
-               "fa": {nn.Linear: FBLinear, nn.Conv2d: FBConv2d},
+    plain = {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d}
+    feedback = {nn.Linear: FBLinear, nn.Conv2d: FBConv2d}
+    swapped = {"bp": plain, "pc": plain, "ddtp": plain,
                "hebb": {nn.Linear: nn.Linear, nn.Conv2d: HebbianConv2d},
-               "burstprop": {nn.Linear: FBLinear, nn.Conv2d: FBConv2d},
-               "ddtp": {nn.Linear: nn.Linear, nn.Conv2d: nn.Conv2d}}[rule]
+               **dict.fromkeys(FEEDBACK_RULES, feedback)}[rule]
     for name, kind in expected.items():
         assert type(modules[name]) is swapped[kind], (name, type(modules[name]))
     weights = {name: modules[name].weight.detach().clone() for name in expected}
