@@ -69,7 +69,11 @@ rule plot_development_rdms:
         rdms=expand("results/development/rdms/{model}/{{stimulus_set}}.parquet", model=MODELS),
         stimuli="results/stimuli/{stimulus_set}.zarr",
     output:
-        strip=f"results/figures/development/rdms_{{stimulus_set}}.{FIG}",
+        strip=report(
+            f"results/figures/development/rdms_{{stimulus_set}}.{FIG}",
+            caption="../report/development_rdms.rst",
+            category="Representational development",
+        ),
         gif="results/figures/development/rdms_{stimulus_set}.gif",
     params:
         dpi=config["figures"]["dpi"],
@@ -87,7 +91,11 @@ rule plot_development_hierarchy:
         trajectory=expand("results/development/trajectory/{model}/{{stimulus_set}}.parquet", model=MODELS),
         halftimes=expand("results/development/halftimes/{model}/{{stimulus_set}}.parquet", model=MODELS),
     output:
-        f"results/figures/development/hierarchy_{{stimulus_set}}.{FIG}",
+        report(
+            f"results/figures/development/hierarchy_{{stimulus_set}}.{FIG}",
+            caption="../report/development_hierarchy.rst",
+            category="Representational development",
+        ),
     params:
         dpi=config["figures"]["dpi"],
     conda:
@@ -103,7 +111,11 @@ rule plot_development_brain:
     input:
         expand("results/development/brain/{model}/{{stimulus_set}}.parquet", model=MODELS),
     output:
-        f"results/figures/development/brain_{{stimulus_set}}.{FIG}",
+        report(
+            f"results/figures/development/brain_{{stimulus_set}}.{FIG}",
+            caption="../report/development_brain.rst",
+            category="Representational development",
+        ),
     params:
         dpi=config["figures"]["dpi"],
     conda:

@@ -154,7 +154,11 @@ rule plot_identify_accuracy:
     input:
         "results/identify/accuracy.parquet",
     output:
-        f"results/figures/identify/accuracy.{FIG}",
+        report(
+            f"results/figures/identify/accuracy.{FIG}",
+            caption="../report/identify_accuracy.rst",
+            category="Learning-rule identification",
+        ),
     params:
         dpi=config["figures"]["dpi"],
     conda:
@@ -168,14 +172,22 @@ rule plot_identify_accuracy:
 
 use rule plot_identify_accuracy as plot_identify_trajectory with:
     output:
-        f"results/figures/identify/trajectory.{FIG}",
+        report(
+            f"results/figures/identify/trajectory.{FIG}",
+            caption="../report/identify_trajectory.rst",
+            category="Learning-rule identification",
+        ),
     log:
         "logs/plot_identify_trajectory/identify.log",
 
 
 use rule plot_identify_accuracy as plot_identify_units with:
     output:
-        f"results/figures/identify/units.{FIG}",
+        report(
+            f"results/figures/identify/units.{FIG}",
+            caption="../report/identify_units.rst",
+            category="Learning-rule identification",
+        ),
     log:
         "logs/plot_identify_units/identify.log",
 
@@ -184,7 +196,11 @@ use rule plot_identify_accuracy as plot_identify_confusion with:
     input:
         "results/identify/confusion.parquet",
     output:
-        f"results/figures/identify/confusion.{FIG}",
+        report(
+            f"results/figures/identify/confusion.{FIG}",
+            caption="../report/identify_confusion.rst",
+            category="Learning-rule identification",
+        ),
     log:
         "logs/plot_identify_confusion/identify.log",
 
@@ -193,6 +209,10 @@ use rule plot_identify_accuracy as plot_identify_importance with:
     input:
         "results/identify/importance.parquet",
     output:
-        f"results/figures/identify/importance.{FIG}",
+        report(
+            f"results/figures/identify/importance.{FIG}",
+            caption="../report/identify_importance.rst",
+            category="Learning-rule identification",
+        ),
     log:
         "logs/plot_identify_importance/identify.log",
