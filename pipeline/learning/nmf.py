@@ -73,16 +73,35 @@ def update_codes(X, codes, components, beta_loss="frobenius"):
     return codes * numerator / torch.where(denominator == 0, EPSILON, denominator)
 
 
+def _frobenius_components(X, codes, components):
+    """The Frobenius update of the components, with its products WᵀX and WᵀW."""
+    numerator = codes.T @ X
+    gram = codes.T @ codes
+    denominator = gram @ components
+    return components * numerator / torch.where(denominator == 0, EPSILON, denominator), numerator, gram
+
+
 def update_components(X, codes, components, beta_loss="frobenius"):
     """One multiplicative update of the components H (component, pixel); returns them."""
     if beta_loss == "frobenius":
-        numerator = codes.T @ X
-        denominator = (codes.T @ codes) @ components
-    else:
-        numerator = codes.T @ _ratio(X, codes, components)
-        sums = codes.sum(0)
-        denominator = torch.where(sums == 0, 1.0, sums)[:, None].expand_as(components)
+        return _frobenius_components(X, codes, components)[0]
+    numerator = codes.T @ _ratio(X, codes, components)
+    sums = codes.sum(0)
+    denominator = torch.where(sums == 0, 1.0, sums)[:, None].expand_as(components)
     return components * numerator / torch.where(denominator == 0, EPSILON, denominator)
+
+
+def _components_and_frobenius(X, codes, components, norm_x):
+    """`update_components` (Frobenius) and ½‖X − WH‖² at the new factors, from its own products.
+
+    ½‖X − WH‖² = ½(‖X‖² − 2 Σ (WᵀX) ⊙ H + Σ (WᵀW) ⊙ (H Hᵀ)): WᵀX and WᵀW are the update's
+    numerator and denominator terms, so the objective costs one (component × component)
+    product instead of forming WH (image × pixel). Sums in float64.
+    """
+    new, numerator, gram = _frobenius_components(X, codes, components)
+    cross = (numerator.double() * new.double()).sum()
+    fit = (gram.double() * (new @ new.T).double()).sum()
+    return new, max(0.5 * float(norm_x - 2.0 * cross + fit), 0.0)
 
 
 def fit_nmf(X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, *,
@@ -103,7 +122,8 @@ def fit_nmf(X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, *,
         Stop when the objective's square root fell by less than tol × its initial value over
         the last 10 iterations (scikit-learn's rule); 0 runs max_iter iterations.
     loss_every : int
-        Evaluate the objective every this many iterations (a divisor of 10 when tol > 0); an
+        Record the objective every this many iterations (a divisor of 10 when tol > 0). The
+        Frobenius objective comes from the update's own products at no extra cost; a KL
         evaluation costs as much as an update, so scikit-learn's 10 by default.
 
     Returns
@@ -119,11 +139,16 @@ def fit_nmf(X: torch.Tensor, codes: torch.Tensor, components: torch.Tensor, *,
         raise ValueError(f"loss_every must divide 10 when tol > 0; got {loss_every}")
     losses = [float(beta_divergence(X, codes, components, beta_loss))]
     start = previous = (2 * losses[0]) ** 0.5
+    norm_x = float(X.double().pow(2).sum()) if beta_loss == "frobenius" else None
     for n_iter in range(1, max_iter + 1):
         codes = update_codes(X, codes, components, beta_loss)
-        components = update_components(X, codes, components, beta_loss)
+        if beta_loss == "frobenius":
+            components, loss = _components_and_frobenius(X, codes, components, norm_x)
+        else:
+            components = update_components(X, codes, components, beta_loss)
+            loss = None
         if n_iter % loss_every == 0:
-            losses.append(float(beta_divergence(X, codes, components, beta_loss)))
+            losses.append(loss if loss is not None else float(beta_divergence(X, codes, components, beta_loss)))
         if tol > 0 and n_iter % 10 == 0:
             error = (2 * losses[-1]) ** 0.5
             if (previous - error) / start < tol:
