@@ -22,7 +22,6 @@ sides, so every number is compared.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -33,6 +32,7 @@ from rsatoolbox.rdm import calc_rdm, compare, concat
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import pearsonr
 
+from benchmarks.timing import timed
 from pipeline.compare.development import development
 
 LEVELS = ("superordinate", "basic", "subordinate")
@@ -166,12 +166,6 @@ def largest_difference(ours, theirs, kinds):
              for key in theirs if key[0] in kinds]
     assert ours.keys() >= {key for key in theirs if key[0] in kinds}
     return float(max(diffs))
-
-
-def timed(func, *args, **kwargs):
-    start = time.perf_counter()
-    result = func(*args, **kwargs)
-    return time.perf_counter() - start, result
 
 
 def main():

@@ -13,11 +13,11 @@ scores, margins, ranks) are compared; the intervals use different random draws.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.timing import timed
 from pipeline.compare.aggregate import best_layer
 from pipeline.compare.recovery import class_name, recovery
 from pipeline.data.assembly import ALLEN_AREAS
@@ -82,12 +82,6 @@ def per_cell_loop(scores, generator, n_boot, seed=0):
             margins.append(by_class[truth] - by_class.drop(truth).max())
         out[(area, mapping)] = (score[truth], score[truth] - score.drop(truth).max())
     return out
-
-
-def timed(func, *args, **kwargs):
-    start = time.perf_counter()
-    result = func(*args, **kwargs)
-    return time.perf_counter() - start, result
 
 
 def main():
