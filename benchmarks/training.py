@@ -14,6 +14,9 @@ Per architecture, same model, data, batch size and threads in one run:
 Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhead).
 Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--threads 2]`.
 
+`--extraction`: the extraction columns only (the run is trained once, untimed, to make the same
+checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`.
+
 `--loader`: images/s of the streaming loader (pipeline.data.loader: random batches of a shard
 store read by 0 and 2 worker processes) against a bare loop indexing the same batches out of
 the same uint8 images in memory. `--memory N ...`: peak RSS (ru_maxrss of a fresh process) of
@@ -129,6 +132,11 @@ def bench(arch, root, args):
     model = f"{arch}-supervised-bp-s0"
     settings = dict(batch_size=batch_size, lr=0.01)
 
+    if args.extraction:
+        train(model, paths["train"], paths["test"], root / f"{model}-0",
+              TrainSettings(epochs=1 + args.epochs, **settings), device="cpu")
+        bench_extraction(arch, root, paths["probe"], probe, mean, std, args)
+        return
     bare_training(arch, x[:batch_size * 2], y[:batch_size * 2], x_test[:batch_size], 1, batch_size)
     bare_train, ours_train = [], []
     for repeat in range(args.repeats):
@@ -153,6 +161,27 @@ def bench(arch, root, args):
           f"{args.epochs} epochs | {bt:.2f} s | {ot:.2f} s | {bt / ot:.2f} "
           f"| {n_probe} stimuli × {len(checkpoints)} checkpoints | {be:.2f} s | {oe:.2f} s "
           f"| {be / oe:.2f} |", flush=True)
+
+
+def timed(function, *args, **kwargs):
+    """(wall, CPU) seconds of one call; CPU is this process's, all threads."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function(*args, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_extraction(arch, root, probe_path, probe, mean, std, args):
+    """The extraction columns alone, wall and CPU: bare forward passes against `extract()`."""
+    model = f"{arch}-supervised-bp-s0"
+    checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
+    bare, ours = [], []
+    for repeat in range(args.repeats):
+        bare.append(timed(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
+        ours.append(timed(extract, checkpoints, probe_path, root / f"{model}-act{repeat}.zarr",
+                          device="cpu"))
+    (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
+    print(f"| {arch} | {len(probe)} stimuli × {len(checkpoints)} checkpoints | {bw:.2f} s "
+          f"| {ow:.2f} s | {bw / ow:.2f} | {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |", flush=True)
 
 
 def bench_loader(root, n=20000, size=64, batch_size=256, epochs=2):
@@ -235,6 +264,8 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the set sizes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--extraction", action="store_true",
+                        help="extraction columns only (wall and CPU); training untimed")
     parser.add_argument("--loader", action="store_true", help="streaming loader images/s only")
     parser.add_argument("--memory", type=int, nargs="+", metavar="N",
                         help="peak RSS of a training epoch for these training-set sizes only")
@@ -248,9 +279,14 @@ def main():
                 bench_memory(Path(tmp), args.memory, args.threads)
         return
     print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
-    print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
-          "| extract | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.extraction:
+        print("| arch | extraction | bare forward wall | extract wall | ratio | bare forward CPU "
+              "| extract CPU | ratio |")
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
+              "| extract | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
             bench(arch, Path(tmp), args)
