@@ -16,9 +16,11 @@ store is sealed (`pipeline.io.seal_store`), so `read_zarr` checks its files as i
 Throughput: each batch's layer outputs go to a background writer thread as they are (views of
 the layers' own tensors, never copied into an epoch-sized buffer), a batch per Zarr chunk
 along `stimulus`, so writing overlaps the next batches' forward passes and no chunk is read
-back to be merged; at most `MAX_PENDING` batches wait. Chunks are compressed with LZ4 (Blosc,
-byte shuffle; single-threaded off the main thread), cheap next to zstd and still small for
-ReLU zeros. `benchmarks/training.py` measures the ratio to a bare forward pass.
+back to be merged; at most `MAX_PENDING` batches wait. Chunks are stored uncompressed and
+written as files straight from those arrays (`pipeline.io.write_chunk`), their crc32 taken as
+they are written so sealing reads nothing back: Zarr's write path and LZ4 cost more CPU than
+the forward pass of a small model while saving ~10 % of the bytes (float32 mantissas do
+not compress). `benchmarks/training.py --extraction` measures the ratio to a bare forward pass.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
-from numcodecs import Blosc
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.checkpoints import build_backbone, load_backbone, read_checkpoint, verified_sha256
 from pipeline.data.stimuli import read_stimuli, stimulus_sha256, to_tensor
-from pipeline.io import atomic_path, read_zarr, remove_stale_temporaries, seal_store
+from pipeline.io import atomic_path, read_zarr, remove_stale_temporaries, seal_store, write_chunk
 from pipeline.models import layer_outputs
 from pipeline.objectives.augment import preprocess
 from pipeline.runtime import resolve_device
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 
 # Batches of layer outputs waiting for the writer thread (memory: that many batches).
 MAX_PENDING = 4
-# Fast enough to hide behind the forward passes; ReLU maps compress well under byte shuffle.
-COMPRESSOR = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE, blocksize=0)
 
 
 def _model_args(checkpoint: dict) -> tuple:
@@ -184,7 +183,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
           logging_redirect_tqdm(),
           tqdm(total=len(checkpoints) * n_batches, unit="batch",
                desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
-        arrays, pending = {}, deque()
+        arrays, pending, written = {}, deque(), {}
         for index, path in enumerate(checkpoints):
             def write(start, outputs, index=index):
                 if not arrays:                   # first batch: the layers' widths are known
@@ -193,8 +192,8 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                                                 min(batch_size, len(stimulus_ids))))
                 while len(pending) >= MAX_PENDING:
                     pending.popleft().result()   # bounded memory; errors surface early
-                pending.append(writer.submit(_write_batch, arrays, outputs, index, start,
-                                             key.get("time_steps")))
+                pending.append(writer.submit(_write_batch, tmp, arrays, outputs, index, start,
+                                             key.get("time_steps"), written))
 
             # mapped, not read: only the weights are touched (not the optimizer state)
             checkpoint = read_checkpoint(path)
@@ -203,7 +202,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                          write)
         while pending:
             pending.popleft().result()
-        seal_store(tmp)                          # manifest last: read_zarr checks it
+        seal_store(tmp, written)                 # manifest last: read_zarr checks it
     widths = {layer: array.shape[-1] for layer, array in arrays.items()}
     log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs),
              len(stimulus_ids), ", ".join(f"{k} ({v} units)" for k, v in widths.items()))
@@ -238,19 +237,34 @@ def _create_store(path, key, widths, epochs, stimulus_ids, chunk: int
         coords["time"] = ("time", np.arange(time_steps, dtype=np.int64))
     ds = xr.Dataset(data_vars, coords=coords, attrs={"content_key": json.dumps(key)})
     ds.to_zarr(path, mode="w", compute=False, consolidated=True, zarr_format=2,
-               encoding={layer: {"compressors": [COMPRESSOR]} for layer in widths})
+               encoding={layer: {"compressors": None} for layer in widths})
     group = zarr.open_group(path, mode="r+", zarr_format=2)
     return {layer: group[layer] for layer in widths}
 
 
-def _write_batch(arrays, outputs, index, start, time_steps) -> None:
-    """Write one batch of one checkpoint's layer outputs into epoch slot `index`."""
+def _write_batch(path, arrays, outputs, index, start, time_steps, written) -> None:
+    """Write one batch of one checkpoint's layer outputs, a whole chunk per layer, into epoch
+    slot `index`; records each file's (size, crc32) in `written` for `seal_store`."""
     for layer, array in arrays.items():
         values = outputs[layer]
-        if time_steps is None:
-            array[index, start:start + len(values)] = values
-        else:                                      # (time, stimulus, unit)
-            array[index, :, start:start + values.shape[1]] = values
+        chunk = array.chunks[-2]                   # stimuli per chunk: the batch size
+        if time_steps is None:                     # (stimulus, unit)
+            parts = [np.ascontiguousarray(values), *_padding(array, chunk - len(values))]
+            position = (index, start // chunk, 0)
+        else:                                      # (time, stimulus, unit): chunk is time-major
+            pad = _padding(array, chunk - values.shape[1])
+            parts = [part for step in values for part in (np.ascontiguousarray(step), *pad)]
+            position = (index, 0, start // chunk, 0)
+        key, size, crc = write_chunk(path, array, position, parts)
+        written[key] = (size, crc)
+
+
+def _padding(array, rows: int) -> list[np.ndarray]:
+    """The fill-value rows that complete a partial last chunk (Zarr v2 stores edge chunks at
+    full size); none for a whole chunk."""
+    if rows == 0:
+        return []
+    return [np.full((rows, array.shape[-1]), array.fill_value, dtype=array.dtype)]
 
 
 def read_layer(path, layer: str) -> xr.DataArray:

@@ -23,6 +23,7 @@ import uuid
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 from zarr.storage import LocalStore, WrapperStore
@@ -187,22 +188,89 @@ def _store_files(path: Path):
             yield key, file
 
 
-def seal_store(path) -> None:
+def seal_store(path, written: dict[str, tuple[int, int]] | None = None) -> None:
     """Record the size and crc32 of every file of a completely written Zarr store.
 
     Writes `<path>/manifest.json` atomically; call it when nothing more will be written, before
     the store is renamed into place. `read_zarr` then checks the store on open and every file
     as it is read.
+
+    Parameters
+    ----------
+    path : path-like
+        The store.
+    written : dict, optional
+        {key: (size, crc32)} of files the caller wrote itself and checksummed as it wrote
+        them (`write_chunk`); a file whose size on disk matches its record is not read
+        again. Every other file is read and checksummed here.
     """
     path = Path(path)
+    written = written or {}
     files = {}
     for key, file in _store_files(path):
+        record = written.get(key)
+        if record is not None and file.stat().st_size == record[0]:
+            files[key] = list(record)
+            continue
         data = file.read_bytes()
         files[key] = [len(data), zlib.crc32(data)]
     manifest = {"format": MANIFEST_FORMAT, "checksum": "crc32", "files": files}
     tmp = path / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True))
     os.replace(tmp, path / MANIFEST)
+
+
+def write_chunk(path, array, index: tuple[int, ...], parts) -> tuple[str, int, int]:
+    """Write one whole chunk of an uncompressed Zarr v2 array straight to its file.
+
+    Zarr's own write path costs several passes over the data (fill-value check, copies,
+    encoding) where an uncompressed chunk is only its bytes: here they go from the caller's
+    arrays to the file in one write each, and their crc32 is taken from the same memory, so
+    `seal_store` need not read the file back.
+
+    Parameters
+    ----------
+    path : path-like
+        The store's root.
+    array : zarr.Array
+        The array, opened from the store at `path`: Zarr format 2, no compressor or filters,
+        C order.
+    index : tuple of int
+        The chunk's position in the chunk grid.
+    parts : sequence of numpy.ndarray
+        C-contiguous arrays of the array's dtype whose bytes, in order, are the chunk's
+        (a partial edge chunk padded with the fill value by the caller).
+
+    Returns
+    -------
+    tuple
+        (key, size, crc32) of the file, for `seal_store(path, written)`.
+    """
+    meta = array.metadata
+    if (meta.zarr_format != 2 or meta.compressor is not None or meta.filters
+            or meta.order != "C"):
+        raise ValueError(f"{path}/{array.path}: write_chunk needs an uncompressed Zarr v2 array "
+                         f"in C order without filters; found format {meta.zarr_format}, "
+                         f"compressor {meta.compressor!r}, filters {meta.filters!r}, "
+                         f"order {meta.order!r}")
+    dtype = array.dtype
+    expected = int(np.prod(array.chunks)) * dtype.itemsize
+    size = sum(part.nbytes for part in parts)
+    if size != expected or any(part.dtype != dtype or not part.flags.c_contiguous
+                               for part in parts):
+        raise ValueError(f"{path}/{array.path}: chunk {index} needs {expected} bytes of "
+                         f"C-contiguous {dtype}; got {size} bytes of "
+                         f"{[(part.dtype.str, part.flags.c_contiguous) for part in parts]}")
+    key = f"{array.path}/{meta.encode_chunk_key(index)}"
+    target = Path(path) / key
+    target.parent.mkdir(parents=True, exist_ok=True)    # "/"-separated chunk keys nest
+    crc = 0
+    with open(target, "wb") as file:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            file.write(view)
+            crc = zlib.crc32(view, crc)
+    return key, size, crc
 
 
 def _read_manifest(path: Path) -> dict | None:

@@ -6,13 +6,16 @@ import os
 import pickle
 import zlib
 
+import dask.array
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+import zarr
+from numcodecs import Blosc
 
 from pipeline.io import (MANIFEST, CorruptStoreError, file_sha256, load_zarr, read_zarr,
-                         save_torch, write_zarr)
+                         save_torch, seal_store, write_chunk, write_zarr)
 
 
 def sha256_of(path):
@@ -86,6 +89,54 @@ def test_sealed_store_holds_the_bytes_of_a_plain_write_and_reads_back_identical(
     for name in ("a", "b"):
         assert back[name].values.tobytes() == ds[name].values.tobytes()
         assert isinstance(back[name].variable._data, np.ndarray)              # loaded
+
+
+def empty_store(path, compressors=None):
+    """A (30, 4) float32 array `a` in chunks of (10, 4), metadata only; uncompressed by default."""
+    ds = xr.Dataset({"a": (("x", "y"), dask.array.zeros((30, 4), chunks=(10, 4),
+                                                        dtype=np.float32))})
+    ds.to_zarr(path, mode="w", compute=False, consolidated=True, zarr_format=2,
+               encoding={"a": {"compressors": compressors}})
+    return zarr.open_group(path, mode="r+", zarr_format=2)["a"]
+
+
+def test_write_chunk_writes_what_zarr_reads_and_the_crc32_of_the_file(tmp_path):
+    path = tmp_path / "s.zarr"
+    array = empty_store(path)
+    values = np.arange(120, dtype=np.float32).reshape(30, 4)
+    written = {}
+    for block in range(3):
+        part = values[10 * block:10 * block + 10]
+        halves = [part[:4], part[4:]]                  # a chunk may come in several parts
+        key, size, crc = write_chunk(path, array, (block, 0), halves)
+        data = (path / key).read_bytes()
+        assert (key, size, crc) == (f"a/{block}.0", len(data), zlib.crc32(data))
+        written[key] = (size, crc)
+    seal_store(path, written)
+    assert read_zarr(path)["a"].values.tobytes() == values.tobytes()
+    files = json.loads((path / MANIFEST).read_text())["files"]
+    assert files == {key: [len(data), zlib.crc32(data)] for key, data in store_files(path).items()}
+
+
+def test_seal_store_reads_a_file_whose_size_differs_from_its_record(tmp_path):
+    path = tmp_path / "s.zarr"
+    array = empty_store(path)
+    key, size, crc = write_chunk(path, array, (0, 0), [np.ones((10, 4), np.float32)])
+    (path / key).write_bytes(b"rewritten")
+    seal_store(path, {key: (size, crc)})
+    files = json.loads((path / MANIFEST).read_text())["files"]
+    assert files[key] == [9, zlib.crc32(b"rewritten")]
+
+
+def test_write_chunk_refuses_compressed_arrays_and_wrong_sizes(tmp_path):
+    compressed = empty_store(tmp_path / "c.zarr", [Blosc()])
+    with pytest.raises(ValueError, match="needs an uncompressed Zarr v2 array"):
+        write_chunk(tmp_path / "c.zarr", compressed, (0, 0), [np.ones((10, 4), np.float32)])
+    array = empty_store(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match=r"chunk \(0, 0\) needs 160 bytes of C-contiguous float32"):
+        write_chunk(tmp_path / "s.zarr", array, (0, 0), [np.ones((9, 4), np.float32)])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        write_chunk(tmp_path / "s.zarr", array, (0, 0), [np.ones((4, 10), np.float32).T])
 
 
 def test_chunks_zarr_skips_as_all_fill_are_not_damage(tmp_path, caplog):
