@@ -367,14 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--settings", type=json_object, required=True, help="the config's `stimuli` block")
 
-    p = verb("train", _train, "train one model; a checkpoint per epoch and metrics.csv")
+    p = verb("train", _train, "train one model; checkpoints (every epoch, or every "
+                              "checkpoint_every) and metrics.csv")
     p.add_argument("model", help="{arch}-{objective}-{rule}-s{seed}")
     p.add_argument("train")
     p.add_argument("test")
     p.add_argument("out_dir")
     p.add_argument("--settings", type=json_object, default={},
-                   help="epochs, batch_size, lr, label_level, input_size, rule_settings, "
-                        "objective_settings")
+                   help="epochs, checkpoint_every, batch_size, lr, label_level, input_size, "
+                        "rule_settings, objective_settings")
     p.add_argument("--execution", type=json_object, default={},
                    help="how to run, never what is computed: {loader: {...}, deterministic: bool} "
                         "(models.train.loader and .deterministic)")
