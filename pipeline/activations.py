@@ -25,6 +25,8 @@ not compress). `benchmarks/training.py --extraction` measures the ratio to a bar
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 from collections import deque
@@ -80,11 +82,18 @@ def content_key(checkpoints, stimuli_path) -> dict:
         Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers,
         and, for a recurrent model only, time_steps.
     """
+    return _key_and_epochs(checkpoints, stimuli_path)[0]
+
+
+def _key_and_epochs(checkpoints, stimuli_path) -> tuple[dict, list[int]]:
+    """`content_key` and the checkpoints' epochs, each checkpoint read once."""
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
     first = read_checkpoint(checkpoints[0])
+    epochs = [int(first["epoch"])]
     for path in checkpoints[1:]:
         other = read_checkpoint(path)
+        epochs.append(int(other["epoch"]))
         if (_model_args(other) != _model_args(first)
                 or other["preprocessing"] != first["preprocessing"]):
             raise ValueError(
@@ -102,7 +111,7 @@ def content_key(checkpoints, stimuli_path) -> dict:
     }
     if getattr(model, "time_steps", None) is not None:   # absent for feedforward: old keys stay valid
         key["time_steps"] = int(model.time_steps)
-    return key
+    return key, epochs
 
 
 def _stored_key(out_path: Path):
@@ -114,6 +123,23 @@ def _stored_key(out_path: Path):
     except (OSError, KeyError, ValueError) as err:
         log.warning("%s: cannot read its content key (%s); recomputing", out_path, err)
         return None
+
+
+@contextlib.contextmanager
+def _collection_paused():
+    """Python's cyclic garbage collector off for the block (back on only if it was on).
+
+    Extraction makes few reference cycles (collected once it is back on), while a full
+    collection walks every object of the process (torch, xarray, dask: ~0.1 s each) and the
+    forward passes wait for it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @torch.no_grad()
@@ -136,6 +162,7 @@ def _forward_all(model, images, preprocessing, batch_size, device, bar, write) -
         bar.update(1)
 
 
+@_collection_paused()
 def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
             batch_size: int = 256) -> None:
     """Write the activations of every layer of every checkpoint to one Zarr store.
@@ -160,7 +187,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     checkpoints = [Path(p) for p in checkpoints]
     out_path = Path(out_path)
     remove_stale_temporaries(out_path)
-    key = content_key(checkpoints, stimuli_path)
+    key, epochs = _key_and_epochs(checkpoints, stimuli_path)
     stored = _stored_key(out_path)
     if stored == key:
         log.info("%s is up to date (same checkpoints, preprocessing and stimuli); skipping",
@@ -177,7 +204,6 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         log.info("resizing stimuli from %s to the model's input size %d×%d (bilinear, antialiased)",
                  tuple(images.shape[-2:]), size, size)
     n_batches = -(-len(images) // batch_size)
-    epochs = [int(read_checkpoint(path)["epoch"]) for path in checkpoints]
     stimulus_ids = stimuli["stimulus_id"].values.astype(str)
     with (atomic_path(out_path) as tmp, ThreadPoolExecutor(1) as writer,
           logging_redirect_tqdm(),
