@@ -76,6 +76,9 @@ def _importance(model, test: Features, observable: str, split: int, *, n_repeats
     """Gini and permutation importance of a fitted forest, summed over each statistic's time
     points (and over the three position columns)."""
     forest = getattr(model, "best_estimator_", model)
+    # One thread: on a test split this small, joblib's dispatch per prediction costs more than
+    # the forest's trees (permutation importance predicts once per feature and repeat).
+    forest.set_params(n_jobs=1)
     n_times = test.values.shape[2]
     groups = [s for s in test.statistics for _ in range(n_times)] + ["position"] * 3
     permuted = permutation_importance(forest, test.flat(), test.labels, n_repeats=n_repeats,
