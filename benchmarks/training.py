@@ -163,7 +163,7 @@ def bench(arch, root, args):
           f"| {be / oe:.2f} |", flush=True)
 
 
-def timed(function, *args, **kwargs):
+def wall_and_cpu(function, *args, **kwargs):
     """(wall, CPU) seconds of one call; CPU is this process's, all threads."""
     wall, cpu = time.perf_counter(), time.process_time()
     function(*args, **kwargs)
@@ -176,9 +176,9 @@ def bench_extraction(arch, root, probe_path, probe, mean, std, args):
     checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
     bare, ours = [], []
     for repeat in range(args.repeats):
-        bare.append(timed(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
-        ours.append(timed(extract, checkpoints, probe_path, root / f"{model}-act{repeat}.zarr",
-                          device="cpu"))
+        bare.append(wall_and_cpu(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
+        ours.append(wall_and_cpu(extract, checkpoints, probe_path,
+                                 root / f"{model}-act{repeat}.zarr", device="cpu"))
     (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
     print(f"| {arch} | {len(probe)} stimuli × {len(checkpoints)} checkpoints | {bw:.2f} s "
           f"| {ow:.2f} s | {bw / ow:.2f} | {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |", flush=True)
