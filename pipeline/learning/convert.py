@@ -59,7 +59,9 @@ def to_hebbian(model: nn.Module, *, lr: float, temperature: float) -> int:
     """Swap every nn.Conv2d for a HebbianConv2d; only nn.Linear layers keep their gradients.
 
     All other parameters (BatchNorm's affine ones included) are frozen, so SGD trains the
-    linear layers on top and nothing reaches the Hebbian layers by gradient.
+    linear layers on top and nothing reaches the Hebbian layers by gradient. Unlike the
+    feedback layers, a HebbianConv2d does not compute its conv's function: it keeps the
+    kernels' directions but centres its output over units (pipeline.learning.hebbian).
 
     Returns
     -------

@@ -24,10 +24,10 @@ Provenance of `RULE_DEFAULTS` (spec sections; [T] text, [R] released code, [S] o
 - sign-symmetry normalisation (Moskovitz et al. 2018, §A.4.9) [R/S].
 - kp decay None = the task's weight decay / 2, so W and B decay alike (§A.4.7) [T]; B's
   optimizer is the task's SGD (same LR and momentum) so ‖W − B‖ shrinks geometrically.
-- hebb lr 0.02 and temperature 0.003 [S], tuned on the embedded default (readout accuracy
-  after 5 epochs); the spec gives no values and describes hard winner-take-all only, and a
-  plain soft version of the code's rule at its default eta 0.1 [R] collapsed the kernels (see
-  pipeline.learning.hebbian).
+- hebb (SoftHebb, pipeline.learning.hebbian): temperature 1, SoftHebb's t_invert = 1 [R];
+  lr 0.1 [S], between SoftHebb's per-layer rates and tried on the embedded default against
+  0.3 (the features kept changing under the readout) and softer (T 3, 10) or sharper (0.3;
+  0.5 with the output centring) competition, all of which did worse. The spec gives no values.
 - pc (pipeline.learning.predictive_coding): relaxation of Whittington & Bogacz 2017 [T];
   fixed_prediction True (Millidge et al. 2022's assumption) by default [S]: with predictions
   that follow the beliefs the relaxation of the ventral CNN (BatchNorm) diverged at γ = 0.2
@@ -81,7 +81,7 @@ RULE_DEFAULTS: dict[str, dict] = {
     "sa": {"self": 2e-3, "decay": 1e-3, "optimizer": "adam", "lr": 1e-3},
     "aa": {"amp": 2e-3, "sparse": 1e-3, "samples": 32, "optimizer": "adam", "lr": 1e-3},
     "kp": {"decay": None},
-    "hebb": {"lr": 0.02, "temperature": 0.003},
+    "hebb": {"lr": 0.1, "temperature": 1.0},
     "pc": {"iterations": 20, "inference_lr": 0.5, "fixed_prediction": True},
     "nmf": {"beta_loss": "frobenius", "n_components": None, "resolution": 32,
             "transform_iter": 50},
@@ -316,7 +316,7 @@ class FeedbackRule(Rule):
 
 
 class HebbianRule(Rule):
-    """Hebbian conv layers (local soft WTA) under linear layers trained by SGD (spec §C.3)."""
+    """Hebbian conv layers (SoftHebb) under linear layers trained by SGD (spec §C.3)."""
 
     def __init__(self, name, settings, *, lr: float, temperature: float):
         super().__init__(name, settings)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.learning import HebbianConv2d, hebbian_layers, make_rule
+from pipeline.learning.hebbian import INITIAL_NORM
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -28,18 +29,19 @@ def small_net(seed):
 
 
 def expected_update(layer, x):
-    """The rule of pipeline.learning.hebbian written out on unfolded patches."""
+    """The SoftHebb rule of pipeline.learning.hebbian written out on unfolded patches."""
     kh, kw = layer.kernel_size
     centred = x - x.mean((0, 2, 3), keepdim=True)
     patches = F.unfold(centred, (kh, kw), padding=layer.conv[1], stride=layer.stride)
     patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])        # (P, c_in·kh·kw)
     w = layer.weight.detach().flatten(1)                                    # (C, c_in·kh·kw)
-    cos = (patches @ w.T) / (patches.norm(dim=1, keepdim=True) * w.norm(dim=1))
-    r = torch.softmax(((cos + 1) / 2) ** 2 / layer.temperature, dim=1)      # (P, C)
-    total = r.sum(0)
-    fair = len(patches) / w.shape[0]
-    delta = layer.lr * (r.T @ patches - total[:, None] * w) / total.clamp_min(fair)[:, None]
-    new = (w + delta) * (w.norm(dim=1) / (w + delta).norm(dim=1))[:, None]
+    u = patches @ w.T                                                       # (P, C)
+    y = -torch.softmax(u / layer.temperature, dim=1)                        # losers: anti-Hebbian
+    winner = torch.arange(len(u)), u.argmax(1)
+    y[winner] = -y[winner]                                                  # the winner: Hebbian
+    delta = y.T @ patches - (y * u).sum(0)[:, None] * w
+    delta = delta / delta.norm(dim=1).max()
+    new = w + layer.lr * (w.norm(dim=1) - 1).abs().sqrt()[:, None] * delta
     return new.view_as(layer.weight)
 
 
@@ -47,12 +49,13 @@ def expected_update(layer, x):
 def test_update_is_the_formula_on_the_layers_input_and_output(stride, padding):
     torch.manual_seed(0)
     layer = HebbianConv2d.from_module(nn.Conv2d(3, 5, 3, stride, padding, bias=False),
-                                      lr=0.3, temperature=0.05)
+                                      lr=0.3, temperature=0.5)
     x = torch.randn(4, 3, 7, 7, dtype=torch.double)
     layer.double().train()
-    proj = layer(x)                                          # the post-synaptic activity
-    cached_x, cached_proj = layer.cache
-    assert torch.equal(cached_x, x) and torch.equal(cached_proj, proj)
+    out = layer(x)
+    cached_x, proj = layer.cache                             # pre- and post-synaptic activity
+    assert torch.equal(cached_x, x)
+    torch.testing.assert_close(out, proj - proj.mean(1, keepdim=True))
     expected = expected_update(layer, x)
     torch.testing.assert_close(layer.hebbian_update(x, proj), expected)
     layer.hebbian_step()
@@ -60,13 +63,18 @@ def test_update_is_the_formula_on_the_layers_input_and_output(stride, padding):
     assert layer.cache is None
 
 
-def test_output_is_the_projection_on_unit_kernels():
+def test_output_is_the_projection_on_unit_kernels_centred_over_units():
     torch.manual_seed(1)
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=True)
+    directions = conv.weight.detach().flatten(1)
+    directions = directions / directions.norm(dim=1, keepdim=True)
     layer = HebbianConv2d.from_module(conv, lr=0.1, temperature=0.1).eval()
+    kernels = layer.weight.flatten(1)
+    torch.testing.assert_close(kernels.norm(dim=1), torch.full((4,), INITIAL_NORM))
+    torch.testing.assert_close(kernels / INITIAL_NORM, directions)       # directions kept
     x = torch.randn(2, 3, 5, 5)
-    norms = layer.weight.flatten(1).norm(dim=1).view(1, -1, 1, 1)
-    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, None, 1, 1) / norms)
+    proj = F.conv2d(x, layer.weight, None, 1, 1) / INITIAL_NORM
+    torch.testing.assert_close(layer(x), proj - proj.mean(1, keepdim=True))
     assert torch.all(layer.bias == 0) and not layer.bias.requires_grad
     assert layer.cache is None                               # nothing learnt in eval mode
 
