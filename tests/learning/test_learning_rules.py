@@ -127,6 +127,30 @@ def _correct(metrics, n_test):
     return round(metrics["test_acc"].iloc[-1] * n_test)
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 16 target not reached: SoftHebb 7.8 % vs 7.3 % "
+                   "(seed 0, p 0.35) and 5.5 % vs 6.9 % (seed 1, p 0.94); the readout's 125 SGD "
+                   "steps do not exploit the Hebbian features. Drop this mark when it passes.")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hebbian_features_beat_the_untrained_features(seed, default_stimuli, tmp_path):
+    """Issue 16: a readout on the Hebbian ventral CNN beats one trained the same way on the
+    same net whose kernels never learn (the hebb rule at lr 0: random kernels, same readout,
+    same data order), by a one-sided binomial test at 1% on the same test images."""
+    from pipeline.train import TrainSettings, train
+
+    torch.set_num_threads(2)
+    name, n_test = f"ventral_cnn-supervised-hebb-s{seed}", 640
+    hebbian = train(name, *default_stimuli, tmp_path / "hebbian", TrainSettings(), device="cpu")
+    untrained = train(name, *default_stimuli, tmp_path / "untrained",
+                      TrainSettings(rule_settings={"lr": 0.0}), device="cpu")
+    k, k_untrained = _correct(hebbian, n_test), _correct(untrained, n_test)
+    # P(X >= k) for X ~ Bin(n, the untrained readout's accuracy)
+    p_value = binom.sf(k - 1, n_test, k_untrained / n_test)
+    print(f"seed {seed}: hebb {k / n_test:.3f}, untrained kernels {k_untrained / n_test:.3f}, "
+          f"p = {p_value:.2g}")
+    assert p_value < 0.01
+
+
 # P3's digits task as configs/rules_comparison.yaml sets it (stimuli, training and rule settings).
 COMPARISON = yaml.safe_load((SCHEMA.parents[2] / "configs" / "rules_comparison.yaml").read_text())
 # The rules that learn the digits task at the comparison's settings (burstprop 0.58 and 0.67,
