@@ -147,7 +147,7 @@ def test_recorded_epoch_missing_is_named(clean, tmp_path):
     model = copy_run(clean, tmp_path / "model")
     epoch_path(model, 1).unlink()
     with pytest.raises(FileNotFoundError, match=r"epoch_001\.pt: missing, but .*run\.json lists "
-                                                r"epochs 0…2; rebuild it with the `train` rule"):
+                                                r"epochs 0…2 \(a checkpoint every 1\); rebuild it with the `train` rule"):
         run_epochs(model)
 
 
