@@ -22,9 +22,11 @@ Separability uses `n_splits` random splits and every classifier; the other analy
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedShuffleSplit
@@ -106,10 +108,31 @@ class _Runner:
         self.s = settings
         self.n_jobs = n_jobs
         self.accuracy, self.confusion, self.importance = [], [], []
+        self.svm_fits = self.svm_unconverged = 0
 
     def fit(self, classifier, train, test):
-        return fit_predict(classifier, self.s, train, test, cv=self.s["cv"], seed=self.s["seed"],
-                           n_jobs=self.n_jobs)
+        if classifier != "svm":
+            return fit_predict(classifier, self.s, train, test, cv=self.s["cv"],
+                               seed=self.s["seed"], n_jobs=self.n_jobs)
+        # Liblinear warns once per grid candidate and fold (hundreds of lines per run); the
+        # refitted SVM that predicts is checked instead, and `report_convergence` says it once.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model, predicted = fit_predict(classifier, self.s, train, test, cv=self.s["cv"],
+                                           seed=self.s["seed"], n_jobs=self.n_jobs)
+        svm = getattr(model, "best_estimator_", model).named_steps["svm"]
+        self.svm_fits += 1
+        self.svm_unconverged += int(svm.n_iter_ >= svm.max_iter)
+        return model, predicted
+
+    def report_convergence(self) -> None:
+        """One warning when a predicting LinearSVC stopped at its iteration cap."""
+        if self.svm_unconverged:
+            log.warning("LinearSVC stopped at max_iter = %d before converging in %d of %d "
+                        "fitted SVMs (the selected C and PCA of each training set); their "
+                        "accuracies may be below a converged fit's. Raise "
+                        "identify.classify.svm.max_iter.", self.s["svm"]["max_iter"],
+                        self.svm_unconverged, self.svm_fits)
 
     def splits(self, features, n_splits=None):
         """Random splits: `n_splits` for full-data separability, `analyses.n_splits` else."""
@@ -262,6 +285,7 @@ def identify(table: pd.DataFrame, settings: dict, *, n_jobs: int = 1
                                            **kwargs)
                 runner.random_split_accuracy("units", reference, observable, robust,
                                              fraction=1.0, noise=0.0, draw=0)
+    runner.report_convergence()
     accuracy = pd.DataFrame(runner.accuracy).reindex(columns=list(ACCURACY_COLUMNS))
     return (accuracy, pd.DataFrame(runner.confusion, columns=list(CONFUSION_COLUMNS)),
             pd.DataFrame(runner.importance, columns=list(IMPORTANCE_COLUMNS)))

@@ -1,11 +1,14 @@
 """The classifiers on data with a known answer: a planted trend sign is separated perfectly, and
 permuted labels sit within the binomial interval around chance (spec_ch5-6 B.6–B.7)."""
 
+import logging
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import scipy.stats
+from sklearn.exceptions import ConvergenceWarning
 
 from pipeline.identify.analyses import ACCURACY_COLUMNS, fit_predict, identify, random_splits
 from pipeline.identify.features import build_features
@@ -96,3 +99,25 @@ def test_pairwise_classifies_every_pair_of_three_classes():
     assert set(pairwise["pair"]) == {"down|flat", "down|up", "flat|up"}
     assert (pairwise["chance"] == 0.5).all() and (pairwise["accuracy"] == 1).all()
     assert (accuracy.loc[accuracy["analysis"] == "separability", "chance"] == 1 / 3).all()
+
+
+@pytest.mark.parametrize("max_iter, warned", [(1, True), (5000, False)])
+def test_an_unconverged_svm_is_reported_once_not_per_fit(planted, caplog, max_iter, warned):
+    """Liblinear's ConvergenceWarning (one per grid candidate and fold) is replaced by one log
+    warning that counts the predicting SVMs that stopped at max_iter."""
+    settings = {**SETTINGS, "observables": ["weights"], "classifiers": ["svm"],
+                "svm": {**SETTINGS["svm"], "pca": [], "max_iter": max_iter},
+                "analyses": {**SETTINGS["analyses"], "classifiers": ["svm"], "pairwise": False,
+                             "averaged": False, "holdouts": [], "thirds": False,
+                             "trajectory": {"periods": {}, "samples": {}}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.WARNING, logger="pipeline.identify.analyses"):
+            identify(planted, settings)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    reports = [r.getMessage() for r in caplog.records if "LinearSVC stopped" in r.getMessage()]
+    n_fits = 3 * 2              # 2 splits each: separability, the 50 % units draw, its clean reference
+    assert reports == ([f"LinearSVC stopped at max_iter = 1 before converging in {n_fits} of "
+                        f"{n_fits} fitted SVMs (the selected C and PCA of each training set); "
+                        "their accuracies may be below a converged fit's. Raise "
+                        "identify.classify.svm.max_iter."] if warned else [])
