@@ -491,6 +491,7 @@ def _epoch(run: _Run, epoch: int, bar, position: dict | None = None
             group["lr"] = s.lr * s.lr_gamma ** sum(m < epoch for m in s.lr_milestones)
         run.epoch = epoch
         loss, train_acc = _train_epoch(run, bar, position)
+        run.rule.end_epoch(run.net, run.data, objective, weight_decay=s.weight_decay)
         _check_finite(run, epoch)
     with autocast(run.device, run.dtype):
         test_loss, test_acc = objective.evaluate(net, run.test, run.data)

@@ -263,6 +263,25 @@ def test_hebbian_rule_records_nan_angles_for_its_conv_layers(stimuli, tmp_path):
     assert (readout["weight_angle"] == 0).all() and (readout["norm_ratio"] == 1).all()
 
 
+def test_hebbian_readout_fit_changes_only_the_readout(stimuli, tmp_path):
+    """readout: fit refits the readout after each epoch and nothing else: the Hebbian kernels
+    and BatchNorm statistics, which never see the readout, equal readout: sgd's bit for bit."""
+    model = "ventral_cnn-supervised-hebb-s0"
+    run(stimuli, tmp_path / "fit", model=model, epochs=2)
+    run(stimuli, tmp_path / "sgd", model=model, epochs=2, rule_settings={"readout": "sgd"})
+    fit, sgd = (load(tmp_path / kind / "epoch_002.pt")["state_dict"] for kind in ("fit", "sgd"))
+    assert fit.keys() == sgd.keys()
+    for name in fit:
+        assert torch.equal(fit[name], sgd[name]) != name.startswith("readout."), name
+
+
+def test_hebbian_readout_settings_are_checked():
+    with pytest.raises(ValueError, match="readout must be one of fit, sgd; got 'lbfgs'"):
+        make_rule("hebb", {"readout": "lbfgs"})
+    with pytest.raises(ValueError, match="readout_iterations must be an int ≥ 1; got 0"):
+        make_rule("hebb", {"readout_iterations": 0})
+
+
 def test_changed_rule_settings_start_afresh(stimuli, tmp_path):
     model = "ventral_cnn-supervised-sa-s0"
     run(stimuli, tmp_path, model=model, epochs=1)

@@ -34,7 +34,8 @@ held 93 % of their variance), which made the readout's SGD unstable; the untrain
 (lr 0) has the same centring. The update reads only the layer's input x (pre-synaptic
 activity) and its projection (post-synaptic activity; u_kp = ‖w_k‖·proj_kp − w_k·μ). The
 weights are parameters without gradient, changed by `hebbian_step` after each training batch;
-a supervised readout trained by SGD sits on top (`pipeline.learning.rules`).
+a supervised readout trained by SGD sits on top, refit to convergence on the frozen features
+after every epoch by default (`HEBBIAN_READOUTS`; `pipeline.learning.rules.HebbianRule`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ from torch import nn
 from pipeline.learning.layers import symmetric_padding
 
 _EPS = 1e-12
+# How the readout learns: "fit", refit to convergence on the frozen features after every
+# epoch besides its SGD steps (SoftHebb trains its classifier on the frozen Hebbian layers);
+# "sgd", the SGD steps alone.
+HEBBIAN_READOUTS = ("fit", "sgd")
 # Kernel norm at conversion: above the unit norm the rule converges to, so that a kernel's
 # norm falls while it wins (SoftHebb starts near 25; 4 lets the default run's 125 updates
 # bring the kernels that win to norm 1) [our choice].

@@ -6,7 +6,9 @@ second, alignment optimizer on the B's, spec §A.10.5) and runs one training ste
 
     sync B (ss) → forward → task loss → backward (δ travels down through B;
     kp copies W's gradient into B) → alignment gradients of B from the cached activity →
-    both optimizer steps → local Hebbian updates (hebb).
+    both optimizer steps → local Hebbian updates (hebb);
+
+and, after each epoch's last step, `end_epoch` (hebb: refit the readout on frozen features).
 
 Provenance of `RULE_DEFAULTS` (spec sections; [T] text, [R] released code, [S] our choice):
 - primitive coefficients of wm, ia, sa, aa, kp: Neural-Alignment `params.py` defaults [R]
@@ -28,6 +30,10 @@ Provenance of `RULE_DEFAULTS` (spec sections; [T] text, [R] released code, [S] o
   lr 0.1 [S], between SoftHebb's per-layer rates and tried on the embedded default against
   0.3 (the features kept changing under the readout) and softer (T 3, 10) or sharper (0.3;
   0.5 with the output centring) competition, all of which did worse. The spec gives no values.
+  readout "fit" [S]: the readout is refit to convergence on the frozen features after every
+  epoch (SoftHebb trains its classifier on frozen Hebbian layers). With SGD steps alone (sgd)
+  the 125 steps of the default run left the Hebbian features level with random kernels
+  (7.8 % vs 7.3 %), though a converged readout separates them (17 % vs 11 %).
 - pc (pipeline.learning.predictive_coding): relaxation of Whittington & Bogacz 2017 [T];
   fixed_prediction True (Millidge et al. 2022's assumption) by default [S]: with predictions
   that follow the beliefs the relaxation of the ventral CNN (BatchNorm) diverged at γ = 0.2
@@ -65,6 +71,7 @@ from torch import nn
 from pipeline.learning.alignments import (Activation, Alignment, Feedback, Information,
                                           KolenPollack, Mirror, SignSymmetry, Symmetric)
 from pipeline.learning.convert import feedback_layers, hebbian_layers, to_feedback, to_hebbian
+from pipeline.learning.hebbian import HEBBIAN_READOUTS
 from pipeline.learning.nmf import BETA_LOSSES, NMFLayer, NMFNet
 from pipeline.learning.predictive_coding import bound_generators, node_layers, relax_and_backward
 
@@ -81,7 +88,7 @@ RULE_DEFAULTS: dict[str, dict] = {
     "sa": {"self": 2e-3, "decay": 1e-3, "optimizer": "adam", "lr": 1e-3},
     "aa": {"amp": 2e-3, "sparse": 1e-3, "samples": 32, "optimizer": "adam", "lr": 1e-3},
     "kp": {"decay": None},
-    "hebb": {"lr": 0.1, "temperature": 1.0},
+    "hebb": {"lr": 0.1, "temperature": 1.0, "readout": "fit", "readout_iterations": 100},
     "pc": {"iterations": 20, "inference_lr": 0.5, "fixed_prediction": True},
     "nmf": {"beta_loss": "frobenius", "n_components": None, "resolution": 32,
             "transform_iter": 50},
@@ -211,6 +218,9 @@ class Rule:
     def after_step(self, model: nn.Module) -> None:
         """Local updates after the optimizer steps."""
 
+    def end_epoch(self, model: nn.Module, data, objective, *, weight_decay: float) -> None:
+        """Work after an epoch's last step, on the training split `data` (a Split)."""
+
     def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizers,
              generator: torch.Generator | None = None, loss_fn=None
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,24 +326,42 @@ class FeedbackRule(Rule):
 
 
 class HebbianRule(Rule):
-    """Hebbian conv layers (SoftHebb) under linear layers trained by SGD (spec §C.3)."""
+    """Hebbian conv layers (SoftHebb) under linear layers trained by SGD (spec §C.3); with
+    `readout: fit` and the supervised objective, the readout is also refit to convergence on
+    the frozen features after every epoch (`Supervised.fit_readout`)."""
 
-    def __init__(self, name, settings, *, lr: float, temperature: float):
+    def __init__(self, name, settings, *, lr: float, temperature: float, readout: str,
+                 readout_iterations: int):
         super().__init__(name, settings)
+        if readout not in HEBBIAN_READOUTS:
+            raise ValueError(f"rule_settings for rule {name!r}: readout must be one of "
+                             f"{', '.join(HEBBIAN_READOUTS)}; got {readout!r}")
+        if (isinstance(readout_iterations, bool) or not isinstance(readout_iterations, int)
+                or readout_iterations < 1):
+            raise ValueError(f"rule_settings for rule {name!r}: readout_iterations must be an "
+                             f"int ≥ 1; got {readout_iterations!r}")
         self.lr, self.temperature = lr, temperature
+        self.readout, self.readout_iterations = readout, readout_iterations
 
     def convert(self, model):
         count = to_hebbian(model, lr=self.lr, temperature=self.temperature)
         if not count:
             raise ValueError(f"rule {self.name!r}: the model has no Conv2d layer to make "
                              "Hebbian (its Linear layers alone would train by backprop)")
-        log.info("rule %s: %d Hebbian conv layers (lr %g, temperature %g)", self.name, count,
-                 self.lr, self.temperature)
+        log.info("rule %s: %d Hebbian conv layers (lr %g, temperature %g, readout %s)",
+                 self.name, count, self.lr, self.temperature, self.readout)
         return model
 
     def after_step(self, model):
         for _, layer in hebbian_layers(model):
             layer.hebbian_step()
+
+    def end_epoch(self, model, data, objective, *, weight_decay):
+        # Only a supervised readout has class labels to fit; a self-supervised objective
+        # trains its readout and heads by its own loss.
+        if self.readout == "fit" and objective.name == "supervised":
+            objective.fit_readout(model, data, weight_decay=weight_decay,
+                                  iterations=self.readout_iterations)
 
 
 class PredictiveCodingRule(Rule):
@@ -461,7 +489,9 @@ RULE_FACTORIES = {
                                                          samples=s["samples"]),
                                      optimizer=s["optimizer"], lr=s["lr"]),
     "kp": lambda s, wd: FeedbackRule("kp", s, KolenPollack(_kp_decay(s, wd))),
-    "hebb": lambda s, wd: HebbianRule("hebb", s, lr=s["lr"], temperature=s["temperature"]),
+    "hebb": lambda s, wd: HebbianRule("hebb", s, lr=s["lr"], temperature=s["temperature"],
+                                      readout=s["readout"],
+                                      readout_iterations=s["readout_iterations"]),
     "pc": lambda s, wd: PredictiveCodingRule("pc", s, iterations=s["iterations"],
                                              inference_lr=s["inference_lr"],
                                              fixed_prediction=s["fixed_prediction"]),

@@ -100,7 +100,7 @@ def default_stimuli(tmp_path_factory):
 
 # Test accuracies after the 5 default epochs as README.md's "Learning rules" section states them.
 README_ACCURACY = {"bp": 0.28, "ss": 0.31, "sa": 0.25, "wm": 0.23, "aa": 0.16, "kp": 0.14, "ia": 0.11,
-                   "fa": 0.08, "hebb": 0.08, "burstprop": 0.06, "burstprop_kp": 0.07, "ddtp": 0.07,
+                   "fa": 0.08, "hebb": 0.18, "burstprop": 0.06, "burstprop_kp": 0.07, "ddtp": 0.07,
                    "nmf": 0.06}
 
 
@@ -128,9 +128,6 @@ def _correct(metrics, n_test):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 16 target not reached: SoftHebb 7.8 % vs 7.3 % "
-                   "(seed 0, p 0.35) and 5.5 % vs 6.9 % (seed 1, p 0.94); the readout's 125 SGD "
-                   "steps do not exploit the Hebbian features. Drop this mark when it passes.")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hebbian_features_beat_the_untrained_features(seed, default_stimuli, tmp_path):
     """Issue 16: a readout on the Hebbian ventral CNN beats one trained the same way on the
