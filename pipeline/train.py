@@ -478,7 +478,9 @@ def _epoch(run: _Run, epoch: int, bar, position: dict | None = None
 
     Epoch 0 evaluates the untrained net (loss and train_acc on the training set in eval
     mode); a later epoch sets its scheduled learning rate and trains one pass (loss and
-    train_acc the running means over its batches), continuing from `position` when given.
+    train_acc the running means over its batches), continuing from `position` when given,
+    then runs the rule's `end_epoch` (hebb refits its readout), the weights checked finite
+    before and after.
     Then both measure the test set and the alignment on the fixed probe batch.
     """
     s, net, objective = run.settings, run.net, run.objective
@@ -491,8 +493,9 @@ def _epoch(run: _Run, epoch: int, bar, position: dict | None = None
             group["lr"] = s.lr * s.lr_gamma ** sum(m < epoch for m in s.lr_milestones)
         run.epoch = epoch
         loss, train_acc = _train_epoch(run, bar, position)
-        run.rule.end_epoch(run.net, run.data, objective, weight_decay=s.weight_decay)
         _check_finite(run, epoch)
+        run.rule.end_epoch(run.net, run.data, objective, weight_decay=s.weight_decay)
+        _check_finite(run, epoch)                # what end_epoch changed (hebb's readout)
     with autocast(run.device, run.dtype):
         test_loss, test_acc = objective.evaluate(net, run.test, run.data)
     metrics = {"loss": loss, "train_acc": train_acc, "test_acc": test_acc,
