@@ -9,9 +9,9 @@ For ResNet-18 at 64 px and the ConvRNN at 224 px, rules bp and fa, precision fp3
   forward under `torch.autocast` (bf16) or not, backward, step; images/s after a warm-up.
 
 Prints images/s, the ratio pipeline / bare, mean GPU utilisation (nvidia-smi, sampled every
-0.2 s) and peak GPU memory. Under bf16 the pipeline trains fa in fp32 (pipeline.runtime.
-BF16_RULES); the bare loop tries autocast anyway and reports the error if the rule's custom
-backward cannot run under it. Exits with a message when no CUDA GPU is present.
+0.2 s) and peak GPU memory. bp and fa both train under bf16 autocast (pipeline.runtime.
+BF16_RULES); the bare loop reports the error instead of a rate if a rule's backward cannot run
+under it. Exits with a message when no CUDA GPU is present.
 Usage: `python benchmarks/gpu_training.py [--quick]` (about 3 minutes on one H100).
 """
 

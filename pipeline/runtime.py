@@ -18,13 +18,13 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-# Rules whose training step is plain autograd through ordinary layers, so bf16 autocast applies
-# to their forward pass. The others fall back to fp32: the feedback rules' layers are custom
-# autograd Functions (pipeline/learning/functions.py) whose backward multiplies the bf16
-# gradient by the fp32 backward weight B, which autocast does not reach (backward runs outside
-# it); the local rules (hebb, pc, nmf, burstprop, ddtp) update weights from their own
-# saved activations and relaxations, whose precision the rules' tests certify in fp32 only.
-BF16_RULES = frozenset({"bp"})
+# Rules whose training step is autograd alone, so bf16 autocast applies to their forward pass:
+# bp, and the feedback rules whose B needs no activity (fa, ss, kp), whose FB layers' backward
+# runs in the incoming gradient's dtype (pipeline/learning/functions.py). The others fall back
+# to fp32: wm, ia, sa and aa fit B to the layers' cached activity and input noise, and the
+# local rules (hebb, pc, nmf, burstprop, ddtp) update weights from their own saved activations
+# and relaxations, whose precision the rules' tests certify in fp32 only.
+BF16_RULES = frozenset({"bp", "fa", "ss", "kp"})
 # What SLURM sends before a time limit (--signal) or a preemption (SIGTERM).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1")
                      if hasattr(signal, name))

@@ -4,6 +4,10 @@ Spec §A.10.1–2. The forward pass is the ordinary layer, y = W x (+ b). The ba
 sends δ_x = Bᵀ δ_y downward where backprop would send Wᵀ δ_y, and forms W's own update
 exactly as backprop does, ∇̃_W = δ_y xᵀ. With `tie_grad` (Kolen–Pollack, §A.4.7) B receives
 that same update. B has W's shape, so B = W is backprop.
+
+Under bf16 autocast the forward pass runs in bf16 and δ_y arrives in bf16; the backward pass
+casts the saved input and B to δ_y's dtype (`_as_grad`), as autocast's own casts do for
+backprop's backward, and autograd hands each gradient to its parameter in the parameter's dtype.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.autograd import Function
+
+
+def _as_grad(grad: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`tensors` in `grad`'s dtype (bf16 under autocast; unchanged, not copied, in fp32)."""
+    return tuple(t.to(grad.dtype) for t in tensors)
 
 
 class FBLinearFn(Function):
@@ -30,7 +39,7 @@ class FBLinearFn(Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight_fb = ctx.saved_tensors
+        x, weight_fb = _as_grad(grad_y, *ctx.saved_tensors)
         need_x, need_w, need_fb, _, _ = ctx.needs_input_grad
         need_fb = need_fb and ctx.tie_grad
         grad_x = grad_w = grad_b = grad_fb = None
@@ -65,7 +74,7 @@ class FBConv2dFn(Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight_fb = ctx.saved_tensors
+        x, weight_fb = _as_grad(grad_y, *ctx.saved_tensors)
         stride, padding, dilation, groups = ctx.conv
         need_x, need_w, need_fb = ctx.needs_input_grad[:3]
         need_fb = need_fb and ctx.tie_grad

@@ -97,3 +97,32 @@ def test_gradcheck_in_double_precision():
     xl = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
     wl = torch.randn(2, 5, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w: FBLinearFn.apply(x, w, w, None, False), (xl, wl))
+
+
+def test_under_bf16_autocast_b_equal_w_matches_backprop_under_autocast():
+    """The forward runs in bf16 and δ_y arrives in bf16: the input gradient goes through B cast
+    to bf16 and the parameters get their gradients in fp32, exactly as autocast's backprop."""
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    conv = torch.nn.Conv2d(3, 6, 3, 1, 1)
+    lin_w = torch.randn(5, 6 * 8 * 8, requires_grad=True)
+    fb = torch.randn(6, 3, 3, 3)
+    inputs = [x, conv.weight, conv.bias, lin_w]
+
+    def net(conv_fn, linear_fn):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return linear_fn(torch.relu(conv_fn(x)).flatten(1))
+
+    ours = grads(net(lambda h: FBConv2dFn.apply(h, conv.weight, conv.weight.detach(), conv.bias,
+                                                (1, 1), (1, 1), (1, 1), 1, False),
+                     lambda h: FBLinearFn.apply(h, lin_w, lin_w.detach(), None, False)), inputs)
+    reference = grads(net(conv, lambda h: F.linear(h, lin_w)), inputs)
+    for got, expected, param in zip(ours, reference, inputs):
+        assert got.dtype == expected.dtype == param.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):       # B ≠ W: the input gradient is
+        ours = FBConv2dFn.apply(x, conv.weight, fb, None, (1, 1), (1, 1), (1, 1), 1, False)
+        reference = F.conv2d(x, fb, None, 1, 1)               # autocast's backprop through B
+    gx, = grads(ours, [x])
+    expected_x, = grads(reference, [x])
+    torch.testing.assert_close(gx, expected_x, rtol=0, atol=0)
