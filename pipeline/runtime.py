@@ -18,13 +18,12 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-# Rules whose training step is autograd alone, so bf16 autocast applies to their forward pass:
-# bp, and the feedback rules whose B needs no activity (fa, ss, kp), whose FB layers' backward
-# runs in the incoming gradient's dtype (pipeline/learning/functions.py). The others fall back
-# to fp32: wm, ia, sa and aa fit B to the layers' cached activity and input noise, and the
-# local rules (hebb, pc, nmf, burstprop, ddtp) update weights from their own saved activations
-# and relaxations, whose precision the rules' tests certify in fp32 only.
-BF16_RULES = frozenset({"bp", "fa", "ss", "kp"})
+# Rules whose forward pass may run under bf16 autocast: bp, and the feedback rules, whose FB
+# layers' backward runs in the incoming gradient's dtype (pipeline/learning/functions.py) and
+# whose alignment losses run in fp32 on the cached bf16 activity (pipeline/learning/layers.py).
+# The local rules (hebb, pc, nmf, burstprop, ddtp) fall back to fp32: they update weights from
+# their own saved activations and relaxations, whose precision their tests certify in fp32 only.
+BF16_RULES = frozenset({"bp", "fa", "ss", "kp", "wm", "ia", "sa", "aa"})
 # What SLURM sends before a time limit (--signal) or a preemption (SIGTERM).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1")
                      if hasattr(signal, name))

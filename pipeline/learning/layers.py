@@ -34,13 +34,14 @@ class _FeedbackMixin:
         self.cache = None
 
     def _keep(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Cache the first `samples` inputs and, if read, the outputs less the bias."""
-        m = self.alignment.samples
+        """Cache the first `samples` inputs and, if read, the outputs less the bias, in W's
+        dtype: under bf16 autocast the alignment loss still runs in fp32 on the bf16 activity."""
+        m, dtype = self.alignment.samples, self.weight.dtype
         y_f = None
         if self.alignment.reads_output:
-            y = y[:m].detach()
+            y = y[:m].detach().to(dtype)
             y_f = y - self._bias_view() if self.bias is not None else y.clone()
-        self.cache = (x[:m].detach(), y_f)
+        self.cache = (x[:m].detach().to(dtype), y_f)
 
     def _adopt(self, module: nn.Module) -> None:
         """Take over `module`'s parameters and mode (conversion keeps the same tensors)."""
