@@ -519,7 +519,7 @@ def test_streamed_training_equals_in_memory_and_ignores_workers(stimuli, trained
     assert len(list((tmp_path / "s").iterdir())) == 2          # train and test stores, reused
 
 
-def test_bf16_falls_back_per_rule():
+def test_bf16_steps_follow_fp32_and_local_rules_fall_back():
     """bf16 autocast for bp and the feedback rules: one bf16 step moves every weight (and every
     learned B) as the fp32 step does, to bf16 rounding. The local rules fall back to fp32."""
     from pipeline.models import build_model
@@ -527,7 +527,8 @@ def test_bf16_falls_back_per_rule():
 
     cpu = torch.device("cpu")
     assert BF16_RULES == {"bp", "fa", "ss", "kp", "wm", "ia", "sa", "aa"}
-    assert resolve_precision("bf16", cpu, "fa") == torch.bfloat16
+    assert resolve_precision("bf16", cpu, "bp") == resolve_precision("bf16", cpu, "fa") \
+        == torch.bfloat16
     for rule in ("hebb", "pc", "burstprop", "ddtp", "nmf"):
         assert resolve_precision("bf16", cpu, rule) is None
     assert resolve_precision("auto", cpu, "bp") is None          # autocast on a GPU only
