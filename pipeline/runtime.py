@@ -89,8 +89,8 @@ def resolve_precision(precision: str, device: torch.device, rule: str) -> torch.
         return None
     if rule not in BF16_RULES:
         (log.warning if precision == "bf16" else log.info)(
-            "rule %r trains in fp32 (bf16 autocast only for rules %s: custom backward passes "
-            "and local updates stay fp32)", rule, ", ".join(sorted(BF16_RULES)))
+            "rule %r trains in fp32 (bf16 autocast only for rules %s: a local rule's own "
+            "updates stay fp32)", rule, ", ".join(sorted(BF16_RULES)))
         return None
     log.info("bf16 autocast of the forward pass on %s", device)
     return torch.bfloat16
