@@ -15,7 +15,10 @@ Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhe
 Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--threads 2]`.
 
 `--extraction`: the extraction columns only (the run is trained once, untimed, to make the same
-checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`.
+checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`, and the
+bytes the store holds. `--spatial-pool G ...` adds a row per grid side G: `extract` with
+convolutional maps average-pooled to G × G before they are written (config
+`models.extract.spatial_pool`), against the same bare forward passes.
 
 `--loader`: images/s of the streaming loader (pipeline.data.loader: random batches of a shard
 store read by 0 and 2 worker processes) against a bare loop indexing the same batches out of
@@ -171,17 +174,23 @@ def wall_and_cpu(function, *args, **kwargs):
 
 
 def bench_extraction(arch, root, probe_path, probe, mean, std, args):
-    """The extraction columns alone, wall and CPU: bare forward passes against `extract()`."""
+    """The extraction columns alone, wall and CPU: bare forward passes against `extract()`, with
+    full maps and with each `--spatial-pool` grid."""
     model = f"{arch}-supervised-bp-s0"
     checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
-    bare, ours = [], []
-    for repeat in range(args.repeats):
-        bare.append(wall_and_cpu(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
-        ours.append(wall_and_cpu(extract, checkpoints, probe_path,
-                                 root / f"{model}-act{repeat}.zarr", device="cpu"))
-    (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
-    print(f"| {arch} | {len(probe)} stimuli × {len(checkpoints)} checkpoints | {bw:.2f} s "
-          f"| {ow:.2f} s | {bw / ow:.2f} | {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |", flush=True)
+    for grid in [None, *args.spatial_pool]:
+        bare, ours = [], []
+        for repeat in range(args.repeats):
+            out = root / f"{model}-act{repeat}-{grid}.zarr"
+            bare.append(wall_and_cpu(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
+            ours.append(wall_and_cpu(extract, checkpoints, probe_path, out, device="cpu",
+                                     spatial_pool=grid))
+        stored = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+        (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
+        maps = "full" if grid is None else f"{grid} × {grid}"
+        print(f"| {arch} | {maps} | {len(probe)} stimuli × {len(checkpoints)} checkpoints "
+              f"| {stored:.0f} MB | {bw:.2f} s | {ow:.2f} s | {bw / ow:.2f} | {bc:.2f} s | {oc:.2f} s "
+              f"| {bc / oc:.2f} |", flush=True)
 
 
 def bench_loader(root, n=20000, size=64, batch_size=256, epochs=2):
@@ -266,6 +275,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--extraction", action="store_true",
                         help="extraction columns only (wall and CPU); training untimed")
+    parser.add_argument("--spatial-pool", type=int, nargs="*", default=[], metavar="G",
+                        help="with --extraction: also extract with maps pooled to G × G")
     parser.add_argument("--loader", action="store_true", help="streaming loader images/s only")
     parser.add_argument("--memory", type=int, nargs="+", metavar="N",
                         help="peak RSS of a training epoch for these training-set sizes only")
@@ -280,9 +291,9 @@ def main():
         return
     print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
     if args.extraction:
-        print("| arch | extraction | bare forward wall | extract wall | ratio | bare forward CPU "
-              "| extract CPU | ratio |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| arch | maps | extraction | stored | bare forward wall | extract wall | ratio "
+              "| bare forward CPU | extract CPU | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     else:
         print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
               "| extract | ratio |")

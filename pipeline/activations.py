@@ -8,6 +8,8 @@ dims (epoch, time, stimulus, unit_{layer}) with an int coord `time`; feedforward
 `time` dim.
 attrs["content_key"] records the sha256 of every checkpoint file, the preprocessing, the
 stimulus set's sha256 and the layers, so a store is reused only for identical inputs.
+With `spatial_pool` (config `models.extract.spatial_pool`), each convolutional layer's maps are
+average-pooled to a grid of that side before they are written, and the key records the grid.
 Checkpoints are checked against their sha256 records as they are read
 (`pipeline.checkpoints.read_checkpoint`), and `extract` first removes the hidden temporaries
 (`.<store>.tmp-*`) an interrupted extraction of the same store left behind. The finished
@@ -66,7 +68,7 @@ def unit_dim(layer: str) -> str:
     return f"unit_{layer}"
 
 
-def content_key(checkpoints, stimuli_path) -> dict:
+def content_key(checkpoints, stimuli_path, spatial_pool: int | None = None) -> dict:
     """What an activations store depends on: checkpoint bytes, preprocessing, stimuli, layers.
 
     Parameters
@@ -75,17 +77,19 @@ def content_key(checkpoints, stimuli_path) -> dict:
         Checkpoints written by `pipeline.train.train`, all of one model.
     stimuli_path : path-like
         Stimulus-set Zarr store.
+    spatial_pool : int, optional
+        Side of the grid convolutional maps are pooled to (`extract`); None for full maps.
 
     Returns
     -------
     dict
-        Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers,
-        and, for a recurrent model only, time_steps.
+        Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers;
+        for a recurrent model only, time_steps; for pooled maps only, spatial_pool.
     """
-    return _key_and_epochs(checkpoints, stimuli_path)[0]
+    return _key_and_epochs(checkpoints, stimuli_path, spatial_pool)[0]
 
 
-def _key_and_epochs(checkpoints, stimuli_path) -> tuple[dict, list[int]]:
+def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict, list[int]]:
     """`content_key` and the checkpoints' epochs, each checkpoint read once."""
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
@@ -111,6 +115,10 @@ def _key_and_epochs(checkpoints, stimuli_path) -> tuple[dict, list[int]]:
     }
     if getattr(model, "time_steps", None) is not None:   # absent for feedforward: old keys stay valid
         key["time_steps"] = int(model.time_steps)
+    if spatial_pool is not None:                  # absent for full maps: old keys stay valid
+        if int(spatial_pool) < 1:
+            raise ValueError(f"spatial_pool must be an integer >= 1 or None; got {spatial_pool!r}")
+        key["spatial_pool"] = int(spatial_pool)
     return key, epochs
 
 
@@ -142,13 +150,31 @@ def _collection_paused():
             gc.enable()
 
 
+def pool_maps(out: torch.Tensor, grid: int, recurrent: bool) -> torch.Tensor:
+    """A layer output with its spatial maps average-pooled to at most `grid` × `grid`.
+
+    `out` is (stimulus[, time], channel, y, x) for a convolutional layer; each side larger
+    than `grid` is pooled to `grid` (adaptive average pooling, as `torch.nn.AdaptiveAvgPool2d`),
+    a side already that small is kept. Outputs without spatial dims are returned unchanged.
+    """
+    if out.dim() - recurrent < 4:
+        return out
+    size = (min(grid, out.shape[-2]), min(grid, out.shape[-1]))
+    if size == tuple(out.shape[-2:]):
+        return out
+    return torch.nn.functional.adaptive_avg_pool2d(out.flatten(0, out.dim() - 4), size
+                                                   ).unflatten(0, out.shape[:-3])
+
+
 @torch.no_grad()
-def _forward_all(model, images, preprocessing, batch_size, device, bar, write) -> None:
+def _forward_all(model, images, preprocessing, batch_size, device, bar, write,
+                 spatial_pool=None) -> None:
     """Run every batch through the model and hand its layer outputs to `write(start, outputs)`.
 
     `outputs` maps layer -> float32 CPU array of the batch, (stimulus, unit), or (time,
     stimulus, unit) if recurrent. They are the layers' own output tensors (flattened views,
-    not copies), so writing them is the only pass over the activations after the forward.
+    not copies), so writing them is the only pass over the activations after the forward;
+    with `spatial_pool`, the pooled maps (`pool_maps`, on the model's device).
     """
     recurrent = getattr(model, "time_steps", None) is not None
     for start in range(0, len(images), batch_size):
@@ -156,6 +182,8 @@ def _forward_all(model, images, preprocessing, batch_size, device, bar, write) -
         x = preprocess(images[start:start + batch_size].to(device), preprocessing)
         outputs = {}
         for name, out in layer_outputs(model, x).items():
+            if spatial_pool is not None:
+                out = pool_maps(out, spatial_pool, recurrent)
             out = out.flatten(2 if recurrent else 1).float().cpu()
             outputs[name] = (out.transpose(0, 1) if recurrent else out).numpy()
         write(start, outputs)
@@ -164,7 +192,7 @@ def _forward_all(model, images, preprocessing, batch_size, device, bar, write) -
 
 @_collection_paused()
 def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
-            batch_size: int = 256) -> None:
+            batch_size: int = 256, spatial_pool: int | None = None) -> None:
     """Write the activations of every layer of every checkpoint to one Zarr store.
 
     Parameters
@@ -183,14 +211,17 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         "auto", "cpu" or "cuda".
     batch_size : int
         Stimuli per forward pass.
+    spatial_pool : int, optional
+        Average-pool each convolutional layer's maps to at most this side (`pool_maps`) before
+        they are written, so a layer stores channels × grid² units; None keeps full maps.
     """
     checkpoints = [Path(p) for p in checkpoints]
     out_path = Path(out_path)
     remove_stale_temporaries(out_path)
-    key, epochs = _key_and_epochs(checkpoints, stimuli_path)
+    key, epochs = _key_and_epochs(checkpoints, stimuli_path, spatial_pool)
     stored = _stored_key(out_path)
     if stored == key:
-        log.info("%s is up to date (same checkpoints, preprocessing and stimuli); skipping",
+        log.info("%s is up to date (same checkpoints, preprocessing, stimuli and pooling); skipping",
                  out_path)
         return
     if stored is not None:
@@ -225,7 +256,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
             checkpoint = read_checkpoint(path)
             model = load_backbone(checkpoint, device)
             _forward_all(model, images, checkpoint["preprocessing"], batch_size, device, bar,
-                         write)
+                         write, spatial_pool)
         while pending:
             pending.popleft().result()
         seal_store(tmp, written)                 # manifest last: read_zarr checks it

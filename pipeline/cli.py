@@ -79,7 +79,8 @@ def _extract(args):
 
     if args.threads is not None:
         set_num_threads(args.threads)
-    extract(list(run_epochs(args.model_dir).values()), args.stimuli, args.out, device=args.device)
+    extract(list(run_epochs(args.model_dir).values()), args.stimuli, args.out, device=args.device,
+            spatial_pool=args.spatial_pool)
 
 
 def _scheduler(dask: dict) -> str | None:
@@ -399,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--spatial-pool", type=int, default=None,
+                   help="average-pool convolutional maps to this grid side (models.extract.spatial_pool)")
 
     for name, func, help in [
         ("interanimal", _interanimal, "inter-animal consistency, pooled or pairwise source (the ceiling)"),

@@ -209,3 +209,46 @@ def test_a_failure_mid_extraction_leaves_no_store(setup, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu")
     assert list(tmp_path.iterdir()) == []            # neither the store nor its temporary
+
+
+def adaptive_means(maps, grid):
+    """Adaptive average pooling written out: bin i of a side n spans [floor(i·n/g), ceil((i+1)·n/g))."""
+    def bins(n):
+        g = min(grid, n)
+        return [(i * n // g, -(-(i + 1) * n // g)) for i in range(g)]
+    rows, cols = bins(maps.shape[-2]), bins(maps.shape[-1])
+    return np.stack([np.stack([maps[..., a:b, c:d].mean((-2, -1)) for c, d in cols], -1)
+                     for a, b in rows], -2)
+
+
+@pytest.mark.parametrize("shape, grid", [((3, 4, 8, 8), 2), ((3, 4, 7, 5), 3), ((2, 3, 4, 6, 6), 4),
+                                         ((3, 4, 2, 9), 3)])
+def test_pool_maps_takes_the_adaptive_bin_means(shape, grid):
+    out = torch.randn(shape)
+    recurrent = len(shape) == 5
+    pooled = pipeline.activations.pool_maps(out, grid, recurrent)
+    np.testing.assert_allclose(pooled.numpy(), adaptive_means(out.numpy(), grid), rtol=1e-6, atol=1e-6)
+    dense = torch.randn(3, 10)
+    assert pipeline.activations.pool_maps(dense, grid, False) is dense
+
+
+def test_spatial_pool_stores_the_pooled_maps_and_keys_them(setup, tmp_path, caplog):
+    root, checkpoints = setup
+    full, pooled = tmp_path / "full.zarr", tmp_path / "pooled.zarr"
+    extract(checkpoints, root / "probe.zarr", full, device="cpu", batch_size=8)
+    extract(checkpoints, root / "probe.zarr", pooled, device="cpu", batch_size=8, spatial_pool=2)
+    a, b = read_zarr(full), read_zarr(pooled)
+    assert b["area1"].shape == (3, 21, 16 * 2 * 2)         # 16 channels of 8×8 maps → 2×2
+    maps = a["area1"].values.reshape(3, 21, 16, 8, 8)
+    np.testing.assert_allclose(b["area1"].values.reshape(3, 21, 16, 2, 2),
+                               maps.reshape(3, 21, 16, 2, 4, 2, 4).mean((4, 6)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(b["readout"].values, a["readout"].values)   # dense: unchanged
+    key = json.loads(b.attrs["content_key"])
+    assert key["spatial_pool"] == 2 and "spatial_pool" not in json.loads(a.attrs["content_key"])
+    assert key == content_key(checkpoints, root / "probe.zarr", spatial_pool=2)
+    with caplog.at_level("INFO", logger="pipeline.activations"):
+        extract(checkpoints, root / "probe.zarr", pooled, device="cpu", batch_size=8)
+    assert "stale" in caplog.text                            # full maps asked: recomputed
+    assert read_zarr(pooled)["area1"].shape == (3, 21, 16 * 8 * 8)
+    with pytest.raises(ValueError, match="spatial_pool must be an integer >= 1"):
+        extract(checkpoints, root / "probe.zarr", tmp_path / "bad.zarr", device="cpu", spatial_pool=0)

@@ -33,6 +33,7 @@ NAN, INF = float("nan"), float("inf")
     ({"models": {"train": {"lr": 0}}}, "models.train.lr"),
     ({"models": {"train": {"momentum": 1.5}}}, "models.train.momentum"),
     ({"models": {"train": {"checkpoint_every": 0}}}, "models.train.checkpoint_every"),
+    ({"models": {"extract": {"spatial_pool": 0}}}, "models.extract.spatial_pool"),
     ({"models": {"overrides": {"lenet-supervised-bp-s0": {"checkpoint_every": 1.5}}}},
      "models.overrides.lenet-supervised-bp-s0.checkpoint_every"),
     ({"compare": {"common": {"train_frac": 1.0}}}, "compare.common.train_frac"),

@@ -66,6 +66,7 @@ EXPECTED = [
     (r"models\.objective_settings\.supervised\..*", MODELS | GENERATOR),
     (r"models\.objective_settings\..*", set()),             # objectives outside the zoo
     (r"models\.transfer\..*", {"transfer", "plot_performance_vs_predictivity"}),
+    (r"models\.extract\..*", {"extract"} | PREDICTIVITY | GEOMETRY),   # every reader of the activations
     (r"compare\.common\..*", {"interanimal", "predictivity"} | CURVE | SCORE_FIGURES | RECOVERY),
     (r"compare\.interanimal\..*", {"interanimal"} | CURVE | SCORE_FIGURES),
     (r"compare\.curve\..*", CURVE),
@@ -133,6 +134,7 @@ EDITS = {
     "models.rule_settings.burstprop_kp.decay": 0.001,
     "models.rule_settings.nmf.n_components": 64,
     "models.transfer.epochs": "all",
+    "models.extract.spatial_pool": 2,
     "compare.common.splits_per_task": 1,
     "compare.common.mappings": ["ridge", "rsa"],
     "compare.common.alphas": [1.0, 10.0],

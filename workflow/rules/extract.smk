@@ -9,6 +9,8 @@ rule extract:
         directory("results/activations/{model}/{stimulus_set}.zarr"),
     params:
         device=config["device"],
+        pool=lambda wc: ("" if config["models"]["extract"]["spatial_pool"] is None
+                         else f"--spatial-pool {config['models']['extract']['spatial_pool']}"),
     conda:
         "../../envs/pipeline.yaml"
     log:
@@ -20,4 +22,4 @@ rule extract:
         mem_mb=4000,
     shell:
         "python -m pipeline extract {input.model:q} {input.stimuli:q} {output:q}"
-        " --device {params.device} --threads {threads} 2> {log:q}"
+        " --device {params.device} --threads {threads} {params.pool} 2> {log:q}"
