@@ -142,20 +142,20 @@ def _sets(tmp_path, per_class):
 
 @pytest.mark.slow
 def test_streamed_training_memory_is_flat_and_weights_reproducible(tmp_path):
-    """Peak RSS of a streamed training epoch (from its first step on) stays within 15 MB when the
-    folder grows 4x; held in memory, it grows by at least the 4x set's extra uint8 images (1800
-    more of 12 KiB: 22 MB), so the check can see growth. Two streamed runs give identical weights, equal to the
-    in-memory run's."""
+    """Peak RSS of a streamed training epoch (from its first step on) grows by less than 20 MiB when
+    the folder grows 4x; held in memory, it grows by at least the 4x set's extra uint8 images
+    (3840 more of 12 KiB: 45 MiB), so the check can see growth. Two streamed runs give identical
+    weights, equal to the in-memory run's."""
     from pipeline.data.stimuli import read_stimuli
 
-    small, large = _sets(tmp_path, 150), _sets(tmp_path, 600)
+    small, large = _sets(tmp_path, 400), _sets(tmp_path, 1600)
     extra_mb = (read_stimuli(large / "train.zarr", load=False)["image"].nbytes
                 - read_stimuli(small / "train.zarr", load=False)["image"].nbytes) / 2 ** 20
-    # the lower of two runs: a run's peak varies by up to ~10 MB with the allocator's timing
+    # the lower of two runs: a run's peak varies by up to ~16 MB with the allocator's timing
     streamed = [min(_peak_mb(root, 0, tmp_path / f"m{i}{r}") for r in "ab") for i, root in enumerate((small, large))]
-    assert streamed[1] - streamed[0] < 15, streamed
+    assert streamed[1] - streamed[0] < 20, streamed
     held = [_peak_mb(root, 1e6, tmp_path / f"h{i}") for i, root in enumerate((small, large))]
-    assert held[1] - held[0] > extra_mb > 15, (held, streamed, extra_mb)
+    assert held[1] - held[0] > extra_mb > 2 * 20, (held, streamed, extra_mb)
 
     again = tmp_path / "again"
     _peak_mb(large, 0, again, workers=2)

@@ -83,6 +83,7 @@ def assert_same(resumed, uninterrupted, where):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(40 * 60)
 def test_kill_at_every_rule_then_rerun_gives_the_uninterrupted_tables(tiny_run, tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")

@@ -238,6 +238,7 @@ def test_every_leaf_has_a_row():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(30 * 60)
 def test_editing_a_leaf_plans_exactly_the_rules_that_depend_on_it(tiny_run):
     schema = yaml.safe_load(SCHEMA.read_text())

@@ -23,7 +23,7 @@ PROFILE = REPO / "profiles" / "slurm-ci"
 MODEL = "ventral_cnn-supervised-bp-s0"
 TARGET = f"results/scores/predictivity/{MODEL}/synthetic_mouse.parquet"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def start_snakemake(workdir, *args, env=None):

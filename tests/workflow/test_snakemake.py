@@ -130,6 +130,7 @@ def test_slurm_profile_dry_run_asks_a_gpu_for_training(tmp_path, repo):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(40 * 60)
 def test_embedded_default_runs_end_to_end(tmp_path, repo):
     """`snakemake --cores 2` on config.yaml as shipped leaves every output (under 12 min idle)."""
