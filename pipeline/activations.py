@@ -89,14 +89,15 @@ def content_key(checkpoints, stimuli_path, spatial_pool: int | None = None) -> d
     return _key_and_epochs(checkpoints, stimuli_path, spatial_pool)[0]
 
 
-def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict, list[int]]:
-    """`content_key` and the checkpoints' epochs, each checkpoint read once."""
+def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict, list[int], list[dict]]:
+    """`content_key`, the checkpoints' epochs and the checkpoints themselves (memory-mapped),
+    each checkpoint read once."""
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
-    first = read_checkpoint(checkpoints[0])
+    loaded = [read_checkpoint(path) for path in checkpoints]
+    first = loaded[0]
     epochs = [int(first["epoch"])]
-    for path in checkpoints[1:]:
-        other = read_checkpoint(path)
+    for path, other in zip(checkpoints[1:], loaded[1:]):
         epochs.append(int(other["epoch"]))
         if (_model_args(other) != _model_args(first)
                 or other["preprocessing"] != first["preprocessing"]):
@@ -119,7 +120,7 @@ def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict,
         if int(spatial_pool) < 1:
             raise ValueError(f"spatial_pool must be an integer >= 1 or None; got {spatial_pool!r}")
         key["spatial_pool"] = int(spatial_pool)
-    return key, epochs
+    return key, epochs, loaded
 
 
 def _stored_key(out_path: Path):
@@ -218,7 +219,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     checkpoints = [Path(p) for p in checkpoints]
     out_path = Path(out_path)
     remove_stale_temporaries(out_path)
-    key, epochs = _key_and_epochs(checkpoints, stimuli_path, spatial_pool)
+    key, epochs, loaded = _key_and_epochs(checkpoints, stimuli_path, spatial_pool)
     stored = _stored_key(out_path)
     if stored == key:
         log.info("%s is up to date (same checkpoints, preprocessing, stimuli and pooling); skipping",
@@ -241,7 +242,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
           tqdm(total=len(checkpoints) * n_batches, unit="batch",
                desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
         arrays, pending, written = {}, deque(), {}
-        for index, path in enumerate(checkpoints):
+        for index, checkpoint in enumerate(loaded):
             def write(start, outputs, index=index):
                 if not arrays:                   # first batch: the layers' widths are known
                     widths = {layer: outputs[layer].shape[-1] for layer in key["layers"]}
@@ -253,7 +254,6 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                                              key.get("time_steps"), written))
 
             # mapped, not read: only the weights are touched (not the optimizer state)
-            checkpoint = read_checkpoint(path)
             model = load_backbone(checkpoint, device)
             _forward_all(model, images, checkpoint["preprocessing"], batch_size, device, bar,
                          write, spatial_pool)
