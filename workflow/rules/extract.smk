@@ -9,8 +9,8 @@ rule extract:
         directory("results/activations/{model}/{stimulus_set}.zarr"),
     params:
         device=config["device"],
-        pool=lambda wc: ("" if config["models"]["extract"]["spatial_pool"] is None
-                         else f"--spatial-pool {config['models']['extract']['spatial_pool']}"),
+        pool=("" if config["models"]["extract"]["spatial_pool"] is None
+              else f"--spatial-pool {config['models']['extract']['spatial_pool']}"),
     conda:
         "../../envs/pipeline.yaml"
     log:
