@@ -11,12 +11,17 @@ Per architecture, same model, data, batch size and threads in one run:
   loaded, forward hooks on every compared layer, Zarr write) against bare forward passes over
   the same uint8 images, one per checkpoint, standardised per batch, outputs discarded.
 
-Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhead).
+Prints seconds and throughput ratios (bare time / pipeline time: 1.0 = no overhead). Both
+sides run with malloc keeping freed memory, as the pipeline's jobs do
+(`pipeline.runtime.keep_freed_memory`); `--malloc-default` leaves glibc's default, to measure
+what that setting saves.
 Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--threads 2]`.
 
 `--extraction`: the extraction columns only (the run is trained once, untimed, to make the same
-checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`, and the
-bytes the store holds. `--spatial-pool G ...` adds a row per grid side G: `extract` with
+checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`, their
+wall-clock difference and the bytes the store holds. The difference splits into a fixed part
+per store (content key, weights, metadata, manifest) and a part that grows with the stimuli:
+`--scale` multiplies the stimulus count, so two scales separate them. `--spatial-pool G ...` adds a row per grid side G: `extract` with
 convolutional maps average-pooled to G × G before they are written (config
 `models.extract.spatial_pool`), against the same bare forward passes.
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +54,7 @@ from pipeline.data.loader import (EpochBatches, LoaderSettings, StreamedImages, 
 from pipeline.data.stimuli import read_stimuli
 from pipeline.io import write_zarr
 from pipeline.models import build_model
-from pipeline.runtime import set_num_threads
+from pipeline.runtime import keep_freed_memory, set_num_threads
 from pipeline.train import TrainSettings, train
 
 # arch -> (input px, training images, test images, probe images, batch size)
@@ -180,8 +186,9 @@ def bench_extraction(arch, root, probe_path, probe, mean, std, args):
     checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
     for grid in [None, *args.spatial_pool]:
         bare, ours = [], []
+        out = root / f"{model}-act-{grid}.zarr"
         for repeat in range(args.repeats):
-            out = root / f"{model}-act{repeat}-{grid}.zarr"
+            shutil.rmtree(out, ignore_errors=True)       # a fresh store each time, not a skip
             bare.append(wall_and_cpu(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
             ours.append(wall_and_cpu(extract, checkpoints, probe_path, out, device="cpu",
                                      spatial_pool=grid))
@@ -189,8 +196,8 @@ def bench_extraction(arch, root, probe_path, probe, mean, std, args):
         (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
         maps = "full" if grid is None else f"{grid} × {grid}"
         print(f"| {arch} | {maps} | {len(probe)} stimuli × {len(checkpoints)} checkpoints "
-              f"| {stored:.0f} MB | {bw:.2f} s | {ow:.2f} s | {bw / ow:.2f} | {bc:.2f} s | {oc:.2f} s "
-              f"| {bc / oc:.2f} |", flush=True)
+              f"| {stored:.0f} MB | {bw:.2f} s | {ow:.2f} s | {ow - bw:.2f} s | {bw / ow:.2f} "
+              f"| {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |", flush=True)
 
 
 def bench_loader(root, n=20000, size=64, batch_size=256, epochs=2):
@@ -277,11 +284,16 @@ def main():
                         help="extraction columns only (wall and CPU); training untimed")
     parser.add_argument("--spatial-pool", type=int, nargs="*", default=[], metavar="G",
                         help="with --extraction: also extract with maps pooled to G × G")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc as it is (the pipeline's jobs call "
+                             "pipeline.runtime.keep_freed_memory)")
     parser.add_argument("--loader", action="store_true", help="streaming loader images/s only")
     parser.add_argument("--memory", type=int, nargs="+", metavar="N",
                         help="peak RSS of a training epoch for these training-set sizes only")
     args = parser.parse_args()
     set_num_threads(args.threads)
+    if not args.malloc_default:
+        keep_freed_memory()
     if args.loader or args.memory:
         with tempfile.TemporaryDirectory() as tmp:
             if args.loader:
@@ -291,9 +303,9 @@ def main():
         return
     print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
     if args.extraction:
-        print("| arch | maps | extraction | stored | bare forward wall | extract wall | ratio "
-              "| bare forward CPU | extract CPU | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| arch | maps | extraction | stored | bare forward wall | extract wall "
+              "| difference | ratio | bare forward CPU | extract CPU | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     else:
         print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
               "| extract | ratio |")

@@ -22,7 +22,9 @@ back to be merged; at most `MAX_PENDING` batches wait. Chunks are stored uncompr
 written as files straight from those arrays (`pipeline.io.write_chunk`), their crc32 taken as
 they are written so sealing reads nothing back: Zarr's write path and LZ4 cost more CPU than
 the forward pass of a small model while saving ~10 % of the bytes (float32 mantissas do
-not compress). `benchmarks/training.py --extraction` measures the ratio to a bare forward pass.
+not compress). The store's metadata are written by the same thread, through zarr directly,
+while the second batch runs forward; the stimulus set is opened once, for its key and its
+images. `benchmarks/training.py --extraction` measures the ratio to a bare forward pass.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import dask.array
 import numpy as np
 import torch
 import xarray as xr
@@ -86,12 +87,13 @@ def content_key(checkpoints, stimuli_path, spatial_pool: int | None = None) -> d
         Keys weights_sha256 (list, one per checkpoint), preprocessing, stimulus_sha256, layers;
         for a recurrent model only, time_steps; for pooled maps only, spatial_pool.
     """
-    return _key_and_epochs(checkpoints, stimuli_path, spatial_pool)[0]
+    return _key_and_epochs(checkpoints, read_zarr(stimuli_path), spatial_pool)[0]
 
 
-def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict, list[int], list[dict]]:
-    """`content_key`, the checkpoints' epochs and the checkpoints themselves (memory-mapped),
-    each checkpoint read once."""
+def _key_and_epochs(checkpoints, stimuli: xr.Dataset, spatial_pool=None
+                    ) -> tuple[dict, list[int], list[dict]]:
+    """`content_key` of the opened stimulus set, the checkpoints' epochs and the checkpoints
+    themselves (memory-mapped), each checkpoint read once."""
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
     loaded = [read_checkpoint(path) for path in checkpoints]
@@ -111,7 +113,7 @@ def _key_and_epochs(checkpoints, stimuli_path, spatial_pool=None) -> tuple[dict,
     key = {
         "weights_sha256": [verified_sha256(p) for p in checkpoints],
         "preprocessing": first["preprocessing"],
-        "stimulus_sha256": stimulus_sha256(read_zarr(stimuli_path)),
+        "stimulus_sha256": stimulus_sha256(stimuli),
         "layers": list(model.layer_names),
     }
     if getattr(model, "time_steps", None) is not None:   # absent for feedforward: old keys stay valid
@@ -219,7 +221,8 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     checkpoints = [Path(p) for p in checkpoints]
     out_path = Path(out_path)
     remove_stale_temporaries(out_path)
-    key, epochs, loaded = _key_and_epochs(checkpoints, stimuli_path, spatial_pool)
+    stimuli = read_stimuli(stimuli_path, load=False)   # images read only if extracting
+    key, epochs, loaded = _key_and_epochs(checkpoints, stimuli, spatial_pool)
     stored = _stored_key(out_path)
     if stored == key:
         log.info("%s is up to date (same checkpoints, preprocessing, stimuli and pooling); skipping",
@@ -229,7 +232,6 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         log.info("%s is stale (content key differs); recomputing", out_path)
 
     device = resolve_device(device)
-    stimuli = read_stimuli(stimuli_path)
     images = to_tensor(stimuli["image"].values)
     size = key["preprocessing"]["input_size"]
     if images.shape[-2:] != (size, size):
@@ -244,10 +246,12 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
         arrays, pending, written = {}, deque(), {}
         for index, checkpoint in enumerate(loaded):
             def write(start, outputs, index=index):
-                if not arrays:                   # first batch: the layers' widths are known
+                if index == start == 0:          # first batch: the layers' widths are known
+                    # created by the writer, overlapping the next forward pass, before any batch
                     widths = {layer: outputs[layer].shape[-1] for layer in key["layers"]}
-                    arrays.update(_create_store(tmp, key, widths, epochs, stimulus_ids,
-                                                min(batch_size, len(stimulus_ids))))
+                    pending.append(writer.submit(
+                        lambda: arrays.update(_create_store(tmp, key, widths, epochs, stimulus_ids,
+                                                           min(batch_size, len(stimulus_ids))))))
                 while len(pending) >= MAX_PENDING:
                     pending.popleft().result()   # bounded memory; errors surface early
                 pending.append(writer.submit(_write_batch, tmp, arrays, outputs, index, start,
@@ -276,27 +280,33 @@ def _create_store(path, key, widths, epochs, stimulus_ids, chunk: int
     """Write the store's metadata and coords; returns the layer arrays, whose data follow a
     batch at a time (`_write_batch`).
 
+    The layout is what `xarray.Dataset.to_zarr` writes for the same Dataset (dims in
+    `_ARRAY_DIMENSIONS`, NaN fill, consolidated metadata), made through zarr directly: xarray
+    and dask would first build a lazy Dataset of zeros, at twice the cost.
     Chunks hold one epoch (so epochs are written independently) and `chunk` stimuli (the
     batch size, so each batch fills whole chunks and is never read back to be merged).
     """
     time_steps = key.get("time_steps")
-    n_stimuli = len(stimulus_ids)
-    data_vars = {}
-    for layer, width in widths.items():
-        lead = (len(epochs),) if time_steps is None else (len(epochs), time_steps)
-        chunks = (1,) + lead[1:] + (chunk, width)
-        data_vars[layer] = (_layer_dims(layer, time_steps),
-                            dask.array.zeros(lead + (n_stimuli, width), chunks=chunks,
-                                             dtype=np.float32))
+    lead = (len(epochs),) if time_steps is None else (len(epochs), time_steps)
+    group = zarr.open_group(path, mode="w", zarr_format=2,
+                            attributes={"content_key": json.dumps(key)})
+    arrays = {
+        layer: group.create_array(
+            layer, shape=lead + (len(stimulus_ids), width), chunks=(1,) + lead[1:] + (chunk, width),
+            dtype=np.float32, fill_value=np.nan, compressors=None,
+            attributes={"coordinates": "stimulus_id",
+                        "_ARRAY_DIMENSIONS": list(_layer_dims(layer, time_steps))})
+        for layer, width in widths.items()
+    }
     coords = {"epoch": ("epoch", np.array(epochs, dtype=np.int64)),
               "stimulus_id": ("stimulus", stimulus_ids)}
     if time_steps is not None:
         coords["time"] = ("time", np.arange(time_steps, dtype=np.int64))
-    ds = xr.Dataset(data_vars, coords=coords, attrs={"content_key": json.dumps(key)})
-    ds.to_zarr(path, mode="w", compute=False, consolidated=True, zarr_format=2,
-               encoding={layer: {"compressors": None} for layer in widths})
-    group = zarr.open_group(path, mode="r+", zarr_format=2)
-    return {layer: group[layer] for layer in widths}
+    for name, (dim, values) in coords.items():
+        group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+                           fill_value=None, attributes={"_ARRAY_DIMENSIONS": [dim]})[...] = values
+    zarr.consolidate_metadata(path, zarr_format=2)
+    return arrays
 
 
 def _write_batch(path, arrays, outputs, index, start, time_steps, written) -> None:

@@ -50,12 +50,14 @@ def _stimuli(args):
 
 def _train(args):
     from pipeline.data.loader import LoaderSettings
+    from pipeline.runtime import keep_freed_memory
     from pipeline.train import TrainSettings, train
 
     unknown = sorted(set(args.execution) - {"loader", "deterministic"})
     if unknown:
         raise SystemExit(f"train --execution: unknown key(s) {unknown}; expected loader, "
                          f"deterministic")
+    keep_freed_memory()
     train(args.model, args.train, args.test, args.out_dir, TrainSettings.from_dict(args.settings),
           device=args.device, num_threads=args.threads,
           loader=LoaderSettings.from_dict(args.execution.get("loader")),
@@ -64,10 +66,11 @@ def _train(args):
 
 def _transfer(args):
     from pipeline.transfer import transfer
-    from pipeline.runtime import set_num_threads
+    from pipeline.runtime import keep_freed_memory, set_num_threads
 
     if args.threads is not None:
         set_num_threads(args.threads)
+    keep_freed_memory()
     transfer(args.model_dir, args.train, args.test, args.out, device=args.device,
              **args.settings)
 
@@ -75,10 +78,11 @@ def _transfer(args):
 def _extract(args):
     from pipeline.activations import extract
     from pipeline.checkpoints import run_epochs
-    from pipeline.runtime import set_num_threads
+    from pipeline.runtime import keep_freed_memory, set_num_threads
 
     if args.threads is not None:
         set_num_threads(args.threads)
+    keep_freed_memory()
     extract(list(run_epochs(args.model_dir).values()), args.stimuli, args.out, device=args.device,
             spatial_pool=args.spatial_pool)
 

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 import pipeline.activations
 from pipeline.activations import content_key, extract, read_layer
@@ -67,6 +68,28 @@ def test_store_layout_and_values(setup, tmp_path):
         for layer in LAYERS:
             np.testing.assert_allclose(ds[layer].isel(epoch=epoch).values, expected[layer],
                                        rtol=1e-5, atol=1e-5)
+
+
+def consolidated_metadata(path):
+    return json.loads((path / ".zmetadata").read_text())["metadata"]
+
+
+def assert_layout_is_xarrays(store, tmp_path):
+    """The store's metadata equal what xarray's own writer makes of the same Dataset."""
+    ds = read_zarr(store).load()
+    fresh = xr.Dataset({name: (var.dims, var.values) for name, var in ds.data_vars.items()},
+                       coords={name: (c.dims, c.values) for name, c in ds.coords.items()},
+                       attrs=ds.attrs)
+    encoding = {name: {"chunks": var.encoding["chunks"], "compressors": None}
+                for name, var in ds.data_vars.items()}
+    fresh.to_zarr(tmp_path / "by_xarray.zarr", consolidated=True, zarr_format=2, encoding=encoding)
+    assert consolidated_metadata(store) == consolidated_metadata(tmp_path / "by_xarray.zarr")
+
+
+def test_store_layout_is_what_xarray_writes(setup, tmp_path):
+    root, checkpoints = setup
+    extract(checkpoints, root / "probe.zarr", tmp_path / "probe.zarr", device="cpu", batch_size=8)
+    assert_layout_is_xarrays(tmp_path / "probe.zarr", tmp_path)
 
 
 def test_read_layer_names_the_unit_dim(setup, tmp_path):
@@ -187,6 +210,7 @@ def test_recurrent_model_stores_every_time_step(setup, tmp_path):
         # Batches of 8 vs 21 round differently; eight recurrent steps compound it to ~1e-4.
         np.testing.assert_allclose(ds[name].isel(epoch=-1).values, direct, rtol=1e-4, atol=1e-4)
     assert not np.allclose(ds["area1"].isel(epoch=-1, time=0), ds["area1"].isel(epoch=-1, time=-1))
+    assert_layout_is_xarrays(tmp_path / "probe.zarr", tmp_path)
 
 
 def test_feedforward_content_key_has_no_time_steps(setup):

@@ -23,7 +23,9 @@ def _threads(args):
 
 def _train_mec(args):
     from pipeline.mec.training import PathSettings, train_path_integrator
+    from pipeline.runtime import keep_freed_memory
 
+    keep_freed_memory()
     train_path_integrator(args.model, args.out_dir, PathSettings.from_dict(args.settings),
                           device=args.device, num_threads=args.threads)
 
