@@ -1,6 +1,7 @@
 """Throughput of pipeline.train and pipeline.activations.extract against bare PyTorch loops.
 
-Per architecture, same model, data, batch size and threads in one run:
+Per architecture, in a fresh process (as each Snakemake job is), same model, data, batch size
+and threads:
 
 - training: `train()` continuing a run from its epoch-1 checkpoint for `--epochs` more epochs
   (loading the stimulus sets, rebuilding and resuming the model, shuffled and flipped
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -291,9 +293,7 @@ def main():
     parser.add_argument("--memory", type=int, nargs="+", metavar="N",
                         help="peak RSS of a training epoch for these training-set sizes only")
     args = parser.parse_args()
-    set_num_threads(args.threads)
-    if not args.malloc_default:
-        keep_freed_memory()
+    _set_up_process(args)
     if args.loader or args.memory:
         with tempfile.TemporaryDirectory() as tmp:
             if args.loader:
@@ -310,9 +310,28 @@ def main():
         print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
               "| extract | ratio |")
         print("|---|---|---|---|---|---|---|---|---|")
+    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
-            bench(arch, Path(tmp), args)
+            # a fresh process per architecture, as each Snakemake job is: in one process, an
+            # extraction after other architectures' runs measured up to 0.2 slower
+            child = spawn.Process(target=_bench_in_process, args=(arch, Path(tmp), args))
+            child.start()
+            child.join()
+            if child.exitcode:
+                raise SystemExit(f"{arch}: benchmark process exited with {child.exitcode}")
+
+
+def _set_up_process(args):
+    """Threads and malloc policy of a benchmark process, as the pipeline's jobs set them."""
+    set_num_threads(args.threads)
+    if not args.malloc_default:
+        keep_freed_memory()
+
+
+def _bench_in_process(arch, root, args):
+    _set_up_process(args)
+    bench(arch, root, args)
 
 
 if __name__ == "__main__":

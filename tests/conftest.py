@@ -11,15 +11,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 
-def pytest_configure(config):
-    """Run the tests' trainings and forward passes with malloc keeping freed memory, as the
-    pipeline's jobs do (`pipeline.runtime.keep_freed_memory`), instead of faulting their
-    pages in anew every batch."""
-    from pipeline.runtime import keep_freed_memory
-
-    keep_freed_memory()
-
-
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
