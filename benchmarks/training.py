@@ -22,9 +22,9 @@ Usage: `python benchmarks/training.py [--archs ventral_cnn alexnet64 ...] [--thr
 checkpoints); wall and CPU (process_time) seconds of both sides, best of `--repeats`, their
 wall-clock difference and the bytes the store holds. The difference splits into a fixed part
 per store (content key, weights, metadata, manifest) and a part that grows with the stimuli:
-`--scale` multiplies the stimulus count, so two scales separate them. `--spatial-pool G ...` adds a row per grid side G: `extract` with
-convolutional maps average-pooled to G × G before they are written (config
-`models.extract.spatial_pool`), against the same bare forward passes.
+`--scale` multiplies the stimulus count, so two scales separate them. `--spatial-pool G ...`
+adds a row per grid side G: `extract` with convolutional maps average-pooled to G × G before
+they are written (config `models.extract.spatial_pool`), against the same bare forward passes.
 
 `--loader`: images/s of the streaming loader (pipeline.data.loader: random batches of a shard
 store read by 0 and 2 worker processes) against a bare loop indexing the same batches out of
@@ -313,8 +313,7 @@ def main():
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs:
-            # a fresh process per architecture, as each Snakemake job is: in one process, an
-            # extraction after other architectures' runs measured up to 0.2 slower
+            # a fresh process per architecture, as each Snakemake job is
             child = spawn.Process(target=_bench_in_process, args=(arch, Path(tmp), args))
             child.start()
             child.join()

@@ -282,7 +282,7 @@ def _create_store(path, key, widths, epochs, stimulus_ids, chunk: int
 
     The layout is what `xarray.Dataset.to_zarr` writes for the same Dataset (dims in
     `_ARRAY_DIMENSIONS`, NaN fill, consolidated metadata), made through zarr directly: xarray
-    and dask would first build a lazy Dataset of zeros, at twice the cost.
+    and dask would first build a lazy Dataset of zeros, which costs more.
     Chunks hold one epoch (so epochs are written independently) and `chunk` stimuli (the
     batch size, so each batch fills whole chunks and is never read back to be merged).
     """

@@ -1,5 +1,5 @@
-"""Device choice, thread pinning, seeding, numeric precision, determinism and stop signals
-shared by training and extraction."""
+"""Device choice, thread pinning, malloc policy, seeding, numeric precision, determinism and
+stop signals shared by training and extraction."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def keep_freed_memory() -> bool:
     Forward and backward passes free and allocate their activations anew every batch. By
     default glibc maps blocks above a threshold (128 KiB at first) straight from the OS, unmaps
     them when freed and trims the heap's free top, so every batch faults its pages in again and
-    the kernel zeroes them: on 2 cores that is about a quarter of a small CNN's forward pass
+    the kernel zeroes them: on 2 cores, 15 to 33 % of a small CNN's forward pass
     (`benchmarks/training.py --malloc-default`). Here blocks up to the threshold's 32 MiB
     ceiling come from the heap and the heap is never trimmed, so the process keeps its peak
     heap until it exits. A process-wide setting: the job's entry point calls it. Returns False,

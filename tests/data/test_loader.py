@@ -100,7 +100,10 @@ _TRAIN = textwrap.dedent("""
     from torch.optim.optimizer import register_optimizer_step_post_hook
     torch.set_num_threads(1)
     from pipeline.data.loader import LoaderSettings
+    from pipeline.runtime import keep_freed_memory
     from pipeline.train import TrainSettings, train
+
+    keep_freed_memory()                    # as the train job does (pipeline.cli)
 
     def reset_peak(optimizer, args, kwargs):
         with open("/proc/self/clear_refs", "w") as f:
