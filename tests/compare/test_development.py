@@ -1,6 +1,6 @@
 """Representational development: RDMs against scipy, half-times against closed forms on synthetic
 trajectories, brain similarity against rsatoolbox, the command line on a trained model, and the
-stage through Snakemake (slow)."""
+stage through Snakemake on the tiny run."""
 
 import shutil
 import warnings
@@ -318,7 +318,7 @@ def test_command_line_writes_the_four_tables(trained, simulate, tmp_path):
 
 # ---------------------------------------------------------------- the stage through Snakemake
 
-@pytest.mark.slow
+# Not slow: it reuses the tiny run the default `pytest` makes anyway (4 min), and takes 30 s itself.
 @pytest.mark.timeout(30 * 60)
 def test_development_stage_runs_through_snakemake(tiny_run, tmp_path):
     """The complete tiny run with the stage turned on: every development table and figure of the
