@@ -19,7 +19,7 @@ Throughput: each batch's layer outputs go to a background writer thread as they 
 the layers' own tensors, never copied into an epoch-sized buffer), a batch per Zarr chunk
 along `stimulus`, so writing overlaps the next batches' forward passes and no chunk is read
 back to be merged; at most `MAX_PENDING` batches wait. Chunks are stored uncompressed and
-written as files straight from those arrays (`pipeline.io.write_chunk`), their crc32 taken as
+written as files straight from those arrays (`pipeline.io.write_chunk`), their crc32c taken as
 they are written so sealing reads nothing back: Zarr's write path and LZ4 cost more CPU than
 the forward pass of a small model while saving ~10 % of the bytes (float32 mantissas do
 not compress). The store's metadata are written by the same thread, through zarr directly,
@@ -311,7 +311,7 @@ def _create_store(path, key, widths, epochs, stimulus_ids, chunk: int
 
 def _write_batch(path, arrays, outputs, index, start, time_steps, written) -> None:
     """Write one batch of one checkpoint's layer outputs, a whole chunk per layer, into epoch
-    slot `index`; records each file's (size, crc32) in `written` for `seal_store`."""
+    slot `index`; records each file's (size, checksum) in `written` for `seal_store`."""
     for layer, array in arrays.items():
         values = outputs[layer]
         chunk = array.chunks[-2]                   # stimuli per chunk: the batch size

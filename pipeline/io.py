@@ -2,8 +2,8 @@
 
 Every file or store is written under a temporary name in the destination folder and renamed
 into place only when complete, so an interrupted job never leaves a store a rerun would trust.
-A Zarr store is sealed before that rename with `manifest.json` (size and crc32 of each of its
-files, `seal_store`); `read_zarr` checks the sizes on open and each file's crc32 as it is read,
+A Zarr store is sealed before that rename with `manifest.json` (size and crc32c of each of its
+files, `seal_store`); `read_zarr` checks the sizes on open and each file's checksum as it is read,
 so a missing, truncated or changed chunk raises `CorruptStoreError` instead of reading as the
 fill value or as wrong numbers.
 """
@@ -23,6 +23,7 @@ import uuid
 import zlib
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -95,7 +96,7 @@ def read_zarr(path) -> xr.Dataset:
 
     A sealed store is checked on open: every file its manifest lists must exist with its
     recorded size (one stat per file, nothing read). Each file is then checked against its
-    recorded crc32 when it is read, so a changed chunk raises instead of decoding to wrong
+    recorded checksum when it is read, so a changed chunk raises instead of decoding to wrong
     values. A store without a manifest (written before manifests existed) is read with a
     logged warning.
 
@@ -114,7 +115,7 @@ def read_zarr(path) -> xr.Dataset:
     files = check_store(path)
     store = path
     if files is not None:
-        store = _VerifiedStore(LocalStore(path, read_only=True), files, path)
+        store = _VerifiedStore(LocalStore(path, read_only=True), *files, path)
     with _undecodable(path, "not a readable Zarr store; its metadata or coordinate arrays cannot be "
                             "read or decoded"):
         return xr.open_zarr(store, consolidated=True)
@@ -148,7 +149,7 @@ def _undecodable(path, what: str):
 
 # ---- Zarr store integrity -------------------------------------------------------------------
 #
-# A sealed store holds `manifest.json` at its root: the size and crc32 of every other file
+# A sealed store holds `manifest.json` at its root: the size and checksum of every other file
 # (metadata and chunks), written last, before the store is renamed into place. Zarr does not
 # write a chunk that holds only the fill value, so a chunk absent from the manifest is a chunk
 # that was never written and legitimately reads as the fill value; a file the manifest lists
@@ -156,6 +157,26 @@ def _undecodable(path, what: str):
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "pipeline-zarr-manifest/1"
+_SLICE = 1 << 18                # bytes: fits a core's L2 cache
+
+
+def _crc32c(data, value: int = 0) -> int:
+    """crc32c (Castagnoli) of a bytes-like object, continuing from `value` (zlib.crc32's
+    signature). google-crc32c's C code takes only `bytes`, so other buffers are copied to it a
+    cache-sized slice at a time: the copy and the hardware crc32c together run about 3× faster
+    than zlib's crc32."""
+    if isinstance(data, bytes):
+        return google_crc32c.extend(value, data)
+    view = memoryview(data).cast("B")
+    for begin in range(0, len(view), _SLICE):
+        value = google_crc32c.extend(value, bytes(view[begin:begin + _SLICE]))
+    return value
+
+
+# The manifest names its checksum; stores sealed before crc32c stay readable with crc32. New
+# stores use crc32c where google-crc32c has its C code (a pure-Python fallback would be slow).
+CHECKSUMS = {"crc32": zlib.crc32, "crc32c": _crc32c}
+CHECKSUM = "crc32c" if google_crc32c.implementation == "c" else "crc32"
 
 
 class CorruptStoreError(OSError):
@@ -189,7 +210,8 @@ def _store_files(path: Path):
 
 
 def seal_store(path, written: dict[str, tuple[int, int]] | None = None) -> None:
-    """Record the size and crc32 of every file of a completely written Zarr store.
+    """Record the size and checksum (`CHECKSUM`) of every file of a completely written Zarr
+    store.
 
     Writes `<path>/manifest.json` atomically; call it when nothing more will be written, before
     the store is renamed into place. `read_zarr` then checks the store on open and every file
@@ -200,12 +222,13 @@ def seal_store(path, written: dict[str, tuple[int, int]] | None = None) -> None:
     path : path-like
         The store.
     written : dict, optional
-        {key: (size, crc32)} of files the caller wrote itself and checksummed as it wrote
+        {key: (size, checksum)} of files the caller wrote itself and checksummed as it wrote
         them (`write_chunk`); a file whose size on disk matches its record is not read
         again. Every other file is read and checksummed here.
     """
     path = Path(path)
     written = written or {}
+    checksum = CHECKSUMS[CHECKSUM]
     files = {}
     for key, file in _store_files(path):
         record = written.get(key)
@@ -213,8 +236,8 @@ def seal_store(path, written: dict[str, tuple[int, int]] | None = None) -> None:
             files[key] = list(record)
             continue
         data = file.read_bytes()
-        files[key] = [len(data), zlib.crc32(data)]
-    manifest = {"format": MANIFEST_FORMAT, "checksum": "crc32", "files": files}
+        files[key] = [len(data), checksum(data)]
+    manifest = {"format": MANIFEST_FORMAT, "checksum": CHECKSUM, "files": files}
     tmp = path / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=0, sort_keys=True))
     os.replace(tmp, path / MANIFEST)
@@ -225,8 +248,8 @@ def write_chunk(path, array, index: tuple[int, ...], parts) -> tuple[str, int, i
 
     Zarr's own write path costs several passes over the data (fill-value check, copies,
     encoding) where an uncompressed chunk is only its bytes: here they go from the caller's
-    arrays to the file in one write each, and their crc32 is taken from the same memory, so
-    `seal_store` need not read the file back.
+    arrays to the file in one write each, and their checksum (`CHECKSUM`) is taken from the same
+    memory, so `seal_store` need not read the file back.
 
     Parameters
     ----------
@@ -244,7 +267,7 @@ def write_chunk(path, array, index: tuple[int, ...], parts) -> tuple[str, int, i
     Returns
     -------
     tuple
-        (key, size, crc32) of the file, for `seal_store(path, written)`.
+        (key, size, checksum) of the file, for `seal_store(path, written)`.
     """
     meta = array.metadata
     if (meta.zarr_format != 2 or meta.compressor is not None or meta.filters
@@ -264,24 +287,22 @@ def write_chunk(path, array, index: tuple[int, ...], parts) -> tuple[str, int, i
     key = f"{array.path}/{meta.encode_chunk_key(index)}"
     target = Path(path) / key
     target.parent.mkdir(parents=True, exist_ok=True)    # "/"-separated chunk keys nest
-    crc = 0
+    checksum, crc = CHECKSUMS[CHECKSUM], 0
     with open(target, "wb", buffering=0) as file:
         for part in parts:
             view = memoryview(part).cast("B")
             # a slice at a time, checksummed first, so the write copies it from cache
             for begin in range(0, len(view), _SLICE):
                 piece = view[begin:begin + _SLICE]
-                crc = zlib.crc32(piece, crc)
+                crc = checksum(piece, crc)
                 while piece:
                     piece = piece[file.write(piece):]
     return key, size, crc
 
 
-_SLICE = 1 << 18                # bytes: fits a core's L2 cache
-
-
-def _read_manifest(path: Path) -> dict | None:
-    """The manifest's {key: [size, crc32]} table, or None for a store without one."""
+def _read_manifest(path: Path) -> tuple[str, dict] | None:
+    """The manifest's checksum name and {key: (size, checksum)} table, or None for a store
+    without one."""
     file = path / MANIFEST
     try:
         text = file.read_text()
@@ -292,26 +313,30 @@ def _read_manifest(path: Path) -> dict | None:
         files = manifest["files"]
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-        return {key: (int(size), int(crc)) for key, (size, crc) in files.items()}
+        checksum = manifest.get("checksum", "crc32")
+        if checksum not in CHECKSUMS:
+            raise ValueError(f"checksum {checksum!r}, expected one of {sorted(CHECKSUMS)}")
+        return checksum, {key: (int(size), int(crc)) for key, (size, crc) in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CorruptStoreError(
             f"{file}: not a readable integrity manifest (expected JSON with a 'files' table "
-            f"of [size, crc32]; {type(err).__name__}: {err}); {rebuild_hint(path)}") from err
+            f"of [size, checksum]; {type(err).__name__}: {err}); {rebuild_hint(path)}") from err
 
 
-def check_store(path) -> dict | None:
+def check_store(path) -> tuple[str, dict] | None:
     """Check that every file the manifest of the store at `path` lists exists with its size.
 
-    Returns the manifest's {key: (size, crc32)} table, or None (after a logged warning) for a
-    store without a manifest. Raises CorruptStoreError naming the first missing or truncated
+    Returns the manifest's checksum name ("crc32c", or "crc32" for stores sealed before it) and
+    {key: (size, checksum)} table, or None (after a logged warning) for a store without a
+    manifest. Raises CorruptStoreError naming the first missing or truncated
     file.
     """
     path = Path(path)
-    files = _read_manifest(path)
-    if files is None:
+    manifest = _read_manifest(path)
+    if manifest is None:
         _warn_unsealed(path)
         return None
-    for key, (size, _) in files.items():
+    for key, (size, _) in manifest[1].items():
         try:
             found = (path / key).stat().st_size
         except FileNotFoundError as err:
@@ -322,7 +347,7 @@ def check_store(path) -> dict | None:
             raise CorruptStoreError(
                 f"{path}: {_describe(key)} has {found} bytes, the store's manifest records "
                 f"{size} (truncated or overwritten); {rebuild_hint(path)}")
-    return files
+    return manifest
 
 
 def _absent_grid_chunks(path: Path) -> list[str]:
@@ -370,12 +395,12 @@ def _warn_unsealed(path: Path) -> None:
 class _VerifiedStore(WrapperStore):
     """A read-only store that checks each whole file it reads against the store's manifest."""
 
-    def __init__(self, store, files, path):
+    def __init__(self, store, checksum, files, path):
         super().__init__(store)
-        self._files, self._path = files, path
+        self._checksum, self._files, self._path = checksum, files, path
 
     def _with_store(self, store):
-        return type(self)(store, self._files, self._path)
+        return type(self)(store, self._checksum, self._files, self._path)
 
     async def get(self, key, prototype, byte_range=None):
         buffer = await self._store.get(key, prototype, byte_range)
@@ -399,11 +424,11 @@ class _VerifiedStore(WrapperStore):
             raise CorruptStoreError(
                 f"{self._path}: {_describe(key)} has {data.nbytes} bytes, the store's "
                 f"manifest records {size} (truncated or overwritten); {hint}")
-        found = zlib.crc32(data)
+        found = CHECKSUMS[self._checksum](data)
         if found != crc:
             raise CorruptStoreError(
-                f"{self._path}: {_describe(key)} is corrupt: its crc32 is {found:08x}, the "
-                f"store's manifest records {crc:08x}; {hint}")
+                f"{self._path}: {_describe(key)} is corrupt: its {self._checksum} is "
+                f"{found:08x}, the store's manifest records {crc:08x}; {hint}")
 
 
 def write_parquet(df: pd.DataFrame, path) -> None:

@@ -7,6 +7,7 @@ import pickle
 import zlib
 
 import dask.array
+import google_crc32c
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,8 @@ import xarray as xr
 import zarr
 from numcodecs import Blosc
 
-from pipeline.io import (MANIFEST, CorruptStoreError, file_sha256, load_zarr, read_zarr,
-                         save_torch, seal_store, write_chunk, write_zarr)
+from pipeline.io import (CHECKSUMS, MANIFEST, CorruptStoreError, file_sha256, load_zarr,
+                         read_zarr, save_torch, seal_store, write_chunk, write_zarr)
 
 
 def sha256_of(path):
@@ -63,14 +64,26 @@ def store_files(path):
             for f in sorted(path.rglob("*")) if f.is_file() and f.name != MANIFEST}
 
 
-def test_write_zarr_seals_the_store_with_size_and_crc32_of_every_file(tmp_path):
+def crc32c(data: bytes) -> int:
+    """google-crc32c's own one-call checksum of the whole file, beside ours in slices."""
+    return int.from_bytes(google_crc32c.Checksum(data).digest(), "big")
+
+
+def test_crc32c_matches_the_standard_check_value_and_the_library_across_slices():
+    assert CHECKSUMS["crc32c"](b"123456789") == 0xE3069283      # RFC 3720 check value
+    data = np.random.default_rng(0).integers(0, 255, 3 * (1 << 18) + 5, dtype=np.uint8)
+    assert CHECKSUMS["crc32c"](data) == crc32c(data.tobytes())
+    assert CHECKSUMS["crc32c"](data[7:], CHECKSUMS["crc32c"](data[:7])) == crc32c(data.tobytes())
+
+
+def test_write_zarr_seals_the_store_with_size_and_crc32c_of_every_file(tmp_path):
     path = tmp_path / "s.zarr"
     write_zarr(small_dataset(), path)
     manifest = json.loads((path / MANIFEST).read_text())
     files = store_files(path)
     assert {"a/0.0", "a/2.0", ".zmetadata", "name/0"} <= set(files)
-    assert manifest == {"format": "pipeline-zarr-manifest/1", "checksum": "crc32",
-                        "files": {key: [len(data), zlib.crc32(data)]
+    assert manifest == {"format": "pipeline-zarr-manifest/1", "checksum": "crc32c",
+                        "files": {key: [len(data), crc32c(data)]
                                   for key, data in files.items()}}
     assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]                 # no temporaries
     assert not list(path.glob(f".{MANIFEST}*"))
@@ -100,7 +113,7 @@ def empty_store(path, compressors=None):
     return zarr.open_group(path, mode="r+", zarr_format=2)["a"]
 
 
-def test_write_chunk_writes_what_zarr_reads_and_the_crc32_of_the_file(tmp_path):
+def test_write_chunk_writes_what_zarr_reads_and_the_crc32c_of_the_file(tmp_path):
     path = tmp_path / "s.zarr"
     array = empty_store(path)
     values = np.arange(120, dtype=np.float32).reshape(30, 4)
@@ -110,12 +123,12 @@ def test_write_chunk_writes_what_zarr_reads_and_the_crc32_of_the_file(tmp_path):
         halves = [part[:4], part[4:]]                  # a chunk may come in several parts
         key, size, crc = write_chunk(path, array, (block, 0), halves)
         data = (path / key).read_bytes()
-        assert (key, size, crc) == (f"a/{block}.0", len(data), zlib.crc32(data))
+        assert (key, size, crc) == (f"a/{block}.0", len(data), crc32c(data))
         written[key] = (size, crc)
     seal_store(path, written)
     assert read_zarr(path)["a"].values.tobytes() == values.tobytes()
     files = json.loads((path / MANIFEST).read_text())["files"]
-    assert files == {key: [len(data), zlib.crc32(data)] for key, data in store_files(path).items()}
+    assert files == {key: [len(data), crc32c(data)] for key, data in store_files(path).items()}
 
 
 def test_seal_store_reads_a_file_whose_size_differs_from_its_record(tmp_path):
@@ -125,7 +138,7 @@ def test_seal_store_reads_a_file_whose_size_differs_from_its_record(tmp_path):
     (path / key).write_bytes(b"rewritten")
     seal_store(path, {key: (size, crc)})
     files = json.loads((path / MANIFEST).read_text())["files"]
-    assert files[key] == [9, zlib.crc32(b"rewritten")]
+    assert files[key] == [9, crc32c(b"rewritten")]
 
 
 def test_write_chunk_refuses_compressed_arrays_and_wrong_sizes(tmp_path):
@@ -150,16 +163,41 @@ def test_chunks_zarr_skips_as_all_fill_are_not_damage(tmp_path, caplog):
     assert back.tobytes() == ds["a"].values.tobytes()
 
 
+def flip_last_bit(file):
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 1
+    file.write_bytes(bytes(data))
+
+
+def test_stores_sealed_with_crc32_are_still_checked(tmp_path):
+    """Stores sealed before crc32c name crc32 in their manifest; they read and are checked."""
+    path = tmp_path / "s.zarr"
+    write_zarr(small_dataset(), path)
+    (path / MANIFEST).write_text(json.dumps({
+        "format": "pipeline-zarr-manifest/1", "checksum": "crc32",
+        "files": {key: [len(data), zlib.crc32(data)] for key, data in store_files(path).items()}}))
+    assert load_zarr(path)["a"].values.tobytes() == small_dataset()["a"].values.tobytes()
+    flip_last_bit(path / "a" / "0.0")
+    with pytest.raises(CorruptStoreError, match="chunk '0.0' is corrupt: its crc32 is "):
+        load_zarr(path)
+
+
+def test_a_manifest_with_an_unknown_checksum_is_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    write_zarr(small_dataset(), path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    (path / MANIFEST).write_text(json.dumps({**manifest, "checksum": "md5"}))
+    with pytest.raises(CorruptStoreError, match=r"checksum 'md5', expected one of \['crc32', "):
+        read_zarr(path)
+
+
 def test_a_read_store_pickles_with_its_checks(tmp_path):
     """Process and distributed schedulers pickle the lazy arrays; the checks travel along."""
     path = tmp_path / "s.zarr"
     write_zarr(small_dataset(), path)
     lazy = pickle.loads(pickle.dumps(read_zarr(path)["a"].data))
     assert lazy.compute().tobytes() == small_dataset()["a"].values.tobytes()
-    chunk = path / "a" / "0.0"
-    data = bytearray(chunk.read_bytes())
-    data[-1] ^= 1
-    chunk.write_bytes(bytes(data))
+    flip_last_bit(path / "a" / "0.0")
     with pytest.raises(CorruptStoreError, match=f"^{path}: array 'a' chunk '0.0' is corrupt"):
         lazy.compute()
 

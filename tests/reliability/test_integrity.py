@@ -1,8 +1,8 @@
 """Zarr store integrity: every fault on stores written by the real writers.
 
-Each store the pipeline writes ends with `manifest.json` (size and crc32 of every file; see
+Each store the pipeline writes ends with `manifest.json` (size and crc32c of every file; see
 `pipeline.io.seal_store`). `read_zarr` checks on open that every listed file exists with its
-size, and checks each file's crc32 as it is read. Stores written before manifests existed are
+size, and checks each file's checksum as it is read. Stores written before manifests existed are
 read with a warning, which names any chunk of an array's chunk grid that has no file.
 """
 
@@ -110,7 +110,7 @@ def named(path, key, problem):
 def test_clean_store_reads_back_bit_identical(written, kind, caplog):
     path = written[kind]
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["checksum"] == "crc32" and f"{first_chunk(path, kind)}" in manifest["files"]
+    assert manifest["checksum"] == "crc32c" and f"{first_chunk(path, kind)}" in manifest["files"]
     with caplog.at_level(logging.WARNING, logger="pipeline.io"):
         values = read(kind, path)
     assert caplog.records == []
@@ -150,7 +150,7 @@ def test_bit_flipped_chunk_is_named_when_read(written, kind, tmp_path):
     key = first_chunk(path, kind)
     flip_bit(path / key)
     read_zarr(path)                                 # sizes match: opening is cheap and passes
-    with pytest.raises(CorruptStoreError, match=named(path, key, "is corrupt: its crc32")):
+    with pytest.raises(CorruptStoreError, match=named(path, key, "is corrupt: its crc32c")):
         read(kind, path)
 
 
