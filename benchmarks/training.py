@@ -25,6 +25,10 @@ per store (content key, weights, metadata, manifest) and a part that grows with 
 `--scale` multiplies the stimulus count, so two scales separate them. `--spatial-pool G ...`
 adds a row per grid side G: `extract` with convolutional maps average-pooled to G × G before
 they are written (config `models.extract.spatial_pool`), against the same bare forward passes.
+A second baseline, *bare forward + write*, also takes every compared layer's output through
+forward hooks (pooled alike) and writes its bytes to a plain file per layer and batch from one
+background thread, with no checks and no store: what writing the same bytes costs on the
+machine, which the ratio to it sets aside.
 
 `--loader`: images/s of the streaming loader (pipeline.data.loader: random batches of a shard
 store read by 0 and 2 worker processes) against a bare loop indexing the same batches out of
@@ -43,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +56,12 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from pipeline.activations import extract
+from pipeline.activations import MAX_PENDING, extract, pool_maps
 from pipeline.data.loader import (EpochBatches, LoaderSettings, StreamedImages, batch_loader,
                                   stream_images)
 from pipeline.data.stimuli import read_stimuli
 from pipeline.io import write_zarr
-from pipeline.models import build_model
+from pipeline.models import build_model, layer_outputs
 from pipeline.runtime import keep_freed_memory, set_num_threads
 from pipeline.train import TrainSettings, train
 
@@ -128,6 +134,38 @@ def bare_forward(arch, images, mean, std, n_checkpoints, batch_size):
     return time.perf_counter() - start
 
 
+def bare_forward_and_write(arch, images, mean, std, n_checkpoints, batch_size, directory,
+                           spatial_pool=None):
+    """`bare_forward`, with every compared layer's output (pooled to `spatial_pool` if given)
+    written to a file of its own per batch by one background thread, at most MAX_PENDING
+    batches waiting; returns seconds."""
+    model = build_model(arch, N_CLASSES, images.shape[-1]).eval()
+    recurrent = getattr(model, "time_steps", None) is not None
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+
+    def write(path, array):
+        with open(path, "wb", buffering=0) as file:
+            file.write(memoryview(array).cast("B"))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(1) as writer, torch.no_grad():
+        pending = deque()
+        for checkpoint in range(n_checkpoints):
+            for batch, xb in enumerate(images.split(batch_size)):
+                outputs = layer_outputs(model, (xb.float() / 255 - mean) / std)
+                for name, out in outputs.items():
+                    if spatial_pool is not None:
+                        out = pool_maps(out, spatial_pool, recurrent)
+                    pending.append(writer.submit(write, directory / f"{checkpoint}-{batch}-{name}",
+                                                 out.contiguous().numpy()))
+                while len(pending) > MAX_PENDING * len(outputs):
+                    pending.popleft().result()
+        for future in pending:
+            future.result()
+    return time.perf_counter() - start
+
+
 def bench(arch, root, args):
     size, n_train, n_test, n_probe, batch_size = SETUPS[arch]
     scale = args.scale
@@ -182,24 +220,30 @@ def wall_and_cpu(function, *args, **kwargs):
 
 
 def bench_extraction(arch, root, probe_path, probe, mean, std, args):
-    """The extraction columns alone, wall and CPU: bare forward passes against `extract()`, with
-    full maps and with each `--spatial-pool` grid."""
+    """The extraction columns alone, wall and CPU: bare forward passes, and bare forward passes
+    that write the layers' bytes, against `extract()`, with full maps and with each
+    `--spatial-pool` grid."""
     model = f"{arch}-supervised-bp-s0"
     checkpoints = sorted((root / f"{model}-0").glob("epoch_*.pt"))
     for grid in [None, *args.spatial_pool]:
-        bare, ours = [], []
+        bare, written, ours = [], [], []
         out = root / f"{model}-act-{grid}.zarr"
         for repeat in range(args.repeats):
             shutil.rmtree(out, ignore_errors=True)       # a fresh store each time, not a skip
             bare.append(wall_and_cpu(bare_forward, arch, probe, mean, std, len(checkpoints), 256))
+            written.append(wall_and_cpu(bare_forward_and_write, arch, probe, mean, std,
+                                        len(checkpoints), 256, root / "bare-write", grid))
             ours.append(wall_and_cpu(extract, checkpoints, probe_path, out, device="cpu",
                                      spatial_pool=grid))
+        shutil.rmtree(root / "bare-write")
         stored = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
-        (bw, bc), (ow, oc) = (tuple(min(v) for v in zip(*side)) for side in (bare, ours))
+        (bw, bc), (ww, wc), (ow, oc) = (tuple(min(v) for v in zip(*side))
+                                        for side in (bare, written, ours))
         maps = "full" if grid is None else f"{grid} × {grid}"
         print(f"| {arch} | {maps} | {len(probe)} stimuli × {len(checkpoints)} checkpoints "
-              f"| {stored:.0f} MB | {bw:.2f} s | {ow:.2f} s | {ow - bw:.2f} s | {bw / ow:.2f} "
-              f"| {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |", flush=True)
+              f"| {stored:.0f} MB | {bw:.2f} s | {ww:.2f} s | {ow:.2f} s | {ow - bw:.2f} s "
+              f"| {bw / ow:.2f} | {ww / ow:.2f} | {bc:.2f} s | {oc:.2f} s | {bc / oc:.2f} |",
+              flush=True)
 
 
 def bench_loader(root, n=20000, size=64, batch_size=256, epochs=2):
@@ -303,9 +347,10 @@ def main():
         return
     print(f"{args.threads} threads, CPU; throughput ratio = bare seconds / pipeline seconds\n")
     if args.extraction:
-        print("| arch | maps | extraction | stored | bare forward wall | extract wall "
-              "| difference | ratio | bare forward CPU | extract CPU | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| arch | maps | extraction | stored | bare forward wall | bare forward + write "
+              "wall | extract wall | difference | ratio | ratio to forward + write "
+              "| bare forward CPU | extract CPU | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     else:
         print("| arch | training run | bare | pipeline | ratio | extraction | bare forward "
               "| extract | ratio |")
