@@ -29,9 +29,8 @@ BF16_RULES = frozenset({"bp", "fa", "ss", "kp", "wm", "ia", "sa", "aa"})
 # What SLURM sends before a time limit (--signal) or a preemption (SIGTERM).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1")
                      if hasattr(signal, name))
-# glibc's mallopt parameters (malloc.h) and its ceiling on the map threshold (64-bit).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 2 ** 20
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -70,18 +69,19 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of giving it back to the OS.
 
     Forward and backward passes free and allocate their activations anew every batch. By
-    default glibc maps blocks above a threshold (128 KiB at first) straight from the OS, unmaps
-    them when freed and trims the heap's free top, so every batch faults its pages in again and
-    the kernel zeroes them: on 2 cores, 15 to 33 % of a small CNN's forward pass
-    (`benchmarks/training.py --malloc-default`). Here blocks up to the threshold's 32 MiB
-    ceiling come from the heap and the heap is never trimmed, so the process keeps its peak
-    heap until it exits. A process-wide setting: the job's entry point calls it. Returns False,
-    changing nothing, where the C library is not glibc.
+    default glibc maps blocks above a threshold (128 KiB at first, 32 MiB at most) straight
+    from the OS, unmaps them when freed and trims the heap's free top, so every batch faults
+    its pages in again and the kernel zeroes them: on 2 cores, 15 to 33 % of a small CNN's
+    forward pass (`benchmarks/training.py --malloc-default`). Here every block comes from the
+    heap (no mapped blocks: a raised threshold still maps blocks above 32 MiB, as an
+    extraction holding a few batches' layer outputs needs) and the heap is never trimmed, so
+    the process keeps its peak heap until it exits. A process-wide setting: the job's entry
+    point calls it. Returns False, changing nothing, where the C library is not glibc.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)
-    done = (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
+    done = (libc.mallopt(M_MMAP_MAX, 0) == 1                   # 0: no block is mapped
             and libc.mallopt(M_TRIM_THRESHOLD, -1) == 1)       # -1: never trim
     log.debug("malloc keeps freed memory: %s", done)
     return done
