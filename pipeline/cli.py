@@ -496,8 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "areas when the settings' generator is a model name")
 
     # the verbs of the stages with their own modules (mec, development, identify, ost, temporal .smk)
-    from pipeline.compare.development import add_development_verbs
-    from pipeline.compare.ost import add_ost_verbs
+    from pipeline.compare.development_cli import add_development_verbs
+    from pipeline.compare.ost_cli import add_ost_verbs
     from pipeline.compare.temporal_cli import add_temporal_verbs
     from pipeline.identify.cli import add_identify_verbs
     from pipeline.mec.cli import add_mec_verbs

@@ -2,6 +2,8 @@
 
 import argparse
 import importlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -81,3 +83,13 @@ def test_every_data_source_verb_is_the_library_function_of_its_name(verb):
     paths = [f"{name}.x" for name in inputs + [output for output, _ in outputs]]
     settings = [] if verb == "assemble_allen_psailamul" else ["--settings", "{}"]
     assert build_parser().parse_args([verb, *paths, *settings]).verb == verb
+
+
+def test_the_command_line_starts_without_the_libraries_of_the_verbs():
+    """Every Snakemake job starts `python -m pipeline`: building its parser imports none of the
+    stages' libraries, so a job pays only for the imports of the verb it runs."""
+    code = ("import sys; from pipeline.cli import build_parser; build_parser(); "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert loaded.isdisjoint({"torch", "numpy", "pandas", "xarray", "scipy", "sklearn", "zarr"})
