@@ -112,10 +112,10 @@ def read_zarr(path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such Zarr store")
-    files = check_store(path)
+    manifest = check_store(path)
     store = path
-    if files is not None:
-        store = _VerifiedStore(LocalStore(path, read_only=True), *files, path)
+    if manifest is not None:
+        store = _VerifiedStore(LocalStore(path, read_only=True), *manifest, path)
     with _undecodable(path, "not a readable Zarr store; its metadata or coordinate arrays cannot be "
                             "read or decoded"):
         return xr.open_zarr(store, consolidated=True)
@@ -328,8 +328,7 @@ def check_store(path) -> tuple[str, dict] | None:
 
     Returns the manifest's checksum name ("crc32c", or "crc32" for stores sealed before it) and
     {key: (size, checksum)} table, or None (after a logged warning) for a store without a
-    manifest. Raises CorruptStoreError naming the first missing or truncated
-    file.
+    manifest. Raises CorruptStoreError naming the first missing or truncated file.
     """
     path = Path(path)
     manifest = _read_manifest(path)
