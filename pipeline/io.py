@@ -163,8 +163,8 @@ _SLICE = 1 << 18                # bytes: fits a core's L2 cache
 def _crc32c(data, value: int = 0) -> int:
     """crc32c (Castagnoli) of a bytes-like object, continuing from `value` (zlib.crc32's
     signature). google-crc32c's C code takes only `bytes`, so other buffers are copied to it a
-    cache-sized slice at a time: the copy and the hardware crc32c together run about 3× faster
-    than zlib's crc32."""
+    cache-sized slice at a time: the copy and the hardware crc32c together run about 2.5× faster
+    than zlib's crc32 (benchmarks/README.md)."""
     if isinstance(data, bytes):
         return google_crc32c.extend(value, data)
     view = memoryview(data).cast("B")
