@@ -1,6 +1,7 @@
 """Shared test helpers: where the repository and its shared data live, and a tiny complete run."""
 
 import functools
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -47,12 +48,23 @@ def pytest_runtest_setup(item):
 def tiny_run(tmp_path_factory):
     """A complete run of the documented command line: the shipped config.yaml in place, the tiny
     config (tests/workflow/config_tiny.yaml) given on top; shared by the tests that plan reruns
-    against it or compare with it."""
+    against it or compare with it. Under pytest-xdist the first worker to need it builds it in the
+    run's shared temporary folder while the others wait, then all of them use that one run."""
+    from filelock import FileLock
+
     from tests.workflow.runner import TINY, snakemake
 
-    workdir = tmp_path_factory.mktemp("tiny")
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    shutil.copy(TINY, workdir / "tiny.yaml")
-    done = snakemake(workdir, "--cores", "2", "--configfile", workdir / "tiny.yaml")
-    assert done.returncode == 0, done.stderr[-4000:]
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent                   # one folder per run, above the workers' own
+    workdir, complete = shared / "tiny", shared / "tiny.complete"
+    with FileLock(shared / "tiny.lock"):
+        if not complete.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+            shutil.copy(TINY, workdir / "tiny.yaml")
+            done = snakemake(workdir, "--cores", "2", "--configfile", workdir / "tiny.yaml")
+            assert done.returncode == 0, done.stderr[-4000:]
+            complete.touch()
     return workdir
