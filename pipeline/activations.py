@@ -10,8 +10,10 @@ attrs["content_key"] records the sha256 of every checkpoint file, the preprocess
 stimulus set's sha256 and the layers, so a store is reused only for identical inputs.
 With `spatial_pool` (config `models.extract.spatial_pool`), each convolutional layer's maps are
 average-pooled to a grid of that side before they are written, and the key records the grid.
-Checkpoints are checked against their sha256 records as they are read
-(`pipeline.checkpoints.read_checkpoint`), and `extract` first removes the hidden temporaries
+Checkpoints are keyed by their sha256 records and checked against them (size, then crc32c,
+`pipeline.checkpoints.verified_sha256`) by a thread of their own while the forward passes run,
+before the store is published; a store that is up to date is reused without reading the
+checkpoints' bytes. `extract` first removes the hidden temporaries
 (`.<store>.tmp-*`) an interrupted extraction of the same store left behind. The finished
 store is sealed (`pipeline.io.seal_store`), so `read_zarr` checks its files as it reads them.
 
@@ -44,7 +46,8 @@ import zarr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.checkpoints import build_backbone, load_backbone, read_checkpoint, verified_sha256
+from pipeline.checkpoints import (build_backbone, load_backbone, read_checkpoint, recorded_sha256,
+                                  verified_sha256)
 from pipeline.data.stimuli import read_stimuli, stimulus_sha256, to_tensor
 from pipeline.io import atomic_path, read_zarr, remove_stale_temporaries, seal_store, write_chunk
 from pipeline.models import layer_outputs
@@ -90,13 +93,17 @@ def content_key(checkpoints, stimuli_path, spatial_pool: int | None = None) -> d
     return _key_and_epochs(checkpoints, read_zarr(stimuli_path), spatial_pool)[0]
 
 
-def _key_and_epochs(checkpoints, stimuli: xr.Dataset, spatial_pool=None
+def _key_and_epochs(checkpoints, stimuli: xr.Dataset, spatial_pool=None, verify=True
                     ) -> tuple[dict, list[int], list[dict]]:
     """`content_key` of the opened stimulus set, the checkpoints' epochs and the checkpoints
-    themselves (memory-mapped), each checkpoint read once."""
+    themselves (memory-mapped), each checkpoint read once. With `verify` False, checkpoints
+    whose records can be checked later (`recorded_sha256`) are keyed by their records and not
+    yet checked: the caller checks them (`verified_sha256`) before it writes anything."""
     if not checkpoints:
         raise ValueError("content_key needs at least one checkpoint; got none")
-    loaded = [read_checkpoint(path) for path in checkpoints]
+    digests = [None if verify else recorded_sha256(path) for path in checkpoints]
+    loaded = [read_checkpoint(path, verify=digest is None)
+              for path, digest in zip(checkpoints, digests)]
     first = loaded[0]
     epochs = [int(first["epoch"])]
     for path, other in zip(checkpoints[1:], loaded[1:]):
@@ -111,7 +118,8 @@ def _key_and_epochs(checkpoints, stimuli: xr.Dataset, spatial_pool=None
     with torch.device("meta"):                    # layer names only: no weights drawn
         model = build_backbone(first)
     key = {
-        "weights_sha256": [verified_sha256(p) for p in checkpoints],
+        "weights_sha256": [digest or verified_sha256(path)
+                           for path, digest in zip(checkpoints, digests)],
         "preprocessing": first["preprocessing"],
         "stimulus_sha256": stimulus_sha256(stimuli),
         "layers": list(model.layer_names),
@@ -222,7 +230,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     out_path = Path(out_path)
     remove_stale_temporaries(out_path)
     stimuli = read_stimuli(stimuli_path, load=False)   # images read only if extracting
-    key, epochs, loaded = _key_and_epochs(checkpoints, stimuli, spatial_pool)
+    key, epochs, loaded = _key_and_epochs(checkpoints, stimuli, spatial_pool, verify=False)
     stored = _stored_key(out_path)
     if stored == key:
         log.info("%s is up to date (same checkpoints, preprocessing, stimuli and pooling); skipping",
@@ -240,9 +248,11 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
     n_batches = -(-len(images) // batch_size)
     stimulus_ids = stimuli["stimulus_id"].values.astype(str)
     with (atomic_path(out_path) as tmp, ThreadPoolExecutor(1) as writer,
-          logging_redirect_tqdm(),
+          ThreadPoolExecutor(1) as checker, logging_redirect_tqdm(),
           tqdm(total=len(checkpoints) * n_batches, unit="batch",
                desc=f"extract {out_path.parent.name}/{out_path.stem}", disable=None) as bar):
+        # the checkpoints' bytes are checked against their records while the forward runs
+        checked = checker.submit(lambda: [verified_sha256(path) for path in checkpoints])
         arrays, pending, written = {}, deque(), {}
         for index, checkpoint in enumerate(loaded):
             def write(start, outputs, index=index):
@@ -263,6 +273,7 @@ def extract(checkpoints, stimuli_path, out_path, *, device: str = "auto",
                          write, spatial_pool)
         while pending:
             pending.popleft().result()
+        checked.result()                         # a corrupt checkpoint raises: nothing published
         seal_store(tmp, written)                 # manifest last: read_zarr checks it
     widths = {layer: array.shape[-1] for layer, array in arrays.items()}
     log.info("wrote %s: %d epochs × %d stimuli, layers %s", out_path, len(epochs),

@@ -17,10 +17,12 @@ timings are not stored in a checkpoint (they go to run.json and metrics.csv), so
 the same model and settings write byte-identical checkpoints; older checkpoints whose
 `metrics` hold `seconds` still load and resume.
 
-Integrity: `save_torch` writes `<checkpoint>.sha256` beside every checkpoint, and
-`read_checkpoint` checks the file against it (the hash is computed once per file and process);
-a checkpoint that differs from its record, or that torch cannot read, raises `CheckpointError`
-naming the file and the rule that rebuilds it (`train`).
+Integrity: `save_torch` writes `<checkpoint>.sha256` beside every checkpoint (the file's
+sha256, size and crc32c, taken as it is written), and `read_checkpoint` checks the file's size
+and crc32c against it, once per file and process (a fresh job checks each checkpoint at
+crc32c's speed, several times sha256's: benchmarks/README.md); a checkpoint
+that differs from its record, or that torch cannot read, raises `CheckpointError` naming the
+file and the rule that rebuilds it (`train`).
 
 The run record `model_dir/run.json` (`write_run_record`) says what the folder holds: the header
 the run was trained with, its number of epochs, whether training finished, and each epoch's
@@ -57,7 +59,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.io import remove_stale_temporaries, save_torch, write_json
+from pipeline.io import (CHECKSUMS, digest_sidecar, file_checksum, remove_stale_temporaries,
+                         save_torch, write_json)
 from pipeline.learning import make_rule
 from pipeline.models import build_model
 
@@ -65,8 +68,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PREEMPTED_EXIT", "RUN_RECORD", "CheckpointError", "CheckpointWriter", "Preempted",
            "build_backbone", "capture", "checkpoint_epochs", "checkpoint_every", "clear_stale",
-           "epoch_path", "latest_partial",
-           "load_backbone", "preserve", "read_checkpoint", "read_run_record", "recover_epochs",
+           "epoch_path", "forget_verified", "latest_partial", "load_backbone", "preserve",
+           "read_checkpoint", "read_run_record", "recorded_sha256", "recover_epochs",
            "remove_resume_dir", "restore", "resumable", "resume_dir", "run_epochs",
            "save_partial", "settings_differences", "verified_sha256", "write_run_record"]
 
@@ -221,8 +224,12 @@ _VERIFIED: dict[tuple, str] = {}
 def verified_sha256(path) -> str:
     """sha256 of a checkpoint's bytes, checked against its `<path>.sha256` record.
 
-    Computed once per file and process (cached by path, size and mtime). A checkpoint without
-    a record (written by hand) is accepted as it is.
+    The record `save_torch` writes holds the file's size, sha256 and a fast checksum
+    (crc32c): the file is checked against the size and the checksum, read at several times the
+    speed of hashing it, and the recorded sha256 returned. A record without a checksum
+    (written before one was recorded) is checked by hashing the file, and a checkpoint without
+    a record (written by hand) is hashed and accepted as it is. Checked once per file and
+    process (cached by path, size and mtime).
 
     Raises
     ------
@@ -235,41 +242,91 @@ def verified_sha256(path) -> str:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
         return _VERIFIED[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    digest = digest.hexdigest()
-    sidecar = path.with_name(f"{path.name}.sha256")
-    try:
-        recorded = json.loads(sidecar.read_text())["sha256"]
-    except FileNotFoundError:
-        recorded = None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{sidecar}: unreadable digest record of {path.name} ({err!r}); "
-                              f"{_rebuild(path.parent)}") from err
-    if recorded is not None and recorded != digest:
+    record = _record(path)
+    checksum = next((name for name in CHECKSUMS if name in record), None)
+    if checksum is not None:
+        found, expected = file_checksum(path, checksum), record[checksum]
+        digest = record["sha256"]
+    else:
+        checksum, found = "sha256", _sha256(path)
+        expected = digest = record.get("sha256", found)
+    if found != expected:
         raise CheckpointError(
-            f"{path}: corrupt checkpoint: its sha256 is {digest[:16]}…, its record "
-            f"{sidecar.name} "
-            f"says {str(recorded)[:16]}… ({stat.st_size} bytes now); {_rebuild(path.parent)}")
+            f"{path}: corrupt checkpoint: its {checksum} is {_short(found)}, its record "
+            f"{digest_sidecar(path).name} says {_short(expected)} ({stat.st_size} bytes now); "
+            f"{_rebuild(path.parent)}")
     _VERIFIED[key] = digest
     return digest
 
 
-def read_checkpoint(path) -> dict:
+def recorded_sha256(path) -> str | None:
+    """The sha256 a checkpoint's record states, with the file's size checked against it; None
+    when no checksum can check the bytes later (no record, or one written before checksums),
+    so only `verified_sha256` can give it.
+
+    Lets a reader key its output on the checkpoint at once and check the bytes
+    (`verified_sha256`) while it computes, before it publishes anything.
+    """
+    record = _record(Path(path))
+    return str(record["sha256"]) if any(name in record for name in CHECKSUMS) else None
+
+
+def _record(path: Path) -> dict:
+    """A checkpoint's digest record ({} when it has none), the file's size checked against it."""
+    sidecar = digest_sidecar(path)
+    try:
+        record = json.loads(sidecar.read_text())
+        str(record["sha256"])
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{sidecar}: unreadable digest record of {path.name} ({err!r}); "
+                              f"{_rebuild(path.parent)}") from err
+    size = path.stat().st_size
+    if record.get("size", size) != size:
+        raise CheckpointError(f"{path}: corrupt checkpoint: {size} bytes, its record "
+                              f"{sidecar.name} says {record['size']}; {_rebuild(path.parent)}")
+    return record
+
+
+def forget_verified() -> None:
+    """Forget which checkpoints this process has verified: the next read of each checks its
+    bytes again, as a fresh job's first read does (`benchmarks/training.py` times that)."""
+    _VERIFIED.clear()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _short(value) -> str:
+    """A checksum as a message shows it: an int in hex, a hex digest's first 16 digits."""
+    return f"{value:08x}" if isinstance(value, int) else f"{str(value)[:16]}…"
+
+
+def read_checkpoint(path, *, verify: bool = True) -> dict:
     """A checkpoint, verified against its sha256 record (`verified_sha256`), with its tensors
     memory-mapped: reading the header or the weights touches only those bytes, never the
     optimizer state.
+
+    With `verify` False the bytes are not checked first (the caller checks them, e.g. while it
+    computes: `recorded_sha256`); a file torch cannot read is still checked, so damage is named.
 
     Raises FileNotFoundError when absent and CheckpointError, naming the file and the rule
     that rebuilds it, when it is corrupt or truncated.
     """
     path = Path(path)
-    verified_sha256(path)
+    if verify:
+        verified_sha256(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:       # torch's zip reader, the unpickler: any error means corrupt
+        if not verify:
+            verified_sha256(path)  # a checksum that differs says more than torch's error
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: "
                               f"{str(err)[:200]}); {_rebuild(path.parent)}") from err
 

@@ -449,30 +449,37 @@ def write_json(obj, path) -> None:
 
 
 class _HashingWriter(io.RawIOBase):
-    """A write-only file that feeds every byte written through it to a sha256."""
+    """A write-only file that feeds every byte written through it to a sha256 and to the
+    fast checksum (`CHECKSUM`)."""
 
     def __init__(self, file):
         super().__init__()
         self._file = file
         self.sha256 = hashlib.sha256()
+        self.checksum = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         self.sha256.update(data)
+        self.checksum = CHECKSUMS[CHECKSUM](data, self.checksum)
         return self._file.write(data)
 
 
-def _digest_sidecar(path: Path) -> Path:
+def digest_sidecar(path) -> Path:
+    """Where `save_torch` records a file's digests: `<path>.sha256`."""
+    path = Path(path)
     return path.with_name(f"{path.name}.sha256")
 
 
 def save_torch(obj, path) -> None:
-    """`torch.save` atomically, recording the file's sha256 as it is written.
+    """`torch.save` atomically, recording the file's digests as it is written.
 
-    The digest goes to `<path>.sha256` with the file's size and mtime, so `file_sha256` can
-    skip re-reading a large checkpoint that has not changed since.
+    `<path>.sha256` holds the file's sha256 (its identity, e.g. in content keys), its size,
+    mtime and its fast checksum under the checksum's name (`"crc32c": int`), so a reader can
+    check the bytes at the checksum's speed (several times sha256's) and take the recorded
+    sha256.
     """
     import torch
 
@@ -481,23 +488,14 @@ def save_torch(obj, path) -> None:
         writer = _HashingWriter(file)
         torch.save(obj, writer)
     stat = path.stat()
-    write_json({"sha256": writer.sha256.hexdigest(), "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns}, _digest_sidecar(path))
+    write_json({"sha256": writer.sha256.hexdigest(), CHECKSUM: writer.checksum,
+                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, digest_sidecar(path))
 
 
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes; taken from its `save_torch` record while the file's size and
-    mtime still match it, else computed by reading the file."""
-    path = Path(path)
-    try:
-        record = json.loads(_digest_sidecar(path).read_text())
-        stat = path.stat()
-        if (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            return record["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass                                          # no usable record: read the file
-    digest = hashlib.sha256()
+def file_checksum(path, name: str = CHECKSUM) -> int:
+    """Checksum `name` (a key of `CHECKSUMS`) of a file's bytes, read a MiB at a time."""
+    checksum, value = CHECKSUMS[name], 0
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            value = checksum(block, value)
+    return value

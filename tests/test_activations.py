@@ -6,7 +6,9 @@ import torch
 import xarray as xr
 
 import pipeline.activations
+import pipeline.checkpoints
 from pipeline.activations import content_key, extract, read_layer
+from pipeline.checkpoints import CheckpointError
 from pipeline.io import read_zarr, write_zarr
 from pipeline.learning import make_rule
 from pipeline.models import build_model, layer_outputs
@@ -130,6 +132,48 @@ def test_cache_reused_for_same_key_and_recomputed_when_stale(setup, tmp_path, mo
     np.testing.assert_allclose(after.isel(epoch=0), before.isel(epoch=0))
     stored = json.loads(read_zarr(out).attrs["content_key"])
     assert stored == content_key(mine, root / "probe.zarr")
+
+
+def recorded_copies(checkpoints, folder):
+    """Copies of the checkpoints with their digest records, as `train` leaves them."""
+    copies = []
+    for path in checkpoints:
+        for name in (path.name, f"{path.name}.sha256"):
+            (folder / name).write_bytes(path.with_name(name).read_bytes())
+        copies.append(folder / path.name)
+    return copies
+
+
+def test_an_up_to_date_store_is_reused_without_reading_the_checkpoints(setup, tmp_path,
+                                                                       monkeypatch):
+    root, checkpoints = setup
+    mine = recorded_copies(checkpoints, tmp_path)
+    out = tmp_path / "probe.zarr"
+    extract(mine, root / "probe.zarr", out, device="cpu")
+    monkeypatch.setattr(pipeline.checkpoints, "_VERIFIED", {})       # a fresh job
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a checkpoint's bytes were read for an up-to-date store")
+
+    monkeypatch.setattr(pipeline.checkpoints, "file_checksum", fail)
+    monkeypatch.setattr(pipeline.checkpoints, "_sha256", fail)
+    extract(mine, root / "probe.zarr", out, device="cpu")
+
+
+def test_checkpoints_checked_during_extraction_publish_nothing_when_corrupt(setup, tmp_path):
+    """Bytes that torch reads but that differ from the record (here the record's crc32c is
+    changed): the forward passes run, the check fails, and neither store nor temporary is left."""
+    root, checkpoints = setup
+    mine = recorded_copies(checkpoints, tmp_path)
+    sidecar = mine[1].with_name(f"{mine[1].name}.sha256")
+    record = json.loads(sidecar.read_text())
+    name = next(k for k in ("crc32c", "crc32") if k in record)
+    sidecar.write_text(json.dumps({**record, name: record[name] ^ 1}))
+    out = tmp_path / "out" / "probe.zarr"
+    out.parent.mkdir()
+    with pytest.raises(CheckpointError, match=rf"{mine[1].name}: corrupt checkpoint: its {name} is"):
+        extract(mine, root / "probe.zarr", out, device="cpu")
+    assert list(out.parent.iterdir()) == []
 
 
 def test_stimulus_sha_recomputed_when_attr_missing(setup, tmp_path):

@@ -4,9 +4,11 @@ import json
 import pytest
 import torch
 
-from pipeline.checkpoints import (RUN_RECORD, CheckpointWriter, capture, clear_stale, epoch_path,
-                                  load_backbone, read_checkpoint, read_run_record, restore,
-                                  resumable, run_epochs, settings_differences, verified_sha256,
+from pipeline import checkpoints
+from pipeline.checkpoints import (RUN_RECORD, CheckpointError, CheckpointWriter, capture,
+                                  clear_stale, epoch_path, load_backbone, read_checkpoint,
+                                  read_run_record, recorded_sha256, restore, resumable,
+                                  run_epochs, settings_differences, verified_sha256,
                                   write_run_record)
 from pipeline.io import save_torch
 from pipeline.learning import make_rule
@@ -118,17 +120,52 @@ def test_settings_differences_walks_nested_keys():
         "s.lr: 0.1 -> 0.2", "s.y: '<absent>' -> 3"]
 
 
-def test_verified_sha256_matches_the_record_and_is_cached(tmp_path, monkeypatch):
+def test_verified_sha256_checks_the_checksum_returns_the_record_and_is_cached(tmp_path,
+                                                                             monkeypatch):
+    """A record with a checksum: the file is checked by the checksum, never hashed by sha256."""
     write_run(tmp_path, 0)
     path = epoch_path(tmp_path, 0)
-    calls = []
-    sha256 = hashlib.sha256
-    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or sha256(*a))
+    hashed, checked = [], []
+    sha256, checksum = hashlib.sha256, checkpoints.file_checksum
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: hashed.append(1) or sha256(*a))
+    monkeypatch.setattr(checkpoints, "file_checksum", lambda *a: checked.append(1) or checksum(*a))
     digest = verified_sha256(path)
     assert digest == json.loads(path.with_name("epoch_000.pt.sha256").read_text())["sha256"]
     read_checkpoint(path)
-    assert verified_sha256(path) == digest and len(calls) == 1     # hashed once per process
+    assert verified_sha256(path) == digest and (len(checked), len(hashed)) == (1, 0)  # once
+    checkpoints.forget_verified()
+    assert verified_sha256(path) == digest and len(checked) == 2    # a fresh job's first read
     assert RUN_RECORD == "run.json"
+
+
+def test_a_record_without_checksum_is_checked_by_its_sha256(tmp_path):
+    """Records written before the checksum was recorded: the file is hashed and compared."""
+    write_run(tmp_path, 0)
+    path, sidecar = epoch_path(tmp_path, 0), tmp_path / "epoch_000.pt.sha256"
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({"sha256": record["sha256"]}))
+    checkpoints.forget_verified()
+    assert verified_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps({"sha256": "0" * 64}))
+    checkpoints.forget_verified()
+    with pytest.raises(CheckpointError, match=r"corrupt checkpoint: its sha256 is .* says "
+                                              r"0000000000000000…"):
+        verified_sha256(path)
+
+
+def test_recorded_sha256_reads_the_record_and_checks_the_size(tmp_path):
+    write_run(tmp_path, 0)
+    path, sidecar = epoch_path(tmp_path, 0), tmp_path / "epoch_000.pt.sha256"
+    record = json.loads(sidecar.read_text())
+    assert recorded_sha256(path) == record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps({"sha256": record["sha256"], "size": record["size"]}))
+    assert recorded_sha256(path) is None               # no checksum to check the bytes by
+    sidecar.unlink()
+    assert recorded_sha256(path) is None               # no record
+    sidecar.write_text(json.dumps({**record, "size": record["size"] + 1}))
+    with pytest.raises(CheckpointError, match=rf"epoch_000\.pt: corrupt checkpoint: "
+                                              rf"{record['size']} bytes, its record .* says"):
+        recorded_sha256(path)
 
 
 def test_capture_writes_the_same_bytes_from_a_restored_run(tmp_path):
