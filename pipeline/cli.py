@@ -118,11 +118,9 @@ def _predictivity(args):
     from pipeline.io import read_zarr, write_parquet
     from pipeline.models.names import parse_model_name
 
-    spec = parse_model_name(args.model)
+    labels = {"dataset": args.dataset, **parse_model_name(args.model).labels}
     scores = predictivity(read_zarr(args.activations), read_assembly(args.neural), **args.settings,
                           **_execution(args))
-    labels = {"dataset": args.dataset, "model": spec.name, "arch": spec.arch,
-              "objective": spec.objective, "rule": spec.rule, "seed": spec.seed}
     for position, (column, value) in enumerate(labels.items()):
         scores.insert(position, column, value)
     write_parquet(scores, args.out)
@@ -182,8 +180,9 @@ def _pin_blas(threads) -> None:
 
 
 def _geometry(args):
-    from pipeline.compare.geometry import geometry, name_parts, stimulus_labels
+    from pipeline.compare.geometry import geometry, stimulus_labels
     from pipeline.io import read_zarr, write_parquet
+    from pipeline.models.names import parse_model_name
 
     _pin_blas(args.threads)
     settings = dict(args.settings)
@@ -192,7 +191,7 @@ def _geometry(args):
     activations = read_zarr(args.activations)
     classes = stimulus_labels(read_zarr(args.stimuli), activations["stimulus_id"].values, level)
     layers, spectrum = geometry(activations, classes, probe=probe, **settings)
-    columns = {**name_parts(args.model), "stimulus_set": args.stimulus_set}
+    columns = {**parse_model_name(args.model).labels, "stimulus_set": args.stimulus_set}
     for table, out in ((layers, args.layers), (spectrum, args.spectrum)):
         for position, (column, value) in enumerate(columns.items()):
             table.insert(position, column, value)

@@ -16,9 +16,10 @@ def _development(args):
     from threadpoolctl import threadpool_limits
 
     from pipeline.compare.development import LEVELS, development, layer_kinds
-    from pipeline.compare.geometry import name_parts, stimulus_labels
+    from pipeline.compare.geometry import stimulus_labels
     from pipeline.data.assembly import read_assembly
     from pipeline.io import read_zarr, write_parquet
+    from pipeline.models.names import parse_model_name
 
     if args.threads is not None:
         threadpool_limits(limits=args.threads)
@@ -31,7 +32,7 @@ def _development(args):
     assemblies = {Path(path).stem: read_assembly(path) for path in args.neural}
     tables = development(activations, labels, assemblies, **settings)
     kinds = layer_kinds(args.model_dir)
-    columns = {**name_parts(args.model), "stimulus_set": args.stimulus_set}
+    columns = {**parse_model_name(args.model).labels, "stimulus_set": args.stimulus_set}
     for name in ("rdms", "trajectory", "halftimes", "brain"):
         table = getattr(tables, name)
         for position, (column, value) in enumerate(columns.items()):

@@ -261,19 +261,6 @@ def probe_accuracy(X=None, labels=None, *, K=None, classifier="ridge", alpha=1.0
 
 # ---------------------------------------------------------------- per model
 
-def name_parts(model: str) -> dict:
-    """model, arch, objective, rule and seed of a name `{arch}-{objective}-{rule}-s{seed}`.
-
-    Split without `pipeline.models.names.parse_model_name`, which imports torch; the workflow
-    has validated every model name at start-up.
-    """
-    parts = str(model).split("-")
-    if len(parts) != 4 or not parts[3][:1] == "s" or not parts[3][1:].isdigit():
-        raise ValueError(f"model name {model!r} must look like {{arch}}-{{objective}}-{{rule}}-s{{seed}}")
-    arch, objective, rule, seed = parts
-    return {"model": str(model), "arch": arch, "objective": objective, "rule": rule, "seed": int(seed[1:])}
-
-
 def stimulus_labels(stimuli: xr.Dataset, stimulus_ids, level: str) -> np.ndarray:
     """The `level` label of each of `stimulus_ids`, looked up by stimulus_id in a stimulus set."""
     if level not in stimuli.coords:

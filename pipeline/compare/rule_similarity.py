@@ -22,8 +22,9 @@ import xarray as xr
 from scipy.stats import rankdata
 
 from pipeline.compare.epochs import select_epochs
-from pipeline.compare.geometry import layer_responses, name_parts
+from pipeline.compare.geometry import layer_responses
 from pipeline.compare.rsa import COMPARE_METHODS, RDM_METRICS, compare_rdms, rdm
+from pipeline.models.names import parse_model_name
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,12 @@ def rule_similarity(activations: dict[str, xr.Dataset], *, epochs="final", metri
     # (arch, objective, layer, epoch, time) -> list of (rule, RDM)
     groups: dict[tuple, list] = {}
     for name, ds in activations.items():
-        parts = name_parts(name)
+        spec = parse_model_name(name)
         ds = select_epochs(ds, epochs)
         for layer in ds.data_vars:
             for epoch, time, X in layer_responses(ds[layer]):
-                key = (parts["arch"], parts["objective"], str(layer), epoch, time)
-                groups.setdefault(key, []).append((parts["rule"], parts["seed"], rdm(X, metric)))
+                key = (spec.arch, spec.objective, str(layer), epoch, time)
+                groups.setdefault(key, []).append((spec.rule, spec.seed, rdm(X, metric)))
     rows = []
     low_q, high_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     for (arch, objective, layer, epoch, time), members in groups.items():

@@ -53,8 +53,7 @@ def _temporal_predictivity(args):
         frame.insert(0, "time_mapping", mapping)
         frames.append(frame)
     scores = pd.concat(frames, ignore_index=True)
-    labels = {"dataset": args.dataset, "model": spec.name, "arch": spec.arch, "objective": spec.objective,
-              "rule": spec.rule, "seed": spec.seed}
+    labels = {"dataset": args.dataset, **spec.labels}
     for position, (column, value) in enumerate(labels.items()):
         scores.insert(position, column, value)
     write_parquet(scores, args.out)

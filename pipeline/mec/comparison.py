@@ -37,8 +37,7 @@ def source_labels(source: str) -> dict:
     except ValueError:
         return {"model": source, "arch": source, "objective": "control", "rule": "none",
                 "seed": 0}
-    return {"model": spec.name, "arch": spec.arch, "objective": spec.objective,
-            "rule": spec.rule, "seed": spec.seed}
+    return spec.labels
 
 
 def predictivity_table(store: xr.Dataset, assembly: xr.DataArray, *, source: str, dataset: str,

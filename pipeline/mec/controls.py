@@ -35,15 +35,7 @@ log = logging.getLogger(__name__)
 _NMF = re.compile(r"^nmf_(r(\d+)|full)$")
 SUBSAMPLES = 5            # lattice points per bin side for the place-cell maps
 
-__all__ = ["control_names", "control_rate_maps", "place_cell_maps"]
-
-
-def control_names(controls: dict) -> list[str]:
-    """Names of the controls a ``mec.controls`` block asks for."""
-    names = ["placecells"] if controls.get("placecells") else []
-    names += [f"nmf_r{k}" if k is not None else "nmf_full" for k in controls.get("nmf_ranks", [])]
-    names += ["velocity"] if controls.get("velocity") else []
-    return names
+__all__ = ["control_rate_maps", "place_cell_maps"]
 
 
 def place_cell_maps(grid: BinGrid, *, n_cells=512, sigma=0.12, surround=2.0, seed=0) -> np.ndarray:

@@ -4,6 +4,9 @@ A model is a hypothesis: an architecture trained on an objective with a learning
 random seed. The name is the Snakemake wildcard and the folder under `results/models/`, so every
 part uses `_` inside and `-` only as the separator. Adding a rule or an objective means adding
 its name to the registry here (and its implementation where the registry is consumed).
+The registries are plain names, so this module imports no torch: the Snakefile, the
+comparison and the figure jobs read names without paying torch's import (about 1.5 s a
+process); tests/models/test_names.py checks that every name has its implementation.
 """
 
 from __future__ import annotations
@@ -11,18 +14,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.models.path_integrator import PATH_ARCHS
-from pipeline.objectives import OBJECTIVE_CLASSES
-from pipeline.objectives.path_integration import PATH_OBJECTIVES
-
 ARCHS = ("ventral_cnn", "lenet", "resnet18", "resnet34", "resnet50", "alexnet64",
          "streamnet_single", "streamnet_dual", "streamnet_six", "vgg16", "convrnn", "pcn", "mlp")
 # pcn is Wen et al.'s predictive coding network, an inference *architecture* trained end to end
 # by the rule in the name (pipeline.models.pcn); the learning rule `pc` is another thing.
-OBJECTIVES = tuple(OBJECTIVE_CLASSES)      # pipeline.objectives: supervised, simclr, ...
+# Image objectives, in the order of pipeline.objectives.OBJECTIVE_CLASSES (their classes).
+OBJECTIVES = ("supervised", "simclr", "instance", "autoencoder", "rotation")
+# Rules an objective cannot be trained with, and why (Objective.check_rule, check_model).
+OBJECTIVE_UNSUPPORTED_RULES = {
+    "autoencoder": {"hebb": "its decoder's convolutions would become Hebbian layers that learn "
+                            "features of their input instead of reconstructing the image"},
+}
 # MEC path integrators (spec §3.5): archs {cell}_{nonlinearity} (pipeline.models.path_integrator)
 # trained on placecell or position (pipeline.objectives.path_integration), e.g.
 # ugrnn_relu-placecell-bp-s0. They pair only with each other and train with pipeline.mec.training.
+PATH_CELLS = ("rnn", "srnn", "ugrnn", "gru", "lstm")
+PATH_NONLINEARITIES = ("linear", "tanh", "sigmoid", "relu")
+PATH_ARCHS = tuple(f"{cell}_{act}" for cell in PATH_CELLS for act in PATH_NONLINEARITIES)
+PATH_OBJECTIVES = ("placecell", "position")
 PATH_RULES = ("bp", "fa", "ss", "wm", "ia", "sa", "aa", "kp")    # hebb needs conv layers
 # bp backprop, fa feedback alignment, ss sign symmetry, wm weight mirror, ia information
 # alignment, sa symmetric alignment, aa activation alignment, kp Kolen-Pollack, hebb Hebbian
@@ -96,6 +105,13 @@ class ModelSpec:
         """The model name `{arch}-{objective}-{rule}-s{seed}`."""
         return f"{self.arch}-{self.objective}-{self.rule}-s{self.seed}"
 
+    @property
+    def labels(self) -> dict:
+        """The columns that label a model's rows in every table: model, arch, objective, rule,
+        seed."""
+        return {"model": self.name, "arch": self.arch, "objective": self.objective,
+                "rule": self.rule, "seed": self.seed}
+
 
 def parse_model_name(name: str) -> ModelSpec:
     """Split `{arch}-{objective}-{rule}-s{seed}` into a validated `ModelSpec`.
@@ -124,6 +140,15 @@ def parse_model_name(name: str) -> ModelSpec:
         return ModelSpec(arch, objective, rule, int(match.group(1)))
     except ValueError as err:
         raise ValueError(f"model name {name!r}: {err}") from err
+
+
+def control_names(controls: dict) -> list[str]:
+    """Names of the MEC controls a ``mec.controls`` block asks for: sources compared like path
+    integrators, whose rate maps `pipeline.mec.controls` computes."""
+    names = ["placecells"] if controls.get("placecells") else []
+    names += [f"nmf_r{k}" if k is not None else "nmf_full" for k in controls.get("nmf_ranks", [])]
+    names += ["velocity"] if controls.get("velocity") else []
+    return names
 
 
 def _check_epochs(name: str, field: str, value, epochs: int, words: tuple[str, ...]) -> None:
@@ -170,14 +195,14 @@ def check_model(name: str, *, input_size: int, epochs: int, transfer_epochs="fin
     ValueError
         Naming the model and the problem: a malformed name, a rule its objective or
         architecture cannot be trained with (autoencoder × hebb, mlp × hebb:
-        `UNSUPPORTED_RULES`), an input size below the architecture's minimum
-        (`MIN_INPUT_SIZE`), or requested epochs beyond training.
+        `OBJECTIVE_UNSUPPORTED_RULES`, `UNSUPPORTED_RULES`), an input size below the
+        architecture's minimum (`MIN_INPUT_SIZE`), or requested epochs beyond training.
     """
     spec = parse_model_name(name)
     if spec.arch in PATH_ARCHS:
         raise ValueError(f"model {name!r} is a path integrator (MEC, spec §3.5), not an image "
                          f"model: list it under mec.models, not models.*")
-    reason = OBJECTIVE_CLASSES[spec.objective].UNSUPPORTED_RULES.get(spec.rule)
+    reason = OBJECTIVE_UNSUPPORTED_RULES.get(spec.objective, {}).get(spec.rule)
     if reason is not None:
         raise ValueError(f"model {name!r}: objective {spec.objective!r} cannot be trained with "
                          f"rule {spec.rule!r}: {reason}")

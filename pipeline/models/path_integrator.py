@@ -1,7 +1,8 @@
 """Path-integration RNNs, the MEC candidate models of spec §3.5 (eq. 4.15).
 
-An arch name is ``{cell}_{nonlinearity}``: cell one of `CELLS`, nonlinearity one of
-`NONLINEARITIES` (``ugrnn_relu``, ``lstm_tanh``, ...). The network reads 2-D velocity
+An arch name is ``{cell}_{nonlinearity}``: cell one of `PATH_CELLS`, nonlinearity one of
+`NONLINEARITIES` (``ugrnn_relu``, ``lstm_tanh``, ...), as `pipeline.models.names` registers
+them. The network reads 2-D velocity
 (m/s) at each of the steps of a trajectory:
 
     velocity → dense M → recurrent cell (state h, the layer ``pre_g``)
@@ -29,19 +30,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CELLS = ("rnn", "srnn", "ugrnn", "gru", "lstm")
-NONLINEARITIES = {"linear": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
-PATH_ARCHS = tuple(f"{cell}_{act}" for cell in CELLS for act in NONLINEARITIES)
+from pipeline.models.names import PATH_CELLS
 
-__all__ = ["CELLS", "NONLINEARITIES", "PATH_ARCHS", "PathIntegrator", "split_arch"]
+# Nonlinearity name (names.PATH_NONLINEARITIES) -> module
+NONLINEARITIES = {"linear": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+
+__all__ = ["NONLINEARITIES", "PathIntegrator", "split_arch"]
 
 
 def split_arch(arch: str) -> tuple[str, str]:
     """(cell, nonlinearity) of a path-integrator arch name; ValueError naming the known ones."""
     cell, _, act = arch.partition("_")
-    if cell not in CELLS or act not in NONLINEARITIES:
+    if cell not in PATH_CELLS or act not in NONLINEARITIES:
         raise ValueError(f"unknown path-integrator arch {arch!r}: expected {{cell}}_"
-                         f"{{nonlinearity}} with cell in {CELLS} and nonlinearity in "
+                         f"{{nonlinearity}} with cell in {PATH_CELLS} and nonlinearity in "
                          f"{tuple(NONLINEARITIES)}")
     return cell, act
 

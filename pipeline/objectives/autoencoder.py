@@ -50,10 +50,6 @@ class Autoencoder(Objective):
 
     name = "autoencoder"
     DEFAULTS = {"embedding_dim": 128, "l1": 5e-4, "channels": 64}
-    UNSUPPORTED_RULES = {
-        "hebb": "its decoder's convolutions would become Hebbian layers that learn features "
-                "of their input instead of reconstructing the image",
-    }
 
     def readout_size(self, n_classes):
         return self.settings["embedding_dim"]

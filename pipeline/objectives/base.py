@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.learning.diagnostics import alignment_table
+from pipeline.models.names import OBJECTIVE_UNSUPPORTED_RULES
 
 
 class ObjectiveNet(nn.Module):
@@ -107,8 +108,6 @@ class Objective(abc.ABC):
 
     name = ""
     DEFAULTS: dict = {}
-    # Rules this objective cannot be trained with, and why.
-    UNSUPPORTED_RULES: dict[str, str] = {}
 
     def __init__(self, settings: dict | None = None):
         self.settings = resolve_settings(self.name, self.DEFAULTS, settings)
@@ -117,10 +116,12 @@ class Objective(abc.ABC):
         return f"{type(self).__name__}({self.settings!r})"
 
     def check_rule(self, rule: str) -> None:
-        """Raise ValueError if the learning rule cannot train this objective."""
-        if rule in self.UNSUPPORTED_RULES:
+        """Raise ValueError if the learning rule cannot train this objective
+        (`pipeline.models.names.OBJECTIVE_UNSUPPORTED_RULES` says which cannot, and why)."""
+        reason = OBJECTIVE_UNSUPPORTED_RULES.get(self.name, {}).get(rule)
+        if reason is not None:
             raise ValueError(f"objective {self.name!r} cannot be trained with rule {rule!r}: "
-                             f"{self.UNSUPPORTED_RULES[rule]}")
+                             f"{reason}")
 
     @abc.abstractmethod
     def readout_size(self, n_classes: int) -> int:

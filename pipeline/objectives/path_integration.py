@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from pipeline.mec.placecells import PlaceCells
 from pipeline.mec.trajectories import Trajectories
+from pipeline.models.names import PATH_OBJECTIVES
 
-PATH_OBJECTIVES = ("placecell", "position")
 L2_RECURRENT = 1e-4
 
-__all__ = ["L2_RECURRENT", "PATH_OBJECTIVES", "PathIntegrationTask", "decoding_error"]
+__all__ = ["L2_RECURRENT", "PathIntegrationTask", "decoding_error"]
 
 
 def decoding_error(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:

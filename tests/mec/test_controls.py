@@ -1,11 +1,11 @@
 """Control models: place-cell maps are the DoG code on the bins, NMF factors are non-negative and
-reconstruct P better with rank, the velocity control has its three units."""
+reconstruct P better with rank, the velocity control has its three units (their names: tests/models/test_names.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.mec.controls import control_names, control_rate_maps, place_cell_maps
+from pipeline.mec.controls import control_rate_maps, place_cell_maps
 from pipeline.mec.placecells import PlaceCells
 from pipeline.mec.ratemaps import BinGrid
 
@@ -33,12 +33,10 @@ def test_nmf_controls_reconstruct_better_with_rank():
         control_rate_maps("nmf_r1000", GRID, **CELLS)
 
 
-def test_velocity_control_and_names():
+def test_velocity_control():
     store = control_rate_maps("velocity", GRID, **CELLS, n_batches=3, batch_size=50)
     assert store["velocity"].shape == (1, 100, 3)
     speed = store["velocity"].values[0, :, 2]
     assert np.nanmean(speed) > 0.3                         # m/s, slower near the walls
-    assert control_names({"placecells": True, "nmf_ranks": [9, None], "velocity": False}) == [
-        "placecells", "nmf_r9", "nmf_full"]
     with pytest.raises(ValueError, match="unknown MEC control"):
         control_rate_maps("pca", GRID, **CELLS)

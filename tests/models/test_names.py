@@ -1,6 +1,11 @@
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.models import ARCHS, OBJECTIVES, RULES, ModelSpec, parse_model_name
+from pipeline.models.names import (OBJECTIVE_UNSUPPORTED_RULES, PATH_NONLINEARITIES,
+                                   UNSUPPORTED_RULES, control_names)
 
 
 def test_parse_and_format_round_trip():
@@ -8,6 +13,12 @@ def test_parse_and_format_round_trip():
     assert spec == ModelSpec("ventral_cnn", "supervised", "bp", 12)
     assert spec.name == "ventral_cnn-supervised-bp-s12"
     assert parse_model_name(spec.name) == spec
+
+
+def test_labels_are_the_table_columns_of_a_model():
+    assert parse_model_name("lenet-simclr-fa-s3").labels == {
+        "model": "lenet-simclr-fa-s3", "arch": "lenet", "objective": "simclr", "rule": "fa",
+        "seed": 3}
 
 
 def test_every_registered_combination_round_trips():
@@ -45,3 +56,40 @@ def test_spec_is_frozen():
     spec = ModelSpec("ventral_cnn", "supervised", "bp", 0)
     with pytest.raises(AttributeError):
         spec.seed = 1
+
+
+def test_registries_name_what_the_implementations_build():
+    from pipeline.models.path_integrator import NONLINEARITIES
+    from pipeline.objectives import OBJECTIVE_CLASSES
+
+    assert OBJECTIVES == tuple(OBJECTIVE_CLASSES)
+    assert PATH_NONLINEARITIES == tuple(NONLINEARITIES)
+    for objective, rules in OBJECTIVE_UNSUPPORTED_RULES.items():
+        assert objective in OBJECTIVES and set(rules) <= set(RULES)
+    for arch, rules in UNSUPPORTED_RULES.items():
+        assert arch in ARCHS and set(rules) <= set(RULES)
+
+
+def test_control_names_follow_the_controls_block():
+    assert control_names({"placecells": True, "nmf_ranks": [9, None], "velocity": False}) == [
+        "placecells", "nmf_r9", "nmf_full"]
+    assert control_names({"placecells": False, "nmf_ranks": [], "velocity": True}) == ["velocity"]
+
+
+def test_names_and_the_jobs_that_only_read_them_import_no_torch():
+    """The Snakefile's imports and the comparison jobs' modules leave torch unimported (its
+    import is about 1.5 s of every such process)."""
+    modules = ["pipeline.models", "pipeline.config", "pipeline.identify.grid",
+               "pipeline.compare.consistency", "pipeline.figures.comparison"]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
+    from pipeline.models import build_model                 # still there, when asked for
+
+    assert build_model("lenet", 10, 32).layer_names
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import pipeline.models
+
+        pipeline.models.nothing

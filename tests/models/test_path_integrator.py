@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from pipeline.learning import FBLinear, make_rule
-from pipeline.models.names import parse_model_name
-from pipeline.models.path_integrator import PATH_ARCHS, PathIntegrator, split_arch
+from pipeline.models.names import PATH_ARCHS, parse_model_name
+from pipeline.models.path_integrator import PathIntegrator, split_arch
 
 
 @pytest.mark.parametrize("arch", PATH_ARCHS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.models.names import check_model, parse_model_name
+from pipeline.models.names import check_model, control_names, parse_model_name
 
 
 MODELS = list(dict.fromkeys([
@@ -312,12 +312,7 @@ def make_report():
 
 MEC = config.get("mec") or {}
 MEC_MODELS = [parse_model_name(name).name for name in MEC.get("models", [])]
-if MEC:
-    from pipeline.mec.controls import control_names
-
-    MEC_CONTROLS = control_names(MEC["controls"])
-else:
-    MEC_CONTROLS = []
+MEC_CONTROLS = control_names(MEC["controls"]) if MEC else []
 MEC_SOURCES = MEC_MODELS + MEC_CONTROLS
 MEC_KNOCKOUT_MODELS = list((MEC.get("knockouts") or {}).get("models", []))
 MEC_DATASETS = list(MEC.get("datasets", []))
