@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.activations import read_layer
 from pipeline.compare.rsa import rdm
 from pipeline.data.assembly import read_assembly
 from pipeline.figures.style import plt, save
@@ -36,13 +35,14 @@ def plot_rdms(neural_path, activations_path, stimuli_path, out, *, dpi=150) -> d
     """
     neural = read_assembly(neural_path)
     order = category_order(stimuli_path)
-    layers = list(read_zarr(activations_path).data_vars)
+    activations = read_zarr(activations_path)
+    layers = list(activations.data_vars)
     panels, drawn = [], {}
     for area in dict.fromkeys(neural["area"].values):
         population = neural.where(neural["area"] == area, drop=True).mean("trial")
         panels.append((area, population))
     for layer in layers:
-        features = read_layer(activations_path, layer).isel(epoch=-1)
+        features = activations[layer].isel(epoch=-1).load()
         title = f"{layer} (epoch {int(features['epoch'])})"
         if "time" in features.dims:
             features = features.isel(time=-1)
