@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import pytest
 import xarray as xr
+import yaml
 
 from pipeline.data.allen_neuropixels import (assemble_allen_neuropixels,
                                              download_allen_neuropixels)
@@ -30,9 +31,10 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "pipeline/data/allensdk_backend.py"
-# README "AllenSDK": without hdmf<4, pip pairs allensdk's pynwb 2.8 with hdmf 6, and pynwb
-# cannot build an NWBFile at all ("abstract method external_resources").
-REQUIREMENTS = ["allensdk==2.16.2", "statsmodels<0.15", "hdmf<4"]
+# The pip requirements of the conda environment (README "AllenSDK" installs the same): without
+# hdmf<4, pip pairs allensdk's pynwb 2.8 with hdmf 6, and pynwb cannot build an NWBFile at all
+# ("abstract method external_resources").
+REQUIREMENTS = yaml.safe_load((REPO / "envs/allensdk.yaml").read_text())["dependencies"][-1]["pip"]
 ASSEMBLE = {"n_boot": 20, "areas": ["VISp", "VISl", "VISal", "VISrl", "VISam", "VISpm"],
             "session_type": "brain_observatory_1.1", "bin_size": 0.01, "window": [0.0, 0.25],
             "unit_qc": {"amplitude_cutoff_maximum": 0.1, "presence_ratio_minimum": 0.95,
