@@ -6,7 +6,7 @@ part uses `_` inside and `-` only as the separator. Adding a rule or an objectiv
 its name to the registry here (and its implementation where the registry is consumed).
 The registries are plain names, so this module imports no torch: the Snakefile, the
 comparison and the figure jobs read names without paying torch's import (about 1.5 s a
-process); tests/models/test_names.py checks that every name has its implementation.
+process); tests check each registry against what implements it (tests/models/).
 """
 
 from __future__ import annotations

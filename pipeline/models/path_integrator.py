@@ -2,8 +2,7 @@
 
 An arch name is ``{cell}_{nonlinearity}``: cell one of `PATH_CELLS`, nonlinearity one of
 `NONLINEARITIES` (``ugrnn_relu``, ``lstm_tanh``, ...), as `pipeline.models.names` registers
-them. The network reads 2-D velocity
-(m/s) at each of the steps of a trajectory:
+them. The network reads 2-D velocity (m/s) at each of the steps of a trajectory:
 
     velocity → dense M → recurrent cell (state h, the layer ``pre_g``)
              → dense ``g`` with the same nonlinearity (the putative MEC population)

@@ -3,8 +3,8 @@
 `make_objective("simclr", settings)` returns an `Objective` that sets the backbone's readout
 width, builds its heads, computes its loss on a batch (the loss `Rule.step` differentiates) and
 reports a task accuracy. Every learning rule trains every objective, except where
-`pipeline.models.names.OBJECTIVE_UNSUPPORTED_RULES` says why not. Scoring a trained backbone by a linear classifier
-on its penultimate features is an evaluation, `pipeline.transfer`.
+`pipeline.models.names.OBJECTIVE_UNSUPPORTED_RULES` says why not. Scoring a trained backbone
+by a linear classifier on its penultimate features is an evaluation, `pipeline.transfer`.
 """
 
 from pipeline.objectives.autoencoder import Autoencoder
