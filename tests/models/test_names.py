@@ -80,7 +80,8 @@ def test_names_and_the_jobs_that_only_read_them_import_no_torch():
     """The Snakefile's imports and the comparison jobs' modules leave torch unimported (its
     import is about 1.5 s of every such process)."""
     modules = ["pipeline.models", "pipeline.config", "pipeline.identify.grid",
-               "pipeline.compare.consistency", "pipeline.figures.comparison"]
+               "pipeline.compare.consistency", "pipeline.figures.comparison",
+               "pipeline.figures.rdms"]
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
