@@ -1,5 +1,6 @@
 """Control models: place-cell maps are the DoG code on the bins, NMF factors are non-negative and
-reconstruct P better with rank, the velocity control has its three units (their names: tests/models/test_names.py)."""
+reconstruct P better with rank, the velocity control has its three units (the controls' names:
+tests/models/test_names.py)."""
 
 import numpy as np
 import pytest

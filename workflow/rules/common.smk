@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError
-from pipeline.models.names import check_model, control_names, parse_model_name
+from pipeline.models.names import PATH_ARCHS, check_model, control_names, parse_model_name
 
 
 MODELS = list(dict.fromkeys([
@@ -323,8 +323,6 @@ MEC_SOURCE_PATTERN = rf"{MEC_CONTROL_PATTERN}|[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_]+-s
 def check_mec():
     """ConfigError, before any job runs, for a MEC model that is not a path integrator, a
     knockout model outside mec.models, or a MEC dataset that the config does not define."""
-    from pipeline.models.names import PATH_ARCHS
-
     for name in MEC_MODELS:
         if parse_model_name(name).arch not in PATH_ARCHS:
             raise ConfigError(f"config: field 'mec.models' lists {name!r}, which is not a path "
