@@ -33,6 +33,7 @@ baseline pass, ΔZ = η_Z · mean(u b_preᵀ) (the code's −∇ of `grad_weight
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 from torch import nn
@@ -49,16 +50,20 @@ __all__ = ["BurstpropRule"]
 
 class _Gate(Function):
     """Identity forward (a copy, so in-place activations after a layer leave its output
-    alone); backward hands the incoming apical signal to the call's record."""
+    alone); backward hands the incoming apical signal to the call's record.
+
+    The record is held weakly: it holds the gate's output, whose graph holds this node, and
+    Python's collector cannot break a cycle through autograd's nodes, so a strong reference kept
+    every step's records alive. The rule holds them for the step (`BurstpropRule._calls`)."""
 
     @staticmethod
     def forward(ctx, a, call):
-        ctx.call = call
+        ctx.call = weakref.ref(call)
         return a.clone()
 
     @staticmethod
     def backward(ctx, signal):
-        return ctx.call.burst(signal), None
+        return ctx.call().burst(signal), None
 
 
 class _Call:
