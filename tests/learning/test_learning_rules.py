@@ -1,4 +1,5 @@
 import copy
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,30 @@ def test_one_step_of_every_rule(rule):
         assert len({k for k in changed if k.endswith("feedback_q")}) == 8
     assert all(layer.cache is None for _, layer in feedback_layers(model))
 
+
+
+def _live_tensors():
+    gc.collect()
+    return sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_training_steps_keep_no_tensors_alive(rule):
+    """Memory stays flat over training: after warm-up steps (optimizer state, lazily built
+    feedback), more steps leave no more live tensors (a rule that kept each step's activations
+    grew by an epoch's worth every epoch)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 3, (8,))
+    r = make_rule(rule)
+    model = r.convert(build_model("ventral_cnn", 3, 16)).train()
+    optimizers = r.optimizers(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        r.step(model, x, y, optimizers, generator)
+    before = _live_tensors()
+    for _ in range(4):
+        r.step(model, x, y, optimizers, generator)
+    assert _live_tensors() == before
 
 # The embedded default: 32 px images of 32 subordinate classes, 3200 train / 640 test,
 # 5 epochs of batch 128 at lr 0.01.
