@@ -171,7 +171,7 @@ def _recovery_summary(args):
     recovery_summary(args.tables, args.matrix, args.out)
 
 
-def _pin_blas(threads) -> None:
+def pin_blas(threads) -> None:
     """BLAS threads of a numpy-only verb (without importing torch, as `runtime.set_num_threads` does)."""
     if threads is not None:
         from threadpoolctl import threadpool_limits
@@ -184,7 +184,7 @@ def _geometry(args):
     from pipeline.io import read_zarr, write_parquet
     from pipeline.models.names import parse_model_name
 
-    _pin_blas(args.threads)
+    pin_blas(args.threads)
     settings = dict(args.settings)
     probe = dict(settings.pop("probe", {}))
     level = probe.setdefault("label_level", "basic")
@@ -202,7 +202,7 @@ def _rule_similarity(args):
     from pipeline.compare.rule_similarity import rule_similarity
     from pipeline.io import read_zarr, write_parquet
 
-    _pin_blas(args.threads)
+    pin_blas(args.threads)
     # results/activations/{model}/{stimulus_set}.zarr: the folder names the model
     models = {Path(path).parent.name: read_zarr(path) for path in args.activations}
     if len(models) != len(args.activations):

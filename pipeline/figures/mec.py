@@ -73,7 +73,7 @@ def plot_mec_ratemaps(neural, ratemaps, data_scores, model_scores, out, *, dpi=1
     from pipeline.data.assembly import read_assembly
     from pipeline.io import read_zarr
     from pipeline.mec.comparison import _layer
-    from pipeline.mec.model_ratemaps import grid_images
+    from pipeline.mec.ratemaps import grid_images
 
     assembly = read_assembly(neural)
     mean = assembly.mean("trial").transpose("stimulus", "neuroid")

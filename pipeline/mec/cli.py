@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.cli import json_object
+from pipeline.cli import json_object, pin_blas
 
 log = logging.getLogger("pipeline")
 
@@ -79,7 +79,7 @@ def _mec_scores(args):
     from pipeline.io import read_zarr, write_parquet
     from pipeline.mec.comparison import source_labels, store_scores
 
-    _threads(args)
+    pin_blas(args.threads)
     table = store_scores(read_zarr(args.ratemaps), **args.settings)
     for position, (column, value) in enumerate(
             {"dataset": args.dataset, **source_labels(args.source)}.items()):
@@ -92,7 +92,7 @@ def _mec_data_scores(args):
     from pipeline.io import write_parquet
     from pipeline.mec.scores import assembly_scores
 
-    _threads(args)
+    pin_blas(args.threads)
     table = assembly_scores(read_assembly(args.neural), **args.settings)
     table.insert(0, "dataset", args.dataset)
     write_parquet(table, args.out)

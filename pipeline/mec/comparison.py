@@ -20,7 +20,7 @@ import xarray as xr
 from scipy import stats
 
 from pipeline.compare.consistency import predictivity
-from pipeline.mec.model_ratemaps import grid_images
+from pipeline.mec.ratemaps import grid_images
 from pipeline.models.names import parse_model_name
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,13 @@ smoothed, and a bin no step visited is NaN.
 The result is an activations store like `pipeline.activations` writes: one variable per layer
 (``pre_g``, ``g``, ``dc``), dims (epoch, stimulus, unit_{layer}), the stimuli being bins with the
 data assembly's ``stimulus_id`` (``x{i}_y{j}``), so `pipeline.compare.consistency.predictivity`
-compares model and animal maps unchanged. `grid_images` turns either kind back into
-(unit, y, x) images for cell-type scores.
+compares model and animal maps unchanged. `pipeline.mec.ratemaps.grid_images` turns either
+kind back into (unit, y, x) images for cell-type scores.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 
 import numpy as np
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 
 RATEMAP_SEED = 0        # trajectories of model rate maps (spec: fixed seeds, same for all models)
 
-__all__ = ["accumulate_bins", "arena_grid", "bin_index", "bin_means", "grid_images",
+__all__ = ["accumulate_bins", "arena_grid", "bin_index", "bin_means",
            "model_rate_maps", "ratemap_store", "ratemaps_of_run"]
 
 
@@ -146,44 +145,6 @@ def ratemap_store(maps_by_epoch: dict[int, dict[str, np.ndarray]], grid: BinGrid
                                     **grid.coords()},
                       attrs={"arena_width_cm": grid.width, "arena_height_cm": grid.height,
                              "bin_size_cm": grid.bin_size, **(attrs or {})})
-
-
-_BIN_ID = re.compile(r"^x(\d+)_y(\d+)$")
-
-
-def grid_images(values, stimulus_id=None, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """(stimulus, unit) maps back onto the full bin grid as images (unit, n_y, n_x).
-
-    Parameters
-    ----------
-    values : ndarray (stimulus, unit) or xarray.DataArray
-        A DataArray with dims (stimulus, unit|neuroid) brings its own ``stimulus_id``.
-    stimulus_id : sequence of str, optional
-        ``x{i}_y{j}`` of each row.
-    shape : (n_y, n_x), optional
-        The grid; None: the largest i, j + 1 (give it when edge bins may be absent).
-
-    Returns
-    -------
-    ndarray (unit, n_y, n_x)
-        NaN at bins absent from `values` (the data assembly drops unvisited bins) or NaN there.
-    """
-    if isinstance(values, xr.DataArray):
-        stimulus_id = values["stimulus_id"].values if stimulus_id is None else stimulus_id
-        other = [d for d in values.dims if d != "stimulus"]
-        values = values.transpose("stimulus", *other).values
-    values = np.asarray(values, dtype=np.float64)
-    ids = np.asarray(stimulus_id).astype(str)
-    parsed = [_BIN_ID.match(s) for s in ids]
-    if not all(parsed):
-        bad = ids[[p is None for p in parsed].index(True)]
-        raise ValueError(f"grid_images: stimulus_id {bad!r} is not a bin id x{{i}}_y{{j}}")
-    ix = np.array([int(p[1]) for p in parsed])
-    iy = np.array([int(p[2]) for p in parsed])
-    n_y, n_x = shape if shape is not None else (iy.max() + 1, ix.max() + 1)
-    out = np.full((values.shape[1], n_y, n_x), np.nan)
-    out[:, iy, ix] = values.T
-    return out
 
 
 def ratemaps_of_run(model_dir, neural, *, n_batches: int = 100, batch_size: int = 200,

@@ -21,6 +21,7 @@ Choices the spec leaves open, and ours:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,8 @@ class BinGrid:
         return ((np.arange(n_x) + 0.5) * self.bin_size, (np.arange(n_y) + 0.5) * self.bin_size)
 
     def coords(self) -> dict:
-        """Stimulus coords of the flattened grid (row-major: y slow, x fast)."""
+        """Stimulus coords of the flattened grid (row-major: y slow, x fast); `grid_images`
+        maps values on these ids back onto the grid."""
         cx, cy = self.centres()
         ix, iy = np.meshgrid(np.arange(cx.size), np.arange(cy.size))
         return {"stimulus_id": ("stimulus", np.array([f"x{i}_y{j}" for i, j in
@@ -101,6 +103,44 @@ class BinGrid:
             iy = np.clip(np.floor(rel[:, 1] / self.bin_size), 0, n_y - 1)
         flat = np.where(inside, iy * n_x + ix, -1)
         return np.nan_to_num(flat, nan=-1).astype(np.int64)
+
+
+_BIN_ID = re.compile(r"^x(\d+)_y(\d+)$")
+
+
+def grid_images(values, stimulus_id=None, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(stimulus, unit) maps back onto the full bin grid as images (unit, n_y, n_x).
+
+    Parameters
+    ----------
+    values : ndarray (stimulus, unit) or xarray.DataArray
+        A DataArray with dims (stimulus, unit|neuroid) brings its own ``stimulus_id``.
+    stimulus_id : sequence of str, optional
+        ``x{i}_y{j}`` of each row.
+    shape : (n_y, n_x), optional
+        The grid; None: the largest i, j + 1 (give it when edge bins may be absent).
+
+    Returns
+    -------
+    ndarray (unit, n_y, n_x)
+        NaN at bins absent from `values` (the data assembly drops unvisited bins) or NaN there.
+    """
+    if isinstance(values, xr.DataArray):
+        stimulus_id = values["stimulus_id"].values if stimulus_id is None else stimulus_id
+        other = [d for d in values.dims if d != "stimulus"]
+        values = values.transpose("stimulus", *other).values
+    values = np.asarray(values, dtype=np.float64)
+    ids = np.asarray(stimulus_id).astype(str)
+    parsed = [_BIN_ID.match(s) for s in ids]
+    if not all(parsed):
+        bad = ids[[p is None for p in parsed].index(True)]
+        raise ValueError(f"grid_images: stimulus_id {bad!r} is not a bin id x{{i}}_y{{j}}")
+    ix = np.array([int(p[1]) for p in parsed])
+    iy = np.array([int(p[2]) for p in parsed])
+    n_y, n_x = shape if shape is not None else (iy.max() + 1, ix.max() + 1)
+    out = np.full((values.shape[1], n_y, n_x), np.nan)
+    out[:, iy, ix] = values.T
+    return out
 
 
 def running_speed(t: np.ndarray, xy: np.ndarray, window: float = SPEED_WINDOW) -> np.ndarray:

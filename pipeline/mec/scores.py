@@ -54,7 +54,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from pipeline.mec.ratemaps import (BinGrid, MAX_GAP, MIN_OCCUPANCY, SIGMA, SPEED_THRESHOLD,
-                                   SPEED_WINDOW, running_speed, sample_durations, smooth_maps)
+                                   SPEED_WINDOW, grid_images, running_speed, sample_durations,
+                                   smooth_maps)
 
 log = logging.getLogger(__name__)
 
@@ -521,8 +522,6 @@ def assembly_scores(assembly, **grid_kwargs) -> pd.DataFrame:
     pandas.DataFrame
         `cell_scores` columns (unit_id = neuroid_id), plus neuroid_id and animal.
     """
-    from pipeline.mec.model_ratemaps import grid_images
-
     missing = [k for k in ("arena_width_cm", "arena_height_cm", "bin_size_cm")
                if k not in assembly.attrs]
     if missing:

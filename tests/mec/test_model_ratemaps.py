@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from pipeline.mec.model_ratemaps import grid_images, model_rate_maps, ratemap_store
-from pipeline.mec.ratemaps import BinGrid
+from pipeline.mec.model_ratemaps import model_rate_maps, ratemap_store
+from pipeline.mec.ratemaps import BinGrid, grid_images
 from pipeline.mec.trajectories import simulate_trajectories
 
 
