@@ -31,6 +31,10 @@ JOBS = {
     "predictivity": ["pipeline.compare.consistency", "pipeline.data.assembly", "pipeline.io",
                      "pipeline.models.names"],
     "plot_rdms": ["pipeline.figures.rdms"],
+    "assemble_synthetic_mouse": ["pipeline.data.synthetic_mouse", "pipeline.io"],
+    "recovery, recovery_matrix": ["pipeline.compare.recovery", "pipeline.io"],
+    "mec_predictivity, mec_scores, mec_ks": ["pipeline.mec.comparison", "pipeline.data.assembly",
+                                             "pipeline.io"],
     "extract": ["pipeline.activations"],
     "train": ["pipeline.train"],
 }

@@ -93,3 +93,18 @@ def test_the_command_line_starts_without_the_libraries_of_the_verbs():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True).stdout.split())
     assert loaded.isdisjoint({"torch", "numpy", "pandas", "xarray", "scipy", "sklearn", "zarr"})
+
+
+def test_jobs_that_run_no_model_import_no_torch():
+    """The Snakefile's imports and the modules of jobs that only read names, assemblies, scores
+    or rate maps leave torch unimported (about 1.5 s of every such process)."""
+    modules = ["pipeline.models", "pipeline.config", "pipeline.identify.grid",
+               "pipeline.compare.consistency", "pipeline.compare.recovery",
+               "pipeline.data.synthetic_mec", "pipeline.data.synthetic_mouse",
+               "pipeline.mec.comparison", "pipeline.mec.scores", "pipeline.figures.comparison",
+               "pipeline.figures.mec", "pipeline.figures.rdms"]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

@@ -14,15 +14,18 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 import xarray as xr
 from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline.data.shards import folder_key, open_or_build
 from pipeline.io import load_zarr, read_zarr
+
+if TYPE_CHECKING:     # torch is imported where tensors are made: reading stimuli needs none
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -379,8 +382,9 @@ FOLDER_RESIZE = "RGB, shorter side bilinear to size, centre crop"
 FOLDER_CHUNK = 256
 
 
-class _FolderImages(torch.utils.data.Dataset):
-    """Decoded images (channel, y, x) of a list of files; what DataLoader workers run."""
+class _FolderImages:
+    """Decoded images (channel, y, x) of a list of files: the map-style dataset (`__len__`,
+    `__getitem__`) DataLoader workers run."""
 
     def __init__(self, files: list[Path], size: int):
         self.files, self.size = files, size
@@ -394,8 +398,10 @@ class _FolderImages(torch.utils.data.Dataset):
 
 def _decoded_chunks(files: list[Path], size: int, workers: int):
     """Chunks (n, channel, y, x) uint8 of `files` decoded in order by `workers` processes."""
-    loader = torch.utils.data.DataLoader(_FolderImages(files, size), batch_size=FOLDER_CHUNK,
-                                         num_workers=workers, collate_fn=np.stack)
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_FolderImages(files, size), batch_size=FOLDER_CHUNK, num_workers=workers,
+                        collate_fn=np.stack)
     with tqdm(total=len(files), desc="decoding images", unit="image", disable=None) as bar:
         for chunk in loader:
             bar.update(len(chunk))
@@ -594,6 +600,8 @@ def stimulus_sha256(ds: xr.Dataset) -> str:
 
 def to_tensor(images) -> torch.Tensor:
     """uint8 images (stimulus, y, x, channel) → uint8 tensor (stimulus, channel, y, x)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
 
 
@@ -607,6 +615,8 @@ def class_indices(ds: xr.Dataset, level: str, classes: list[str], path) -> torch
 
     Raises ValueError naming `path` when a class is not in `classes` (the training set's).
     """
+    import torch
+
     names = ds[level].values.astype(str)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(names) - index.keys())

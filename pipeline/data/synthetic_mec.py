@@ -45,7 +45,6 @@ from pipeline.data.mec_openfield import rate_map_assembly
 from pipeline.io import atomic_path, read_zarr, write_zarr
 from pipeline.mec.ratemaps import BinGrid
 from pipeline.mec.scores import SpatialSampler, led_head_direction
-from pipeline.mec.trajectories import simulate_session
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +180,8 @@ def _symmetry(xy, hd, k: int, arena_cm: float):
 def _trajectory(animal: int, *, seed, duration_s, dt, arena_cm, mean_speed_cm_s,
                 trajectory_file):
     if trajectory_file is None:
+        from pipeline.mec.trajectories import simulate_session   # torch: simulation only
+
         # Rayleigh(σ) has mean σ·sqrt(π/2).
         scale = mean_speed_cm_s / 100 / np.sqrt(np.pi / 2)
         path_seed = int(np.random.SeedSequence([seed, animal, 0x7A]).generate_state(1)[0])
