@@ -128,7 +128,7 @@ def test_a_step_frees_what_it_recorded(rule):
     for _ in range(3):
         r.step(model, x, y, optimizers)
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, _Call)]
+    assert not [o for o in gc.get_objects() if type(o) is _Call]
 
 
 def test_recurrent_weights_cancel_the_baseline_apical_input():
