@@ -85,7 +85,6 @@ def test_one_step_of_every_rule(rule):
     assert all(layer.cache is None for _, layer in feedback_layers(model))
 
 
-
 def _live_tensors():
     gc.collect()
     return sum(issubclass(type(o), torch.Tensor) for o in gc.get_objects())
@@ -108,6 +107,7 @@ def test_training_steps_keep_no_tensors_alive(rule):
     for _ in range(4):
         r.step(model, x, y, optimizers, generator)
     assert _live_tensors() == before
+
 
 # The embedded default: 32 px images of 32 subordinate classes, 3200 train / 640 test,
 # 5 epochs of batch 128 at lr 0.01.
